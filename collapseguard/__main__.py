@@ -1,0 +1,5 @@
+import sys
+
+from collapseguard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""Alerts, their severities and the warning category users filter on."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Phase = Literal["early", "mid", "late", "fault"]
+Severity = Literal["warn", "critical"]
+
+PHASES: tuple[Phase, ...] = ("early", "mid", "late")
+PHASE_NAMES = {"early": "tail loss", "mid": "modes narrowing", "late": "functional collapse", "fault": "check failed"}
+SEVERITY_RANK = {None: 0, "warn": 1, "critical": 2}
+
+logger = logging.getLogger("collapseguard")
+
+
+class CollapseWarning(UserWarning):
+    """Issued once when a new collapse alert appears (``warnings.simplefilter`` can silence it)."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One detector finding at one check.
+
+    Attributes:
+        phase: ``"early"`` (tail loss), ``"mid"`` (modes narrowing), ``"late"`` (functional collapse),
+            or ``"fault"`` when the check itself could not run (generation raised, NaN outputs, gold changed).
+        severity: ``"warn"`` or ``"critical"``.
+        metric: the metric that crossed its bound.
+        value: its value at this check.
+        reference: what it was judged against (gold reference, or best-so-far for rises).
+        threshold: the bound crossed, in the units of the detector's score.
+        message: one sentence: what moved, by how much, against what, what to try.
+        detector: the detector's name.
+        step: the training step of the check, when known.
+    """
+
+    phase: Phase
+    severity: Severity
+    metric: str
+    value: float
+    reference: float
+    threshold: float
+    message: str
+    detector: str = ""
+    step: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.detector, self.metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"[collapseguard {self.severity} | {self.phase}: {PHASE_NAMES[self.phase]}] {self.message}"
+
+
+def emit(alert: Alert, new: bool) -> None:
+    """Log every alert; raise a CollapseWarning only for a new one."""
+    logger.log(logging.ERROR if alert.severity == "critical" else logging.WARNING, "%s", alert)
+    if new:
+        warnings.warn(str(alert), CollapseWarning, stacklevel=3)

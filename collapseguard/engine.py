@@ -1,0 +1,245 @@
+"""The engine both training callbacks drive: schedule, fault handling, halting, state.
+
+The adapters (``collapseguard.integrations.*``) only translate framework hooks:
+they hand the engine a ``produce`` function that asks the model to continue
+the gold prompts, and act on what the engine decides. Everything else -- which
+prompts, measuring, merging ranks, judging, when to halt, what to save -- is
+here, so both frameworks behave identically for the same outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from collapseguard.alerts import Alert, emit
+from collapseguard.goldset import GoldSet, GoldSetModifiedError
+from collapseguard.metrics import ModelStats
+from collapseguard.monitor import CheckResult, CollapseMonitor
+from collapseguard.suite import MetricSuite
+from collapseguard.thresholds import Thresholds
+
+ENGINE_STATE_VERSION = 1
+ON_COLLAPSE = ("warn", "halt")
+ON_ERROR = ("warn", "raise")
+DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+@dataclass
+class Generation:
+    """What an adapter's ``produce`` returns for its shard of prompts.
+
+    Text gold: ``sequences`` (generated token ids, EOS excluded) and ``finished``
+    (True where the model emitted EOS), optionally ``model_stats``. Array gold: ``samples`` (n, d).
+    """
+
+    sequences: list[np.ndarray] | None = None
+    finished: list[bool] | None = None
+    samples: np.ndarray | None = None
+    model_stats: ModelStats | None = None
+
+
+@dataclass
+class CheckOutcome:
+    """The engine's verdict on one check, for the adapter to act on."""
+
+    result: CheckResult | None
+    should_stop: bool
+    reason: str | None
+    log_metrics: dict[str, float] = field(default_factory=dict)
+    faults: list[Alert] = field(default_factory=list)
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value!r}")
+    return int(value)
+
+
+def _choice(name: str, value: Any, options: Sequence[str]) -> str:
+    if value not in options:
+        raise ValueError(f"{name}={value!r} is not supported: choose one of {list(options)}")
+    return value
+
+
+class GuardEngine:
+    """Configuration, schedule and decisions of a collapse guard (framework-free).
+
+    Args:
+        gold: the human gold set.
+        tokenizer: tokenizer for a text gold set; adapters may supply it later via :meth:`setup`.
+        thresholds: :class:`Thresholds`, preset name or dict.
+        on_collapse: ``"warn"`` (log and warn only) or ``"halt"`` (stop training after
+            ``patience`` consecutive critical checks).
+        on_error: ``"warn"`` (a failing check becomes a fault alert, training goes on) or ``"raise"``.
+        every_n_epochs: run a check at the end of every n-th epoch.
+        num_samples: gold prompts continued per check (across all processes).
+        prompt_length: gold tokens in each prompt.
+        max_new_tokens: tokens generated per prompt (also the gold reference length).
+        patience: consecutive critical checks before halting.
+        seed: generation seed; check k uses ``seed + k``, so resumed runs sample the same way.
+        generation_kwargs: overrides of the sampling settings (default: pure sampling, temperature 1).
+        model_stats: also score gold continuations teacher-forced (banded perplexity, entropy).
+        batch_size: prompts per generation batch.
+
+    Raises:
+        TypeError / ValueError: naming the argument, its value and the valid choices.
+    """
+
+    def __init__(self, gold: GoldSet, *, tokenizer: Any = None, thresholds: Thresholds | str | dict | None = None,
+                 on_collapse: Literal["warn", "halt"] = "warn", on_error: Literal["warn", "raise"] = "warn",
+                 every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
+                 patience: int = 1, seed: int = 0, generation_kwargs: dict[str, Any] | None = None,
+                 model_stats: bool = True, batch_size: int = 32) -> None:
+        if not isinstance(gold, GoldSet):
+            raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
+        self.gold = gold
+        self.tokenizer = tokenizer
+        self.thresholds = Thresholds.coerce(thresholds)
+        self.on_collapse = _choice("on_collapse", on_collapse, ON_COLLAPSE)
+        self.on_error = _choice("on_error", on_error, ON_ERROR)
+        self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
+        self.num_samples = _positive_int("num_samples", num_samples, 2)
+        self.prompt_length = _positive_int("prompt_length", prompt_length)
+        self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
+        self.patience = _positive_int("patience", patience)
+        self.seed = _positive_int("seed", seed, 0)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        if generation_kwargs is not None and not isinstance(generation_kwargs, dict):
+            raise TypeError(f"generation_kwargs must be a dict, got {type(generation_kwargs).__name__}")
+        self.generation_kwargs = {**DEFAULT_GENERATION, **(generation_kwargs or {})}
+        self.model_stats = bool(model_stats)
+        self.monitor: CollapseMonitor | None = None
+        self.checks_done = 0
+        self.critical_streak = 0
+        self.last_outcome: CheckOutcome | None = None
+        self._pending_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, tokenizer: Any = None) -> None:
+        """Build the monitor (tokenizes and splits gold once). Idempotent."""
+        if self.monitor is not None:
+            return
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if self.gold.kind == "text" and tokenizer is None:
+            raise ValueError("a text gold set needs the model's tokenizer: pass tokenizer=... to the callback")
+        self.tokenizer = tokenizer
+        self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if self.gold.kind == "text" else None,
+                                       prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens)
+        if self._pending_state is not None:
+            self.load_state_dict(self._pending_state)
+
+    def should_check(self, epoch: int) -> bool:
+        """True at the end of every ``every_n_epochs``-th epoch (``epoch`` counts from 0)."""
+        return (epoch + 1) % self.every_n_epochs == 0
+
+    def prompts(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
+        """This process's share of the gold prompts (disjoint across ranks; together ``num_samples``)."""
+        assert self.monitor is not None, "call setup() first"
+        pool = self.monitor.split.prompts[: self.num_samples]
+        return list(pool[rank::world_size])
+
+    def gold_continuations(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
+        """The gold continuations of :meth:`prompts`, for teacher-forced model statistics."""
+        assert self.monitor is not None, "call setup() first"
+        return list(self.monitor.split.continuations[: self.num_samples][rank::world_size])
+
+    @property
+    def check_seed(self) -> int:
+        return self.seed + self.checks_done
+
+    # ------------------------------------------------------------------ check
+    def measure(self, produce: Callable[[], Generation]) -> MetricSuite | Alert:
+        """Run this process's generation and measure it; a failure becomes a fault alert."""
+        assert self.monitor is not None, "call setup() first"
+        try:
+            self.gold.verify()
+        except GoldSetModifiedError as exc:
+            return self._fault("gold_fingerprint", f"{exc}", "critical")
+        try:
+            gen = produce()
+            if self.gold.kind == "array":
+                if gen.samples is None or np.asarray(gen.samples).size == 0:
+                    return self._fault("generation", "the model returned no samples for this check")
+                return self.monitor.measure(gen.samples)
+            if not gen.sequences:
+                return self._fault("generation", "generation returned no outputs for this check")
+            return self.monitor.measure(gen.sequences, finished=gen.finished, model_stats=gen.model_stats)
+        except Exception as exc:  # a failing check must not kill training unless asked to
+            if self.on_error == "raise":
+                raise
+            return self._fault("generation", f"the check failed with {type(exc).__name__}: {exc}")
+
+    def conclude(self, measured: Sequence[MetricSuite | Alert], step: int | None, epoch: int | None) -> CheckOutcome:
+        """Merge every process's measurement, judge, and decide. Same input -> same decision on every rank."""
+        assert self.monitor is not None, "call setup() first"
+        faults = [m for m in measured if isinstance(m, Alert)]
+        suites = [m for m in measured if not isinstance(m, Alert)]
+        self.checks_done += 1
+        result = None
+        if suites and not faults:
+            merged = suites[0].copy()
+            for other in suites[1:]:
+                merged.merge(other)
+            result = self.monitor.evaluate(merged, step=step)
+        for fault in faults:
+            emit(Alert(fault.phase, fault.severity, fault.metric, fault.value, fault.reference, fault.threshold,
+                       fault.message, fault.detector, step), new=True)
+        critical = (result is not None and result.critical) or any(f.severity == "critical" for f in faults)
+        self.critical_streak = self.critical_streak + 1 if critical else 0
+        should_stop, reason = self._evaluate_stopping_criteria(result, faults)
+        outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
+        self.last_outcome = outcome
+        return outcome
+
+    def _evaluate_stopping_criteria(self, result: CheckResult | None, faults: list[Alert]) -> tuple[bool, str | None]:
+        """(should_stop, reason): halt after ``patience`` consecutive critical checks when on_collapse="halt"."""
+        if self.on_collapse != "halt" or self.critical_streak < self.patience:
+            return False, None
+        worst = next((a for a in faults if a.severity == "critical"), None)
+        if worst is None and result is not None:
+            worst = min((a for a in result.alerts if a.severity == "critical"),
+                        key=lambda a: {"late": 0, "mid": 1, "early": 2}.get(a.phase, 3))
+        what = f"{worst.metric}={worst.value:.4g} (gold reference {worst.reference:.4g}): {worst.message}" if worst else ""
+        return True, (f"collapseguard halted training after {self.critical_streak} consecutive critical check(s) "
+                      f"(patience={self.patience}); {what}")
+
+    def _fault(self, metric: str, message: str, severity: str = "warn") -> Alert:
+        return Alert("fault", severity, metric, math.nan, math.nan, math.nan,  # type: ignore[arg-type]
+                     f"{message}; training continues (on_error={self.on_error!r})", "GuardEngine")
+
+    @staticmethod
+    def _log_metrics(result: CheckResult | None) -> dict[str, float]:
+        if result is None:
+            return {"collapseguard/check_failed": 1.0}
+        out = {f"collapseguard/{k}": float(v) for k, v in result.metrics.items() if math.isfinite(v)}
+        out["collapseguard/health"] = float(result.health)
+        out["collapseguard/severity"] = float({None: 0, "warn": 1, "critical": 2}[result.severity])
+        out["collapseguard/check_failed"] = 0.0
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"version": ENGINE_STATE_VERSION, "checks_done": self.checks_done,
+                                 "critical_streak": self.critical_streak}
+        if self.monitor is not None:
+            state["monitor"] = self.monitor.state_dict()
+        elif self._pending_state is not None:
+            state["monitor"] = self._pending_state.get("monitor")
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != ENGINE_STATE_VERSION:
+            raise ValueError(f"guard state version {state.get('version')!r} is not {ENGINE_STATE_VERSION}")
+        if self.monitor is None:  # restored before setup (e.g. Lightning restores callbacks early)
+            self._pending_state = state
+            return
+        self.checks_done = int(state["checks_done"])
+        self.critical_streak = int(state["critical_streak"])
+        if state.get("monitor"):
+            self.monitor.load_state_dict(state["monitor"])
+        self._pending_state = None

@@ -1,0 +1,56 @@
+"""Diversity and collapse metrics: functional forms and mergeable class forms.
+
+>>> from collapseguard.metrics import distinct_n, self_bleu, vendi_score
+>>> distinct_n(["a b c", "a b d"], n=1)
+0.6666666666666666
+"""
+
+from collapseguard.metrics.base import Metric, merge_all
+from collapseguard.metrics.bleu import SelfBLEU, self_bleu
+from collapseguard.metrics.embedding import (
+    EmbeddingMoments,
+    TailMass,
+    effective_rank,
+    hashed_ngram_features,
+    total_variance,
+    vendi_score,
+)
+from collapseguard.metrics.gold_relative import (
+    FrequencyBands,
+    JSDivergence,
+    TailCoverage,
+    js_divergence,
+    tail_coverage,
+)
+from collapseguard.metrics.lexical import (
+    CompressionRatio,
+    DistinctN,
+    DuplicateFraction,
+    NGramEntropy,
+    ZipfCoefficient,
+    compression_ratio,
+    distinct_n,
+    duplicate_fraction,
+    ngram_entropy,
+    zipf_coefficient,
+)
+from collapseguard.metrics.model_side import GoldLikelihood, ModelStats, banded_perplexity
+from collapseguard.metrics.repetition import (
+    LengthLimitFraction,
+    LoopFraction,
+    SeqRepN,
+    ends_in_loop,
+    length_limit_fraction,
+    loop_fraction,
+    seq_rep_n,
+)
+
+__all__ = [
+    "CompressionRatio", "DistinctN", "DuplicateFraction", "EmbeddingMoments", "FrequencyBands",
+    "GoldLikelihood", "JSDivergence", "LengthLimitFraction", "LoopFraction", "Metric", "ModelStats",
+    "NGramEntropy", "SelfBLEU", "SeqRepN", "TailCoverage", "TailMass", "ZipfCoefficient",
+    "banded_perplexity", "compression_ratio", "distinct_n", "duplicate_fraction", "effective_rank",
+    "ends_in_loop", "hashed_ngram_features", "js_divergence", "length_limit_fraction",
+    "loop_fraction", "merge_all", "ngram_entropy", "self_bleu", "seq_rep_n", "tail_coverage",
+    "total_variance", "vendi_score", "zipf_coefficient",
+]

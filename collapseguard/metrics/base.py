@@ -1,0 +1,106 @@
+"""Mergeable metric states, in the manner of torchmetrics' ``add_state``.
+
+A metric keeps *sufficient statistics* (counts, sums, n-gram tables) whose
+merge is exact: ``a.merge(b)`` followed by ``compute()`` gives the value that
+one metric updated with the outputs of both would give. This is what lets each
+training process measure its own share of the generations and still reach the
+same numbers as a single process.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import numpy as np
+
+Reduction = Literal["sum", "cat", "union", "counts"]
+
+_EMPTY_KEYS = np.empty(0, dtype=np.uint64)
+
+
+def merge_counts(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add two (sorted unique keys, counts) tables."""
+    keys = np.concatenate([a[0], b[0]])
+    if keys.size == 0:
+        return _EMPTY_KEYS, np.empty(0, dtype=np.int64)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    counts = np.bincount(inverse, weights=np.concatenate([a[1], b[1]]), minlength=uniq.size)
+    return uniq, counts.astype(np.int64)
+
+
+def count_table(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique keys, counts) of an array of hashes."""
+    if keys.size == 0:
+        return _EMPTY_KEYS, np.empty(0, dtype=np.int64)
+    uniq, counts = np.unique(keys, return_counts=True)
+    return uniq, counts.astype(np.int64)
+
+
+_REDUCERS: dict[str, Callable[[Any, Any], Any]] = {
+    "sum": lambda a, b: a + b,
+    "cat": lambda a, b: list(a) + list(b),
+    "union": lambda a, b: np.union1d(a, b).astype(np.uint64),
+    "counts": merge_counts,
+}
+
+
+def _empty_like(default: Any) -> Any:
+    return copy.deepcopy(default)
+
+
+class Metric:
+    """Base class: named states with declared reductions, pure update/compute.
+
+    Subclasses call :meth:`add_state` in ``__init__``, implement
+    :meth:`_update_states` (fold one batch's statistics in) and :meth:`compute`.
+    """
+
+    name: str = "metric"
+
+    def __init__(self) -> None:
+        self._defaults: dict[str, Any] = {}
+        self._reductions: dict[str, Reduction] = {}
+
+    def add_state(self, name: str, default: Any, reduction: Reduction) -> None:
+        if reduction not in _REDUCERS:
+            raise ValueError(f"reduction={reduction!r} is not one of {sorted(_REDUCERS)}")
+        self._defaults[name] = default
+        self._reductions[name] = reduction
+        setattr(self, name, _empty_like(default))
+
+    def reset(self) -> None:
+        for name, default in self._defaults.items():
+            setattr(self, name, _empty_like(default))
+
+    def _fold(self, **batch_states: Any) -> None:
+        """Combine a batch's statistics into the running states."""
+        for name, value in batch_states.items():
+            setattr(self, name, _REDUCERS[self._reductions[name]](getattr(self, name), value))
+
+    def merge(self, other: Metric) -> Metric:
+        """Fold ``other``'s states into this metric (exact) and return self."""
+        if type(other) is not type(self) or other._reductions.keys() != self._reductions.keys():
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+        self._fold(**{name: getattr(other, name) for name in self._reductions})
+        return self
+
+    def states(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._reductions}
+
+    def compute(self) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def merge_all(metrics: Iterable[Metric]) -> Metric:
+    """Merge a sequence of same-type metrics into a fresh copy of the first."""
+    items = list(metrics)
+    if not items:
+        raise ValueError("merge_all() needs at least one metric")
+    merged = copy.deepcopy(items[0])
+    for other in items[1:]:
+        merged.merge(other)
+    return merged

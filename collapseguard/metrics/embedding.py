@@ -1,0 +1,187 @@
+"""Embedding diversity for any modality: Vendi score, total variance, effective rank, tail mass.
+
+All four come from the same d-dimensional moments (n, sum x, sum x x^T, and
+sum of the unit-normalised outer products), so a check costs O(n d^2) and the
+state merges by addition, never needing the n x n kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.linalg import eigvalsh
+
+from collapseguard.metrics._batch import TokenBatch
+from collapseguard.metrics.base import Metric
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def as_matrix(x: Any, name: str = "outputs") -> np.ndarray:
+    """A finite float64 (n, d) matrix, or a clear error."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, d), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise ValueError(f"{name} holds NaN or inf in {bad} of {arr.shape[0]} rows")
+    return arr
+
+
+def _entropy_exp(w: np.ndarray) -> float:
+    w = w[w > 0]
+    return float(np.exp(-(w * np.log(w)).sum())) if w.size else 0.0
+
+
+# -------------------------------------------------------------------- moments
+def _moments_update(x: np.ndarray) -> dict[str, Any]:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return {"n": x.shape[0], "sx": x.sum(axis=0), "sxx": x.T @ x, "suu": unit.T @ unit}
+
+
+def _vendi_compute(n: int, suu: np.ndarray) -> float:
+    return _entropy_exp(eigvalsh(suu / n)) if n else 0.0
+
+
+def _total_variance_compute(n: int, sx: np.ndarray, sxx: np.ndarray) -> float:
+    if n == 0:
+        return 0.0
+    mean = sx / n
+    return float(max(np.trace(sxx) / n - mean @ mean, 0.0))
+
+
+def _effective_rank_compute(n: int, sx: np.ndarray, sxx: np.ndarray) -> float:
+    if n == 0:
+        return 0.0
+    scatter = sxx - np.outer(sx, sx) / n  # centred X^T X
+    sigma = np.sqrt(np.clip(eigvalsh(scatter), 0.0, None))
+    total = sigma.sum()
+    return _entropy_exp(sigma / total) if total > 0 else 0.0
+
+
+def vendi_score(x: Any) -> float:
+    r"""Vendi score (Friedman & Dieng, 2023) with the cosine kernel.
+
+    With unit-normalised rows :math:`\hat x_i`, the kernel's eigenvalues
+    equal those of the d x d matrix :math:`\frac1n \hat X^\top \hat X`:
+
+    .. math:: \mathrm{VS} = \exp\Big(-\sum_k \lambda_k \log \lambda_k\Big)
+
+    It reads as the effective number of distinct samples: 1 for identical
+    rows, n for orthogonal ones. Zero rows are kept as zero (as sklearn does).
+
+    Raises:
+        ValueError: for a non-2-D input or NaN/inf values.
+
+    >>> round(vendi_score(np.eye(3)), 6)
+    3.0
+    """
+    st = _moments_update(as_matrix(x))
+    return _vendi_compute(st["n"], st["suu"])
+
+
+def total_variance(x: Any) -> float:
+    r"""Trace of the (population) covariance: :math:`\frac1n\sum_i \|x_i - \bar x\|^2`.
+
+    >>> total_variance([[0.0], [2.0]])
+    1.0
+    """
+    st = _moments_update(as_matrix(x))
+    return _total_variance_compute(st["n"], st["sx"], st["sxx"])
+
+
+def effective_rank(x: Any) -> float:
+    r"""Effective rank (Roy & Vetterli, 2007) of the centred data.
+
+    :math:`\exp H(p)` with :math:`p_k = \sigma_k / \sum_j \sigma_j` over the
+    singular values of the centred matrix; d for isotropic data, 1 for a line.
+
+    >>> round(effective_rank([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]), 6)
+    2.0
+    """
+    st = _moments_update(as_matrix(x))
+    return _effective_rank_compute(st["n"], st["sx"], st["sxx"])
+
+
+class EmbeddingMoments(Metric):
+    """Mergeable moments behind Vendi, total variance and effective rank."""
+
+    name = "embedding_moments"
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.add_state("n", 0, "sum")
+        self.add_state("sx", np.zeros(dim), "sum")
+        self.add_state("sxx", np.zeros((dim, dim)), "sum")
+        self.add_state("suu", np.zeros((dim, dim)), "sum")
+
+    def update(self, x: Any) -> None:
+        self._fold(**_moments_update(as_matrix(x)))
+
+    def compute_all(self) -> dict[str, float]:
+        return {
+            "vendi": _vendi_compute(self.n, self.suu),
+            "total_variance": _total_variance_compute(self.n, self.sx, self.sxx),
+            "effective_rank": _effective_rank_compute(self.n, self.sx, self.sxx),
+        }
+
+    def compute(self) -> float:
+        return self.compute_all()["vendi"]
+
+
+# ------------------------------------------------------------------- tail mass
+class GoldEllipsoid:
+    """Gold mean and whitening, plus the Mahalanobis radius that leaves
+    ``tail_quantile`` of gold outside: the gold set's tail region."""
+
+    def __init__(self, gold: np.ndarray, tail_quantile: float = 0.1) -> None:
+        self.mean = gold.mean(axis=0)
+        self.precision = np.linalg.pinv(np.atleast_2d(np.cov(gold, rowvar=False)))
+        self.tail_quantile = tail_quantile
+        self.radius = float(np.quantile(self.distance(gold), 1.0 - tail_quantile))
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        c = x - self.mean
+        return np.sqrt(np.einsum("ij,jk,ik->i", c, self.precision, c))
+
+
+class TailMass(Metric):
+    """Share of outputs outside the gold ellipsoid that holds 1 - q of gold (q for gold itself).
+
+    As variance collapses, samples stop reaching the gold tails and this falls
+    toward 0 -- the early phase for continuous data.
+    """
+
+    name = "tail_mass"
+
+    def __init__(self, ellipsoid: GoldEllipsoid) -> None:
+        super().__init__()
+        self.ellipsoid = ellipsoid
+        self.add_state("outside", 0, "sum")
+        self.add_state("count", 0, "sum")
+
+    def update(self, x: Any) -> None:
+        m = as_matrix(x)
+        self._fold(outside=int((self.ellipsoid.distance(m) > self.ellipsoid.radius).sum()), count=m.shape[0])
+
+    def compute(self) -> float:
+        return self.outside / self.count if self.count else 0.0
+
+
+# ----------------------------------------------- hashed n-gram features (text)
+def hashed_ngram_features(batch: TokenBatch, dim: int = 256, orders: tuple[int, ...] = (1, 2)) -> np.ndarray:
+    """Bag of hashed n-grams per output, (m, dim): the text "embedding" for Vendi.
+
+    Feature hashing keeps it free of any model, so the same outputs always get
+    the same vectors and the gold reference is comparable across runs.
+    """
+    feats = np.zeros((len(batch), dim))
+    for n in orders:
+        hashes, docs = batch.ngrams(n)
+        buckets = ((hashes * _MULT) >> np.uint64(40)) % np.uint64(dim)
+        np.add.at(feats, (docs, buckets.astype(np.int64)), 1.0)
+    return feats

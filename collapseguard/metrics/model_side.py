@@ -1,0 +1,101 @@
+"""Model-side statistics on gold continuations, split into frequency bands.
+
+The callbacks run the model teacher-forced over gold prompt + continuation and
+hand over, for every continuation token, its negative log-likelihood and the
+entropy of the model's next-token distribution. This module turns those into
+perplexity and entropy per gold frequency band. Rising tail perplexity while
+head perplexity holds or falls is the model forgetting rare human tokens: the
+early phase, often visible before the outputs' own diversity moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from collapseguard.metrics.base import Metric
+from collapseguard.metrics.gold_relative import BAND_NAMES, FrequencyBands
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Per-token statistics of a model on gold continuations (one array per text).
+
+    Attributes:
+        token_ids: the continuation tokens that were scored.
+        nll: negative log-likelihood of each token, in nats.
+        entropy: entropy of the model's next-token distribution at each token, in nats.
+    """
+
+    token_ids: Sequence[np.ndarray]
+    nll: Sequence[np.ndarray]
+    entropy: Sequence[np.ndarray]
+
+    def __post_init__(self) -> None:
+        if not len(self.token_ids) == len(self.nll) == len(self.entropy):
+            raise ValueError("token_ids, nll and entropy must hold one array per text")
+        for ids, nll, ent in zip(self.token_ids, self.nll, self.entropy, strict=True):
+            if not np.shape(ids) == np.shape(nll) == np.shape(ent):
+                raise ValueError("token_ids, nll and entropy arrays must align token for token")
+
+
+def _gold_likelihood_update(stats: ModelStats, bands: FrequencyBands) -> dict[str, np.ndarray]:
+    if not stats.token_ids:
+        return {"nll_sum": np.zeros(3), "entropy_sum": np.zeros(3), "count": np.zeros(3)}
+    ids = np.concatenate([np.asarray(t, dtype=np.int64) for t in stats.token_ids]).astype(np.uint64)
+    nll = np.concatenate([np.asarray(x, dtype=np.float64) for x in stats.nll])
+    ent = np.concatenate([np.asarray(x, dtype=np.float64) for x in stats.entropy])
+    ok = np.isfinite(nll) & np.isfinite(ent)  # a NaN token must not poison the sums
+    band = bands.lookup(ids)[ok]
+    return {
+        "nll_sum": np.bincount(band, weights=nll[ok], minlength=3),
+        "entropy_sum": np.bincount(band, weights=ent[ok], minlength=3),
+        "count": np.bincount(band, minlength=3).astype(np.float64),
+    }
+
+
+def _gold_likelihood_compute(nll_sum: np.ndarray, entropy_sum: np.ndarray, count: np.ndarray) -> dict[str, float]:
+    def ppl(total: float, n: float) -> float:
+        return float(np.exp(total / n)) if n > 0 else float("nan")
+
+    out = {"gold_ppl": ppl(nll_sum.sum(), count.sum())}
+    for i, name in enumerate(BAND_NAMES):
+        out[f"gold_ppl_{name}"] = ppl(nll_sum[i], count[i])
+    total = count.sum()
+    out["next_token_entropy"] = float(entropy_sum.sum() / total) if total > 0 else float("nan")
+    return out
+
+
+def banded_perplexity(stats: ModelStats, bands: FrequencyBands) -> dict[str, float]:
+    r"""Gold perplexity overall and per band, and mean next-token entropy.
+
+    .. math:: \mathrm{PPL}_b = \exp\Big(\frac{\sum_{t \in b} \mathrm{nll}_t}{|b|}\Big)
+
+    Tokens with a non-finite nll or entropy are skipped. A band with no token
+    gives NaN.
+    """
+    return _gold_likelihood_compute(**_gold_likelihood_update(stats, bands))
+
+
+class GoldLikelihood(Metric):
+    """Class form of :func:`banded_perplexity` (states: per-band sums and counts)."""
+
+    name = "gold_likelihood"
+
+    def __init__(self, bands: FrequencyBands) -> None:
+        super().__init__()
+        self.bands = bands
+        self.add_state("nll_sum", np.zeros(3), "sum")
+        self.add_state("entropy_sum", np.zeros(3), "sum")
+        self.add_state("count", np.zeros(3), "sum")
+
+    def update(self, stats: ModelStats) -> None:
+        self._fold(**_gold_likelihood_update(stats, self.bands))
+
+    def compute_all(self) -> dict[str, float]:
+        return _gold_likelihood_compute(self.nll_sum, self.entropy_sum, self.count)
+
+    def compute(self) -> float:
+        return self.compute_all()["gold_ppl"]

@@ -1,0 +1,216 @@
+"""CollapseMonitor: measure outputs against a gold set, judge them, keep the run's history.
+
+The data flow is one-way: outputs -> :meth:`CollapseMonitor.measure` (a
+mergeable :class:`~collapseguard.suite.MetricSuite`) -> :meth:`evaluate`
+(metrics, gold reference, detectors, patience) -> :class:`CheckResult` with a
+health score and alerts. :meth:`check` chains the two for one process; a
+distributed caller merges the suites of all ranks in between.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from collapseguard.alerts import PHASES, SEVERITY_RANK, Alert, emit, logger
+from collapseguard.detectors import DEFAULT_DETECTORS, Detector, Finding
+from collapseguard.goldset import GoldSet
+from collapseguard.metrics import ModelStats
+from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix
+from collapseguard.suite import ArraySuite, MetricSuite, TextGoldContext, TextSuite
+from collapseguard.thresholds import Thresholds
+from collapseguard.tokenize import TokenizerAdapter, to_sequences
+
+STATE_VERSION = 1
+
+
+@dataclass
+class CheckResult:
+    """What one check found.
+
+    Attributes:
+        step: training step (or generation) of the check.
+        health: in [0, 1]; 1 = as diverse as gold, 0.5 = at a critical bound, 0 = fully collapsed.
+        phase_health: health per phase (``early``, ``mid``, ``late``); ``health`` is their minimum.
+        metrics: every metric measured on the outputs.
+        reference: the same metrics on gold (same count and length).
+        alerts: alerts raised at this check (after patience).
+        judged: False when the check had too few outputs to judge (no alerts then).
+    """
+
+    step: int | None
+    health: float
+    phase_health: dict[str, float]
+    metrics: dict[str, float]
+    reference: dict[str, float]
+    alerts: list[Alert] = field(default_factory=list)
+    judged: bool = True
+
+    @property
+    def critical(self) -> bool:
+        return any(a.severity == "critical" for a in self.alerts)
+
+    @property
+    def severity(self) -> str | None:
+        """The worst severity among the alerts, or None."""
+        return max((a.severity for a in self.alerts), key=SEVERITY_RANK.__getitem__, default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "health": self.health, "phase_health": dict(self.phase_health),
+            "metrics": dict(self.metrics), "reference": dict(self.reference),
+            "alerts": [a.to_dict() for a in self.alerts], "judged": self.judged,
+        }
+
+    def summary(self) -> str:
+        worst = self.severity or "ok"
+        return (f"step {self.step}: health {self.health:.2f} ({worst}); "
+                + ", ".join(f"{p} {h:.2f}" for p, h in self.phase_health.items()))
+
+
+class CollapseMonitor:
+    """Judge generated outputs against a gold set, check after check.
+
+    Args:
+        gold: the human gold set (text or array).
+        thresholds: a :class:`Thresholds`, a preset name or a dict (default ``"balanced"``).
+        tokenizer: for text gold sets: a HF tokenizer, ``tokenizers.Tokenizer``, a callable, or
+            None for the built-in :class:`~collapseguard.tokenize.SimpleTokenizer`.
+        prompt_length: gold tokens given to the model as the prompt.
+        max_new_tokens: length of the gold reference continuation; longer outputs are truncated
+            to it before measuring, so outputs and gold are compared like with like.
+        detectors: detector classes to run (default: TailLoss, VarianceShrinkage, RepetitionLoop).
+
+    Raises:
+        TypeError / ValueError: for a non-GoldSet ``gold``, bad thresholds or lengths.
+
+    >>> gold = GoldSet.from_texts([f"text number {i} about topic {i % 7} and more" for i in range(40)])
+    >>> monitor = CollapseMonitor(gold, prompt_length=2, max_new_tokens=8)
+    >>> monitor.check(["the same words again"] * 40, step=1).critical
+    True
+    """
+
+    def __init__(self, gold: GoldSet, thresholds: Thresholds | str | dict[str, Any] | None = None, *,
+                 tokenizer: Any = None, prompt_length: int = 16, max_new_tokens: int = 32,
+                 detectors: Sequence[type[Detector]] = DEFAULT_DETECTORS) -> None:
+        if not isinstance(gold, GoldSet):
+            raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
+        self.gold = gold
+        self.thresholds = Thresholds.coerce(thresholds)
+        self.detectors = [d() for d in detectors]
+        self.kind = gold.kind
+        self.history: list[dict[str, Any]] = []
+        self._reference_cache: dict[int, dict[str, float]] = {}
+        if self.kind == "text":
+            self.tokenizer = TokenizerAdapter(tokenizer)
+            self.split, tail_half = gold.split(self.tokenizer, prompt_length, max_new_tokens).halves()
+            self._context = TextGoldContext(self.split.full, tail_half)
+            self.max_new_tokens = max_new_tokens
+        else:
+            if tokenizer is not None:
+                raise ValueError("tokenizer is for text gold sets; this gold set holds arrays: drop tokenizer")
+            self._ellipsoid = GoldEllipsoid(gold.array)
+            self.dim = gold.array.shape[1]
+
+    # ------------------------------------------------------------ measuring
+    def new_suite(self) -> MetricSuite:
+        return TextSuite(self._context) if self.kind == "text" else ArraySuite(self._ellipsoid, self.dim)
+
+    def measure(self, outputs: Any, *, finished: Sequence[bool] | None = None,
+                model_stats: ModelStats | None = None) -> MetricSuite:
+        """The mergeable metric states of ``outputs`` (texts, token-id lists or an (n, d) array)."""
+        suite = self.new_suite()
+        if self.kind == "array":
+            matrix = as_matrix(outputs, "outputs")
+            if matrix.shape[1] != self.dim:
+                raise ValueError(f"outputs have {matrix.shape[1]} features but the gold set has {self.dim}")
+            return suite.update(matrix)
+        if isinstance(outputs, np.ndarray) and outputs.ndim == 2 and outputs.dtype.kind == "f":
+            raise TypeError("outputs is a float (n, d) array but the gold set holds texts: use GoldSet.from_arrays for embeddings")
+        sequences = [s[: self.max_new_tokens] for s in to_sequences(outputs, self.tokenizer)]
+        return suite.update(sequences, finished=finished, model_stats=model_stats)
+
+    def reference(self, num_outputs: int) -> dict[str, float]:
+        """The metrics of gold itself, on as many gold samples as there are outputs (cached)."""
+        m = max(int(num_outputs), 1)
+        if m not in self._reference_cache:
+            suite = self.new_suite()
+            if self.kind == "text":
+                suite.update(list(self.split.continuations[:m]))
+            else:
+                n = self.gold.array.shape[0]
+                rows = np.random.default_rng(0).choice(n, size=m, replace=False) if m < n else np.arange(n)
+                suite.update(self.gold.array[np.sort(rows)])
+            self._reference_cache[m] = suite.compute()
+        return self._reference_cache[m]
+
+    # ------------------------------------------------------------- judging
+    def check(self, outputs: Any, step: int | None = None, *, finished: Sequence[bool] | None = None,
+              model_stats: ModelStats | None = None) -> CheckResult:
+        """Measure and judge one batch of outputs; logs and warns on alerts."""
+        return self.evaluate(self.measure(outputs, finished=finished, model_stats=model_stats), step=step)
+
+    def evaluate(self, suite: MetricSuite, step: int | None = None) -> CheckResult:
+        """Judge merged metric states; appends to :attr:`history`."""
+        metrics = suite.compute()
+        n = suite.num_outputs
+        reference = self.reference(n)
+        past = [h["metrics"] for h in self.history]
+        findings = [f for d in self.detectors for f in d.judge(metrics, reference, past, self.thresholds, self.kind)]
+        judged = n >= self.thresholds.min_outputs
+        if not judged:
+            logger.warning("check at step %s had %d outputs, fewer than min_outputs=%d: reported, not judged",
+                           step, n, self.thresholds.min_outputs)
+        alerts = self._apply_patience(findings, step) if judged else []
+        phase_health = {p: min([f.health for f in findings if f.phase == p], default=1.0) for p in PHASES}
+        result = CheckResult(step, min(phase_health.values()), phase_health, metrics, reference, alerts, judged)
+        previous = {tuple(a[k] for k in ("detector", "metric")): a["severity"]
+                    for a in (self.history[-1]["alerts"] if self.history else [])}
+        for alert in alerts:
+            emit(alert, new=SEVERITY_RANK[alert.severity] > SEVERITY_RANK[previous.get(alert.key)])
+        self.history.append({
+            "step": step, "health": result.health, "phase_health": phase_health, "metrics": metrics,
+            "raw": {f"{f.detector}/{f.signal.metric}": f.severity for f in findings} if judged else {},
+            "alerts": [a.to_dict() for a in alerts],
+        })
+        return result
+
+    def _apply_patience(self, findings: list[Finding], step: int | None) -> list[Alert]:
+        """Raise a finding's alert once it held ``patience`` consecutive checks (at its mildest severity)."""
+        patience = self.thresholds.patience
+        alerts = []
+        for f in findings:
+            if f.severity is None:
+                continue
+            key = f"{f.detector}/{f.signal.metric}"
+            earlier = [h["raw"].get(key) for h in self.history[len(self.history) - patience + 1:]]
+            run = [*earlier, f.severity]
+            if len(run) < patience or None in run:
+                continue
+            severity = min(run, key=SEVERITY_RANK.__getitem__)
+            bound = f.signal.critical if severity == "critical" else f.signal.warn
+            alerts.append(Alert(f.phase, severity, f.signal.metric, _finite(f.value), _finite(f.reference),
+                                bound, f.message, f.detector, step))
+        return alerts
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state: the history is all the detectors need to resume."""
+        return {"version": STATE_VERSION, "fingerprint": self.gold.fingerprint,
+                "thresholds": self.thresholds.to_dict(), "history": [dict(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"monitor state version {state.get('version')!r} is not {STATE_VERSION}")
+        if state.get("fingerprint") != self.gold.fingerprint:
+            raise ValueError("this state was saved with another gold set (fingerprints differ); "
+                             "resume with the same gold set or start a fresh monitor")
+        self.history = [dict(h) for h in state["history"]]
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else float("nan")

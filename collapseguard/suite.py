@@ -1,0 +1,162 @@
+"""The metric collections one check measures, for text and for array outputs.
+
+A suite is a dict of mergeable metrics plus the gold context they need (bands,
+gold n-gram tables, the gold ellipsoid). ``suite.merge(other)`` is exact, so
+each process can measure its shard and any process can compute the whole.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from collapseguard.metrics import (
+    CompressionRatio,
+    DistinctN,
+    DuplicateFraction,
+    EmbeddingMoments,
+    FrequencyBands,
+    GoldLikelihood,
+    JSDivergence,
+    LengthLimitFraction,
+    LoopFraction,
+    Metric,
+    ModelStats,
+    NGramEntropy,
+    SelfBLEU,
+    SeqRepN,
+    TailCoverage,
+    TailMass,
+    ZipfCoefficient,
+    hashed_ngram_features,
+)
+from collapseguard.metrics._batch import TokenBatch
+from collapseguard.metrics.base import count_table
+from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix
+
+VENDI_DIM = 256
+
+
+class _Lengths(Metric):
+    name = "mean_length"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("tokens", 0, "sum")
+        self.add_state("count", 0, "sum")
+
+    def update(self, batch: TokenBatch) -> None:
+        self._fold(tokens=int(batch.lengths.sum()), count=len(batch))
+
+    def compute(self) -> float:
+        return self.tokens / self.count if self.count else 0.0
+
+
+class TextGoldContext:
+    """What text metrics need from the gold set, computed once per monitor."""
+
+    def __init__(self, gold_sequences: Sequence[np.ndarray], tail_sequences: Sequence[np.ndarray] | None = None,
+                 tail_mass: float = 0.25) -> None:
+        batch = TokenBatch(gold_sequences)
+        # bands for model-side statistics come from all of gold; the tail types whose
+        # coverage is measured come from the held-out half (see GoldSplit.halves)
+        self.bands = FrequencyBands.from_batch(batch, n=1, tail_mass=tail_mass)
+        tail_batch = TokenBatch(tail_sequences) if tail_sequences is not None else batch
+        self.tail_bands = FrequencyBands.from_batch(tail_batch, n=1, tail_mass=tail_mass)
+        self.tables = {n: count_table(batch.ngrams(n)[0]) for n in (1, 2)}
+
+
+class MetricSuite:
+    """A named collection of mergeable metrics."""
+
+    def __init__(self, metrics: dict[str, Metric]) -> None:
+        self.metrics = metrics
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.metrics["duplicate_fraction"].table[1].sum())
+
+    def merge(self, other: MetricSuite) -> MetricSuite:
+        if other.metrics.keys() != self.metrics.keys():
+            raise TypeError("cannot merge suites that measure different metrics")
+        for name, metric in self.metrics.items():
+            metric.merge(other.metrics[name])
+        return self
+
+    def copy(self) -> MetricSuite:
+        return copy.deepcopy(self)
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, metric in self.metrics.items():
+            if hasattr(metric, "compute_all"):
+                out.update(metric.compute_all())
+            else:
+                out[name] = float(metric.compute())
+        out["num_outputs"] = float(self.num_outputs)
+        return out
+
+
+class TextSuite(MetricSuite):
+    """Every text metric of one check."""
+
+    def __init__(self, context: TextGoldContext) -> None:
+        metrics: dict[str, Metric] = {f"distinct_{n}": DistinctN(n) for n in (1, 2, 3, 4)}
+        metrics.update({
+            "entropy_1": NGramEntropy(1), "entropy_2": NGramEntropy(2), "self_bleu": SelfBLEU(4),
+            "compression_ratio": CompressionRatio(), "duplicate_fraction": DuplicateFraction(),
+            "zipf_coefficient": ZipfCoefficient(), "seq_rep_4": SeqRepN(4), "loop_fraction": LoopFraction(),
+            "length_limit_fraction": LengthLimitFraction(), "tail_coverage": TailCoverage(context.tail_bands),
+            "js_1": JSDivergence(context.tables[1], 1), "js_2": JSDivergence(context.tables[2], 2),
+            "vendi": EmbeddingMoments(VENDI_DIM), "mean_length": _Lengths(),
+            "gold_likelihood": GoldLikelihood(context.bands),
+        })
+        super().__init__(metrics)
+
+    def update(self, sequences: Sequence[np.ndarray] | TokenBatch, finished: Sequence[bool] | None = None,
+               model_stats: ModelStats | None = None) -> TextSuite:
+        batch = sequences if isinstance(sequences, TokenBatch) else TokenBatch(sequences)
+        for name, metric in self.metrics.items():
+            if name == "vendi":
+                metric.update(hashed_ngram_features(batch, VENDI_DIM))
+            elif name == "length_limit_fraction":
+                if finished is not None:
+                    if len(finished) != len(batch):
+                        raise ValueError(f"finished has {len(finished)} flags for {len(batch)} outputs")
+                    metric.update(finished)
+            elif name == "gold_likelihood":
+                if model_stats is not None:
+                    metric.update(model_stats)
+            else:
+                metric.update(batch)
+        return self
+
+    def compute(self) -> dict[str, float]:
+        out = super().compute()
+        # Vendi over hashed n-gram bags is the text "vendi"; its moments' other readings are not used for text.
+        out.pop("total_variance"), out.pop("effective_rank")
+        if not self.metrics["gold_likelihood"].count.any():
+            for key in [k for k in out if k.startswith("gold_ppl") or k == "next_token_entropy"]:
+                out.pop(key)
+        return out
+
+
+class ArraySuite(MetricSuite):
+    """Every embedding/sample metric of one check."""
+
+    def __init__(self, ellipsoid: GoldEllipsoid, dim: int) -> None:
+        super().__init__({
+            "embedding": EmbeddingMoments(dim), "tail_mass": TailMass(ellipsoid),
+            "duplicate_fraction": DuplicateFraction(),
+        })
+
+    def update(self, x: Any, **_: Any) -> ArraySuite:
+        m = as_matrix(x)
+        self.metrics["embedding"].update(m)
+        self.metrics["tail_mass"].update(m)
+        rows = np.ascontiguousarray(m).view(np.int64)  # exact bit patterns: duplicates only
+        self.metrics["duplicate_fraction"].update(TokenBatch(list(rows)))
+        return self

@@ -1,0 +1,156 @@
+"""Detector thresholds: one validated, documented dataclass with presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _f(default: float, lo: float, hi: float, doc: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"range": (lo, hi), "doc": doc, **kw})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Bounds at which each detector warns or turns critical.
+
+    *Ratio* bounds compare a metric with its gold reference (the same metric on
+    gold continuations of the same count and length): ``0.75`` means "warn when
+    the outputs reach less than 75% of the gold value". *Excess* bounds are
+    absolute increases over gold. Every field is validated on construction.
+
+    >>> Thresholds.preset("strict").diversity_warn
+    0.85
+    >>> Thresholds(diversity_warn=0.4, diversity_critical=0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: diversity_critical=0.5 must be below diversity_warn=0.4 (critical is the more severe bound); lower diversity_critical or raise diversity_warn
+    """
+
+    # early phase: tail loss
+    tail_coverage_warn: float = _f(0.65, 0, 1, "warn when outputs cover less than this share of the gold tail types that an equal gold sample covers")
+    tail_coverage_critical: float = _f(0.4, 0, 1, "critical below this share of gold's tail coverage")
+    tail_ppl_rise_warn: float = _f(1.25, 1, 100, "warn when tail-band gold perplexity rises to this multiple of its best value in the run (model-side statistics)")
+    tail_ppl_rise_critical: float = _f(2.0, 1, 100, "critical at this multiple of the best tail-band gold perplexity")
+    head_ppl_tolerance: float = _f(1.05, 1, 100, "a tail rise counts as tail-specific while head-band perplexity stays within this multiple of its best")
+    # mid phase: modes narrowing
+    diversity_warn: float = _f(0.75, 0, 1, "warn when distinct-2, Vendi, total variance, effective rank or inverse compression ratio fall below this share of gold")
+    diversity_critical: float = _f(0.5, 0, 1, "critical below this share of gold")
+    self_bleu_rise_warn: float = _f(0.15, 0, 1, "warn when self-BLEU exceeds gold's by this much (absolute)")
+    self_bleu_rise_critical: float = _f(0.35, 0, 1, "critical when self-BLEU exceeds gold's by this much")
+    # late phase: functional collapse
+    repetition_warn: float = _f(0.15, 0, 1, "warn when seq-rep-4, loop fraction or duplicate fraction exceed gold's by this much (absolute)")
+    repetition_critical: float = _f(0.35, 0, 1, "critical at this excess over gold")
+    length_limit_note: float = _f(0.5, 0, 1, "add the EOS/padding hint to late-phase alerts when this share of outputs hit the length limit")
+    # dynamics
+    trend_window: int = _f(3, 2, 1000, "checks in the trend window", integer=True)
+    trend_drop_warn: float = _f(0.2, 0, 1, "warn when a metric already below gold fell by this share across the trend window, even above the ratio bound")
+    patience: int = _f(1, 1, 1000, "consecutive checks a condition must hold before its alert is raised", integer=True)
+    min_outputs: int = _f(8, 2, 10**6, "fewer outputs than this make a check unreliable: it is reported, not judged", integer=True)
+
+    _PAIRS = (
+        ("tail_coverage_warn", "tail_coverage_critical", "below"),
+        ("diversity_warn", "diversity_critical", "below"),
+        ("tail_ppl_rise_warn", "tail_ppl_rise_critical", "above"),
+        ("self_bleu_rise_warn", "self_bleu_rise_critical", "above"),
+        ("repetition_warn", "repetition_critical", "above"),
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            lo, hi = f.metadata["range"]
+            if f.metadata.get("integer"):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise TypeError(f"{f.name} must be an int, got {value!r}")
+            elif not isinstance(value, int | float) or isinstance(value, bool):
+                raise TypeError(f"{f.name} must be a number, got {value!r}")
+            if not lo <= value <= hi or value != value:
+                raise ValueError(f"{f.name}={value!r} is out of range: it must lie in [{lo}, {hi}] ({f.metadata['doc']})")
+        for warn, crit, side in self._PAIRS:
+            w, c = getattr(self, warn), getattr(self, crit)
+            if side == "below" and not c < w:
+                raise ValueError(
+                    f"{crit}={c} must be below {warn}={w} (critical is the more severe bound); "
+                    f"lower {crit} or raise {warn}"
+                )
+            if side == "above" and not c > w:
+                raise ValueError(
+                    f"{crit}={c} must be above {warn}={w} (critical is the more severe bound); "
+                    f"raise {crit} or lower {warn}"
+                )
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def preset(cls, name: str) -> Thresholds:
+        """``"strict"`` (alerts early, more false alarms), ``"balanced"`` (default) or ``"lenient"``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown thresholds preset {name!r}: choose one of {sorted(PRESETS)}")
+        return cls(**PRESETS[name])
+
+    @classmethod
+    def coerce(cls, value: Thresholds | str | dict[str, Any] | None) -> Thresholds:
+        """A Thresholds from an instance, a preset name, a dict of fields or None (balanced)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls.preset(value)
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        raise TypeError(
+            f"thresholds must be a Thresholds, a preset name {sorted(PRESETS)} or a dict, got {type(value).__name__}"
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Thresholds:
+        """Fields from a dict; ``preset`` names a base the other keys override."""
+        data = dict(data)
+        base = PRESETS.get(data.pop("preset", "balanced"))
+        if base is None:
+            raise ValueError(f"unknown thresholds preset in dict: choose one of {sorted(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown threshold field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**{**base, **data})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Thresholds:
+        """Load from a JSON file (a dict of fields, optionally with ``preset``)."""
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+    def replace(self, **changes: Any) -> Thresholds:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, Any, str]]:
+        """(field, default, meaning) for every threshold, for docs and the CLI."""
+        return [(f.name, f.default, f.metadata["doc"]) for f in fields(cls)]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "balanced": {},
+    "strict": {
+        "tail_coverage_warn": 0.8, "tail_coverage_critical": 0.55,
+        "tail_ppl_rise_warn": 1.15, "tail_ppl_rise_critical": 1.6,
+        "diversity_warn": 0.85, "diversity_critical": 0.65,
+        "self_bleu_rise_warn": 0.1, "self_bleu_rise_critical": 0.25,
+        "repetition_warn": 0.1, "repetition_critical": 0.25, "trend_drop_warn": 0.1,
+    },
+    "lenient": {
+        "tail_coverage_warn": 0.5, "tail_coverage_critical": 0.25,
+        "tail_ppl_rise_warn": 1.5, "tail_ppl_rise_critical": 3.0,
+        "diversity_warn": 0.6, "diversity_critical": 0.35,
+        "self_bleu_rise_warn": 0.25, "self_bleu_rise_critical": 0.5,
+        "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "patience": 2,
+    },
+}

@@ -1,0 +1,166 @@
+"""Torch-side helpers shared by the Lightning and Hugging Face adapters.
+
+Generation and teacher-forced scoring for causal LMs, random-number isolation
+(a check must not change what training samples next), and gathering each
+process's measurement. No metric or detector logic lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from collapseguard.engine import Generation, GuardEngine
+from collapseguard.metrics import ModelStats
+
+
+@contextlib.contextmanager
+def isolated_check(model: torch.nn.Module, seed: int) -> Iterator[None]:
+    """Eval mode, no grad, and private RNG streams seeded with ``seed``; all restored afterwards.
+
+    Restoring every generator (Python, numpy, torch CPU and the current CUDA
+    device) is what makes a guarded run train bit-for-bit like an unguarded one.
+    """
+    was_training = model.training
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        model.eval()
+        try:
+            yield
+        finally:
+            model.train(was_training)
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def special_ids(tokenizer: Any, model: Any) -> tuple[int | None, int | None]:
+    """(eos_token_id, pad_token_id) from the tokenizer, else the model config."""
+    config = getattr(model, "config", None)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(config, "eos_token_id", None)
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(config, "pad_token_id", None)
+    if isinstance(eos, list | tuple):
+        eos = eos[0] if eos else None
+    return eos, (pad if pad is not None else eos)
+
+
+def generate_continuations(generate: Callable[..., Any], prompts: Sequence[np.ndarray], *, device: torch.device,
+                           max_new_tokens: int, eos_token_id: int | None, pad_token_id: int | None,
+                           batch_size: int, generation_kwargs: dict[str, Any]) -> tuple[list[np.ndarray], list[bool]]:
+    """Continue each prompt with a HF-style ``generate``; returns new tokens (cut at EOS) and EOS flags.
+
+    Gold prompts all have the same length, so batches need no padding.
+    """
+    kwargs = dict(generation_kwargs)
+    if not kwargs.get("do_sample", True):
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_k", "top_p")}
+    sequences: list[np.ndarray] = []
+    finished: list[bool] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = torch.as_tensor(np.stack(prompts[start:start + batch_size]), dtype=torch.long, device=device)
+        out = generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
+                       min_new_tokens=0, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+        new = out[:, batch.shape[1]:].cpu().numpy()
+        for row in new:
+            hits = np.flatnonzero(row == eos_token_id) if eos_token_id is not None else np.empty(0, int)
+            sequences.append(row[: hits[0]] if hits.size else row)
+            finished.append(bool(hits.size))
+    return sequences, finished
+
+
+def gold_model_stats(model: Callable[..., Any], prompts: Sequence[np.ndarray], continuations: Sequence[np.ndarray], *,
+                     device: torch.device, batch_size: int) -> ModelStats:
+    """Teacher-forced NLL and next-token entropy of every gold continuation token."""
+    ids_out, nll_out, ent_out = [], [], []
+    for start in range(0, len(prompts), batch_size):
+        rows = [np.concatenate([p, c]) for p, c in zip(prompts[start:start + batch_size],
+                                                        continuations[start:start + batch_size], strict=True)]
+        width = max(r.size for r in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, : r.size] = torch.as_tensor(r, device=device)
+            mask[i, : r.size] = 1
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = ids[:, 1:]
+        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        ent = -(logp.exp() * logp).sum(-1)
+        for i, r in enumerate(rows):
+            p_len = prompts[start + i].size
+            sl = slice(p_len - 1, r.size - 1)  # positions predicting continuation tokens
+            ids_out.append(r[p_len:])
+            nll_out.append(nll[i, sl].cpu().numpy())
+            ent_out.append(ent[i, sl].cpu().numpy())
+    return ModelStats(ids_out, nll_out, ent_out)
+
+
+def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank: int = 0,
+                          world_size: int = 1) -> Callable[[], Generation]:
+    """A ``produce`` for the engine that drives a Hugging Face causal LM (``generate`` + forward)."""
+
+    def produce() -> Generation:
+        device = model_device(model)
+        prompts = engine.prompts(rank, world_size)
+        eos, pad = special_ids(tokenizer, model)
+        with isolated_check(model, engine.check_seed):
+            seqs, finished = generate_continuations(
+                model.generate, prompts, device=device, max_new_tokens=engine.max_new_tokens, eos_token_id=eos,
+                pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=engine.generation_kwargs)
+            stats = None
+            if engine.model_stats:
+                stats = gold_model_stats(model, prompts, engine.gold_continuations(rank, world_size), device=device,
+                                         batch_size=engine.batch_size)
+        return Generation(sequences=seqs, finished=finished, model_stats=stats)
+
+    return produce
+
+
+def produce_from_callable(engine: GuardEngine, model: torch.nn.Module, fn: Callable[..., Any], kind: str,
+                          rank: int = 0, world_size: int = 1) -> Callable[[], Generation]:
+    """A ``produce`` around a user's ``generate_fn(model, prompts)`` or ``sample_fn(model, n)``."""
+
+    def produce() -> Generation:
+        with isolated_check(model, engine.check_seed):
+            if kind == "sample":
+                n = len(range(rank, engine.num_samples, world_size))
+                samples = fn(model, n)
+                if isinstance(samples, torch.Tensor):
+                    samples = samples.detach().float().cpu().numpy()
+                return Generation(samples=np.asarray(samples))
+            out = fn(model, engine.prompts(rank, world_size))
+        if isinstance(out, Generation):
+            return out
+        seqs = [s.detach().cpu().numpy() if isinstance(s, torch.Tensor) else s for s in out]
+        return Generation(sequences=list(seqs))
+
+    return produce
+
+
+def gather_measurements(local: Any) -> list[Any]:
+    """Every process's measurement (suite or fault), in rank order; just ``[local]`` when not distributed."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [local]
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return [local]
+    out: list[Any] = [None] * world
+    torch.distributed.all_gather_object(out, local)
+    return out

@@ -1,0 +1,132 @@
+"""PyTorch Lightning adapter: :class:`CollapseGuard`, a ``lightning.pytorch.Callback``.
+
+>>> from collapseguard.integrations.lightning import CollapseGuard   # doctest: +SKIP
+>>> trainer = lightning.Trainer(callbacks=[CollapseGuard(gold, tokenizer=tok, on_collapse="halt")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from collapseguard.integrations._torch import (
+    gather_measurements,
+    generate_continuations,
+    model_device,
+    produce_from_callable,
+    produce_from_hf_model,
+    special_ids,
+)
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from collapseguard.engine import Generation, GuardEngine
+from collapseguard.goldset import GoldSet
+
+log = logging.getLogger("collapseguard")
+
+
+def find_hf_model(module: torch.nn.Module) -> Any | None:
+    """The Hugging Face ``PreTrainedModel`` a LightningModule holds as an attribute, if any."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # transformers not installed: only generate_fn / generate() paths
+        return None
+    if isinstance(module, PreTrainedModel):
+        return module
+    for child in module.children():
+        if isinstance(child, PreTrainedModel):
+            return child
+    return None
+
+
+class CollapseGuard(Callback):
+    """Check a model for collapse at the end of training epochs; log, warn, and optionally halt.
+
+    Args:
+        gold: the human gold set (:class:`~collapseguard.GoldSet`).
+        tokenizer: the model's tokenizer (required for a text gold set).
+        generate_fn: ``fn(pl_module, prompts) -> token id sequences`` for models that are neither a
+            HF ``PreTrainedModel`` holder nor have a HF-style ``generate`` method.
+        sample_fn: ``fn(pl_module, n) -> (n, d) array`` for non-text models against an array gold set.
+        **engine_kwargs: ``thresholds``, ``on_collapse`` ("warn" | "halt"), ``on_error``,
+            ``every_n_epochs``, ``num_samples``, ``prompt_length``, ``max_new_tokens``, ``patience``,
+            ``seed``, ``generation_kwargs``, ``model_stats``, ``batch_size``: see
+            :class:`~collapseguard.engine.GuardEngine`.
+
+    Every metric is logged as ``collapseguard/<name>`` through ``pl_module.log`` (so any Lightning
+    logger records it, and ``ModelCheckpoint(monitor="collapseguard/health", mode="max")`` works).
+    """
+
+    def __init__(self, gold: GoldSet, tokenizer: Any = None, *, generate_fn: Callable[..., Any] | None = None,
+                 sample_fn: Callable[..., Any] | None = None, **engine_kwargs: Any) -> None:
+        if generate_fn is not None and sample_fn is not None:
+            raise ValueError("pass generate_fn (text models) or sample_fn (array models), not both")
+        for name, fn in (("generate_fn", generate_fn), ("sample_fn", sample_fn)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+        self.engine = GuardEngine(gold, tokenizer=tokenizer, **engine_kwargs)
+        if sample_fn is None and gold.kind == "array":
+            raise ValueError("an array gold set needs sample_fn=fn(pl_module, n) -> (n, d) samples")
+        if sample_fn is not None and gold.kind == "text":
+            raise ValueError("sample_fn is for array gold sets; this gold set holds texts: use generate_fn")
+        self.generate_fn = generate_fn
+        self.sample_fn = sample_fn
+
+    @property
+    def state_key(self) -> str:
+        e = self.engine
+        return self._generate_state_key(gold=e.gold.fingerprint[:16], every_n_epochs=e.every_n_epochs,
+                                        num_samples=e.num_samples, max_new_tokens=e.max_new_tokens)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.engine.setup()
+
+    def _produce(self, trainer: Trainer, pl_module: LightningModule) -> Callable[[], Any]:
+        rank, world = trainer.global_rank, trainer.world_size
+        if self.sample_fn is not None:
+            return produce_from_callable(self.engine, pl_module, self.sample_fn, "sample", rank, world)
+        if self.generate_fn is not None:
+            return produce_from_callable(self.engine, pl_module, self.generate_fn, "generate", rank, world)
+        hf = find_hf_model(pl_module)
+        if hf is not None:
+            return produce_from_hf_model(self.engine, hf, self.engine.tokenizer, rank, world)
+        if callable(getattr(pl_module, "generate", None)):
+            return produce_from_callable(
+                self.engine, pl_module,
+                lambda m, prompts: _generate_via_method(m, prompts, self.engine), "generate", rank, world)
+        raise TypeError(f"{type(pl_module).__name__} holds no Hugging Face PreTrainedModel and has no generate(); "
+                        "pass generate_fn=fn(pl_module, prompts) -> token id sequences")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not self.engine.should_check(trainer.current_epoch):
+            return
+        local = self.engine.measure(self._produce(trainer, pl_module))
+        outcome = self.engine.conclude(gather_measurements(local), step=trainer.global_step,
+                                       epoch=trainer.current_epoch)
+        for name, value in outcome.log_metrics.items():
+            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False)
+        should_stop = trainer.strategy.reduce_boolean_decision(outcome.should_stop, all=False)
+        if should_stop:
+            trainer.should_stop = True
+            if trainer.current_epoch + 1 < (trainer.fit_loop.min_epochs or 0):
+                log.error("%s (Lightning keeps training until min_epochs=%d)", outcome.reason, trainer.fit_loop.min_epochs)
+            else:
+                log.error("%s", outcome.reason)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.engine.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.engine.load_state_dict(state_dict)
+
+
+def _generate_via_method(module: Any, prompts: list, engine: GuardEngine) -> Generation:
+    """Drive a LightningModule's own HF-style ``generate(input_ids=..., max_new_tokens=..., ...)``."""
+    eos, pad = special_ids(engine.tokenizer, module)
+    seqs, finished = generate_continuations(
+        module.generate, prompts, device=model_device(module), max_new_tokens=engine.max_new_tokens,
+        eos_token_id=eos, pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=engine.generation_kwargs)
+    return Generation(sequences=seqs, finished=finished)

@@ -1,0 +1,85 @@
+"""Tiny real models for examples, quickstarts and tests: nothing is downloaded.
+
+A byte-level BPE tokenizer trained in memory with ``tokenizers``, a small
+GPT-2 built from ``GPT2Config``, fixed-length token blocks, and a minimal
+LightningModule around the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+EOS = "<|endoftext|>"
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 512) -> Any:
+    """A ``PreTrainedTokenizerFast`` (byte-level BPE) trained on ``texts`` in memory; EOS doubles as pad."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS)
+
+
+def tiny_gpt2(tokenizer: Any, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 128,
+              seed: int = 0, dropout: float = 0.1) -> Any:
+    """A freshly initialised GPT-2 sized for CPU tests (about 0.1M parameters at the defaults).
+
+    ``dropout=0`` makes training independent of the global RNG (exact resume comparisons).
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                        n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.eos_token_id, resid_pdrop=dropout, embd_pdrop=dropout,
+                        attn_pdrop=dropout)
+    return GPT2LMHeadModel(config)
+
+
+class TokenBlocks(torch.utils.data.Dataset):
+    """Texts tokenized, each followed by EOS, concatenated and cut into ``block_size`` blocks."""
+
+    def __init__(self, texts: Sequence[str], tokenizer: Any, block_size: int = 64) -> None:
+        ids: list[int] = []
+        for text in texts:
+            ids.extend(tokenizer.encode(text, add_special_tokens=False))
+            ids.append(tokenizer.eos_token_id)
+        n = len(ids) // block_size
+        if n == 0:
+            raise ValueError(f"texts hold {len(ids)} tokens, fewer than block_size={block_size}")
+        self.blocks = torch.tensor(ids[: n * block_size], dtype=torch.long).view(n, block_size)
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
+
+
+def lightning_module(model: Any, lr: float = 3e-3) -> Any:
+    """A minimal LightningModule that trains ``model`` (a HF causal LM) on TokenBlocks batches."""
+    import lightning.pytorch as pl
+
+    class TinyLM(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            loss = self.model(**batch).loss
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(self.parameters(), lr=lr)
+
+    return TinyLM()

@@ -1,0 +1,142 @@
+"""Hugging Face Trainer adapter: :class:`CollapseGuardCallback`, a ``transformers.TrainerCallback``.
+
+>>> from collapseguard.integrations.transformers import CollapseGuardCallback  # doctest: +SKIP
+>>> trainer = transformers.Trainer(..., callbacks=[CollapseGuardCallback(gold, on_collapse="halt")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from collapseguard.integrations._torch import gather_measurements, produce_from_callable, produce_from_hf_model
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import CallbackHandler, ExportableState
+
+from collapseguard.engine import GuardEngine
+from collapseguard.goldset import GoldSet
+
+log = logging.getLogger("collapseguard")
+
+# HF restores an ExportableState callback by calling type(cb)(**stored_args) with JSON args.
+# A gold set is not JSON, so the stored args hold only a key, and the class hands back the
+# live guard the user built with the same gold set and settings (see __new__).
+_LIVE: weakref.WeakValueDictionary[str, CollapseGuardCallback] = weakref.WeakValueDictionary()
+
+
+class CollapseGuardCallback(TrainerCallback, ExportableState):
+    """Check a model for collapse at the end of training epochs; log, warn, and optionally halt.
+
+    Args:
+        gold: the human gold set (:class:`~collapseguard.GoldSet`).
+        tokenizer: optional; by default the Trainer's ``processing_class``.
+        generate_fn: ``fn(model, prompts) -> token id sequences`` for models without HF ``generate``.
+        sample_fn: ``fn(model, n) -> (n, d) array`` for non-text models against an array gold set.
+        **engine_kwargs: as for :class:`~collapseguard.engine.GuardEngine` (``thresholds``,
+            ``on_collapse``, ``on_error``, ``every_n_epochs``, ``num_samples``, ``max_new_tokens``,
+            ``patience``, ``seed``, ...).
+
+    Metrics land in ``state.log_history`` as ``collapseguard/<name>``, reach the ``report_to``
+    integrations, and are added to evaluation metrics as ``eval_collapseguard/<name>`` so that
+    ``metric_for_best_model="collapseguard/health"`` (with ``greater_is_better=True``) works.
+    Resume restores the guard's state with ``restore_callback_states_from_checkpoint=True``.
+    """
+
+    def __new__(cls, *args: Any, restore_key: str | None = None, **kwargs: Any) -> CollapseGuardCallback:
+        if restore_key is not None:
+            live = _LIVE.get(restore_key)
+            if live is None:
+                raise ValueError("cannot restore CollapseGuardCallback state: build the callback with the same gold "
+                                 "set and settings as the checkpointed run and pass it to the Trainer")
+            return live
+        return super().__new__(cls)
+
+    def __init__(self, gold: GoldSet | None = None, tokenizer: Any = None, *,
+                 generate_fn: Callable[..., Any] | None = None, sample_fn: Callable[..., Any] | None = None,
+                 restore_key: str | None = None, **engine_kwargs: Any) -> None:
+        if restore_key is not None:  # HF restoring state into the live instance: already configured
+            return
+        if gold is None:
+            raise TypeError("CollapseGuardCallback needs gold=GoldSet.from_texts(...) (or from_jsonl / from_arrays)")
+        if generate_fn is not None and sample_fn is not None:
+            raise ValueError("pass generate_fn (text models) or sample_fn (array models), not both")
+        self.engine = GuardEngine(gold, tokenizer=tokenizer, **engine_kwargs)
+        if sample_fn is None and gold.kind == "array":
+            raise ValueError("an array gold set needs sample_fn=fn(model, n) -> (n, d) samples")
+        self.generate_fn = generate_fn
+        self.sample_fn = sample_fn
+        self._pending_logs: dict[str, float] = {}
+        self._latest: dict[str, float] = {}
+        e = self.engine
+        self.restore_key = f"{gold.fingerprint[:16]}:{e.every_n_epochs}:{e.num_samples}:{e.max_new_tokens}:{e.seed}"
+        _LIVE[self.restore_key] = self
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       processing_class: Any = None, **kwargs: Any) -> None:
+        tokenizer = self.engine.tokenizer if self.engine.tokenizer is not None else processing_class
+        self.engine.setup(tokenizer)
+        self._move_to_front()
+
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     model: Any = None, **kwargs: Any) -> TrainerControl:
+        epoch = round(state.epoch or 0) - 1
+        if not self.engine.should_check(epoch):
+            return control
+        rank, world = args.process_index, args.world_size
+        if self.sample_fn is not None:
+            produce = produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world)
+        elif self.generate_fn is not None:
+            produce = produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
+        else:
+            produce = produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world)
+        outcome = self.engine.conclude(gather_measurements(self.engine.measure(produce)),
+                                       step=state.global_step, epoch=epoch)
+        self._latest = dict(outcome.log_metrics)
+        self._pending_logs = dict(outcome.log_metrics)
+        state.log_history.append({**outcome.log_metrics, "epoch": state.epoch, "step": state.global_step})
+        control.should_log = True  # forward them to the report_to integrations at once (on_log)
+        if outcome.should_stop:
+            control.should_training_stop = True
+            log.error("%s", outcome.reason)
+        return control
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if logs is not None and self._pending_logs:
+            logs.update(self._pending_logs)
+            self._pending_logs = {}
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if metrics is not None:
+            for name, value in self._latest.items():
+                metrics.setdefault(f"eval_{name}", value)
+
+    def _move_to_front(self) -> None:
+        """Run first in the Trainer's callback list, so on_log adds our metrics before the
+        report_to integrations (registered before user callbacks) read them."""
+        frame = inspect.currentframe()
+        while frame is not None:
+            handler = frame.f_locals.get("self")
+            if isinstance(handler, CallbackHandler):
+                if self in handler.callbacks:
+                    handler.callbacks.remove(self)
+                    handler.callbacks.insert(0, self)
+                return
+            frame = frame.f_back
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {"args": {"restore_key": self.restore_key}, "attributes": {"guard_state": self.engine.state_dict()}}
+
+    @property
+    def guard_state(self) -> dict[str, Any]:
+        return self.engine.state_dict()
+
+    @guard_state.setter
+    def guard_state(self, value: dict[str, Any]) -> None:
+        self.engine.load_state_dict(value)
