@@ -10,6 +10,7 @@ here, so both frameworks behave identically for the same outputs.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -118,6 +119,7 @@ class GuardEngine:
         self.critical_streak = 0
         self.last_outcome: CheckOutcome | None = None
         self._pending_state: dict[str, Any] | None = None
+        self.timing: dict[str, float] = {}  # seconds spent in the last check, by part
 
     # ------------------------------------------------------------------ setup
     def setup(self, tokenizer: Any = None) -> None:
@@ -161,14 +163,19 @@ class GuardEngine:
         except GoldSetModifiedError as exc:
             return self._fault("gold_fingerprint", f"{exc}", "critical")
         try:
+            start = time.perf_counter()
             gen = produce()
+            generated = time.perf_counter()
             if self.gold.kind == "array":
                 if gen.samples is None or np.asarray(gen.samples).size == 0:
                     return self._fault("generation", "the model returned no samples for this check")
-                return self.monitor.measure(gen.samples)
-            if not gen.sequences:
+                suite = self.monitor.measure(gen.samples)
+            elif not gen.sequences:
                 return self._fault("generation", "generation returned no outputs for this check")
-            return self.monitor.measure(gen.sequences, finished=gen.finished, model_stats=gen.model_stats)
+            else:
+                suite = self.monitor.measure(gen.sequences, finished=gen.finished, model_stats=gen.model_stats)
+            self.timing = {"generation": generated - start, "metrics": time.perf_counter() - generated}
+            return suite
         except Exception as exc:  # a failing check must not kill training unless asked to
             if self.on_error == "raise":
                 raise
@@ -182,10 +189,12 @@ class GuardEngine:
         self.checks_done += 1
         result = None
         if suites and not faults:
+            start = time.perf_counter()
             merged = suites[0].copy()
             for other in suites[1:]:
                 merged.merge(other)
             result = self.monitor.evaluate(merged, step=step)
+            self.timing["metrics"] = self.timing.get("metrics", 0.0) + time.perf_counter() - start
         for fault in faults:
             emit(Alert(fault.phase, fault.severity, fault.metric, fault.value, fault.reference, fault.threshold,
                        fault.message, fault.detector, step), new=True)
@@ -193,6 +202,8 @@ class GuardEngine:
         self.critical_streak = self.critical_streak + 1 if critical else 0
         should_stop, reason = self._evaluate_stopping_criteria(result, faults)
         outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
+        if result is not None:
+            outcome.log_metrics.update({f"collapseguard/seconds_{k}": v for k, v in self.timing.items()})
         self.last_outcome = outcome
         return outcome
 

@@ -62,7 +62,8 @@ class TokenBlocks(torch.utils.data.Dataset):
         return self.blocks.shape[0]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
+        block = self.blocks[i]
+        return {"input_ids": block, "attention_mask": torch.ones_like(block), "labels": block}
 
 
 def lightning_module(model: Any, lr: float = 3e-3) -> Any:

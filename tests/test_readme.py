@@ -1,0 +1,46 @@
+"""README's quickstarts are the example files, and they run as a new user would run them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _quickstart(title: str) -> str:
+    section = README.split(f"## Quickstart: {title}", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1).splitlines()
+    assert first_block[0].startswith("bash scripts/setup.sh && python -m collapseguard demo")
+    assert first_block[1].startswith("bash scripts/setup.sh dev && python -m pytest")
+    assert "bash scripts/setup.sh dev && python -m pytest" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize(("title", "example"), [("PyTorch Lightning", "quickstart_lightning.py"),
+                                                ("Hugging Face `Trainer`", "quickstart_transformers.py")])
+def test_quickstart_is_the_example_file_and_at_most_ten_lines(title, example):
+    code = _quickstart(title)
+    assert code == (ROOT / "examples" / example).read_text()
+    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["quickstart_lightning.py", "quickstart_transformers.py"])
+def test_quickstart_runs(example, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / example)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if example == "quickstart_lightning.py":  # Lightning's default CSV logger got every metric
+        header = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+        assert "collapseguard/health" in header and "collapseguard/gold_ppl_tail" in header
+    else:  # the Trainer printed its logs, ours included
+        assert done.stdout.count("'collapseguard/health'") + done.stderr.count("'collapseguard/health'") == 3
