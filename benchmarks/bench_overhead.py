@@ -20,14 +20,15 @@ import warnings
 from pathlib import Path
 
 import torch
-from collapseguard.integrations.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
 
 from collapseguard import CollapseWarning, GoldSet
 from collapseguard.data import train_gold_split
+from collapseguard.integrations.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
 
 
 def _lightning(train, tok, gold, epochs, guarded):
     import lightning.pytorch as pl
+
     from collapseguard.integrations.lightning import CollapseGuard
 
     times: list[float] = []
@@ -59,8 +60,9 @@ def _lightning(train, tok, gold, epochs, guarded):
 
 
 def _hf(train, tok, gold, epochs, guarded, out_dir):
-    from collapseguard.integrations.transformers import CollapseGuardCallback
     from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from collapseguard.integrations.transformers import CollapseGuardCallback
 
     times: list[float] = []
 

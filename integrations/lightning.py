@@ -11,6 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from collapseguard.engine import Generation, GuardEngine
+from collapseguard.goldset import GoldSet
 from collapseguard.integrations._torch import (
     gather_measurements,
     generate_continuations,
@@ -19,10 +23,6 @@ from collapseguard.integrations._torch import (
     produce_from_hf_model,
     special_ids,
 )
-from lightning.pytorch import Callback, LightningModule, Trainer
-
-from collapseguard.engine import Generation, GuardEngine
-from collapseguard.goldset import GoldSet
 
 log = logging.getLogger("collapseguard")
 

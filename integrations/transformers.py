@@ -12,12 +12,12 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from collapseguard.integrations._torch import gather_measurements, produce_from_callable, produce_from_hf_model
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from collapseguard.engine import GuardEngine
 from collapseguard.goldset import GoldSet
+from collapseguard.integrations._torch import gather_measurements, produce_from_callable, produce_from_hf_model
 
 log = logging.getLogger("collapseguard")
 

@@ -14,10 +14,10 @@ pytest.importorskip("lightning")
 pytest.importorskip("transformers")
 
 import lightning.pytorch as pl
-from collapseguard.integrations.lightning import CollapseGuard
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from collapseguard import CollapseWarning, GoldSet
+from collapseguard.integrations.lightning import CollapseGuard
 from tests import tiny_runs as tr
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")

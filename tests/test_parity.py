@@ -11,7 +11,6 @@ pytest.importorskip("transformers")
 from collapseguard.integrations.lightning import CollapseGuard
 from collapseguard.integrations.tiny import lightning_module
 from collapseguard.integrations.transformers import CollapseGuardCallback
-
 from tests import tiny_runs as tr
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")

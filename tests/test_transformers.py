@@ -12,7 +12,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 from collapseguard.integrations.transformers import CollapseGuardCallback
-
 from tests import tiny_runs as tr
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
