@@ -18,8 +18,9 @@ from typing import Literal
 from collapseguard.alerts import Phase, Severity
 from collapseguard.thresholds import Thresholds
 
-Kind = Literal["ratio", "inverse_ratio", "excess", "rise"]
+Kind = Literal["ratio", "inverse_ratio", "excess", "rise", "log_rise"]
 _LOWER_IS_WORSE = ("ratio", "inverse_ratio")
+_RISES = ("rise", "log_rise")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class Signal:
 
     ``ratio``: value / reference, bad when low. ``inverse_ratio``: reference / value
     (for metrics that rise as diversity falls). ``excess``: value - reference, bad
-    when high. ``rise``: value / best value so far in the run, bad when high.
+    when high. ``rise``: value / baseline, bad when high, where the baseline is the
+    best value of the run or of the reference profile. ``log_rise``: the same for a
+    log quantity (a negative log-likelihood): exp(value - baseline).
     """
 
     metric: str
@@ -45,6 +48,8 @@ class Signal:
             return reference / value if value > 0 else math.nan
         if self.kind == "excess":
             return value - reference
+        if self.kind == "log_rise":
+            return math.exp(min(value - reference, 700.0))
         return value / reference if reference > 0 else math.nan
 
     def severity(self, score: float) -> Severity | None:
@@ -101,24 +106,48 @@ class Detector:
         raise NotImplementedError
 
     def judge(self, metrics: Mapping[str, float], reference: Mapping[str, float],
-              history: Sequence[Mapping[str, float]], th: Thresholds, kind: str) -> list[Finding]:
-        """Findings for this check. ``history`` holds earlier checks' metrics, oldest first."""
+              history: Sequence[Mapping[str, float]], th: Thresholds, kind: str,
+              profile: Mapping[str, float] | None = None) -> list[Finding]:
+        """Findings for this check.
+
+        ``reference`` holds gold's metrics, ``history`` earlier checks' metrics (oldest
+        first), ``profile`` a trusted reference model's metrics (may be empty). Rises are
+        measured from the best of the run and the profile; diversity is judged against
+        gold, or against the profile where the trusted model itself sits below gold.
+        """
+        profile = profile or {}
         findings = []
         for sig in self.signals(th, kind, metrics):
             if sig.metric not in metrics:
                 continue
             value = metrics[sig.metric]
             past = [h[sig.metric] for h in history if math.isfinite(h.get(sig.metric, math.nan))]
-            ref = min([*past, value]) if sig.kind == "rise" else reference.get(sig.metric, math.nan)
-            score = sig.score(value, ref)
+            ref = self._reference(sig, value, past, reference, profile)
+            score = self._score(sig, value, ref, metrics, history, profile)
             severity = sig.severity(score)
             trend = self._trend_drop(sig, [*past, value], th) if severity is None and score < 1 else None
             if trend is not None:
                 severity = "warn"
-            msg = self._message(sig, value, ref, score, severity, past, trend, metrics, history, th)
+            msg = self._message(sig, value, ref, score, severity, past, trend, metrics, history, profile, th)
             findings.append(Finding(self.name, self.phase, sig, value, ref, score, severity,
                                     sig.health(score, ref), msg))
         return findings
+
+    @staticmethod
+    def _reference(sig: Signal, value: float, past: list[float], gold: Mapping[str, float],
+                   profile: Mapping[str, float]) -> float:
+        trusted = profile.get(sig.metric, math.nan)
+        if sig.kind in _RISES:
+            return min(v for v in (*past, trusted, value) if math.isfinite(v))
+        ref = gold.get(sig.metric, math.nan)
+        if not math.isfinite(trusted):
+            return ref
+        # lower is worse for ratios: the less demanding of gold and the trusted model
+        return min(ref, trusted) if sig.kind == "ratio" else max(ref, trusted)
+
+    def _score(self, sig: Signal, value: float, ref: float, metrics: Mapping[str, float],
+               history: Sequence[Mapping[str, float]], profile: Mapping[str, float]) -> float:
+        return sig.score(value, ref)
 
     @staticmethod
     def _trend_drop(sig: Signal, series: list[float], th: Thresholds) -> float | None:
@@ -133,31 +162,37 @@ class Detector:
 
     def _message(self, sig: Signal, value: float, ref: float, score: float, severity: Severity | None,
                  past: list[float], trend: float | None, metrics: Mapping[str, float],
-                 history: Sequence[Mapping[str, float]], th: Thresholds) -> str:
+                 history: Sequence[Mapping[str, float]], profile: Mapping[str, float], th: Thresholds) -> str:
         since = ""
         if past and past[0] != 0 and math.isfinite(past[0]):
             since = f"; {value / past[0] - 1:+.0%} since the first check"
         bound = sig.critical if severity == "critical" else sig.warn
+        trusted = profile.get(sig.metric, math.nan)
+        source = "reference profile" if math.isfinite(trusted) and trusted == ref else "gold reference"
         if trend is not None:
             head = (f"{sig.metric} fell {trend:.0%} over the last {th.trend_window} checks to {value:.4g} "
-                    f"({score:.0%} of the gold reference {ref:.4g}; the trend bound is a {th.trend_drop_warn:.0%} drop)")
+                    f"({score:.0%} of the {source} {ref:.4g}; the trend bound is a {th.trend_drop_warn:.0%} drop)")
         elif sig.kind == "ratio":
-            head = (f"{sig.metric} is {value:.4g}, {score:.0%} of the gold reference {ref:.4g} "
+            head = (f"{sig.metric} is {value:.4g}, {score:.0%} of the {source} {ref:.4g} "
                     f"({severity or 'ok'} below {bound:.0%}{since})")
         elif sig.kind == "inverse_ratio":
-            head = (f"{sig.metric} is {value:.4g} against the gold reference {ref:.4g}: outputs are "
-                    f"{1 / score if score > 0 else math.inf:.2f}x as compressible as gold "
+            head = (f"{sig.metric} is {value:.4g} against the {source} {ref:.4g}: outputs are "
+                    f"{1 / score if score > 0 else math.inf:.2f}x as compressible "
                     f"({severity or 'ok'} beyond {1 / bound:.2f}x{since})")
         elif sig.kind == "excess":
-            head = (f"{sig.metric} is {value:.4g}, {score:+.3f} over the gold reference {ref:.4g} "
+            head = (f"{sig.metric} is {value:.4g}, {score:+.3f} over the {source} {ref:.4g} "
                     f"({severity or 'ok'} above +{bound:g}{since})")
+        elif sig.kind == "log_rise":
+            head = (f"{sig.metric} is {value:.4g} nats, {value - ref:+.3f} over its baseline {ref:.4g} "
+                    f"(likelihood x{1 / score:.2f}; {severity or 'ok'} at perplexity x{bound:g})")
         else:
-            head = (f"{sig.metric} is {value:.4g}, {score:.2f}x its best value of the run {ref:.4g} "
-                    f"({severity or 'ok'} at {bound:g}x){self._rise_context(metrics, history, th)}")
+            head = (f"{sig.metric} is {value:.4g}, {sig.score(value, ref):.2f}x its baseline {ref:.4g} (the best of the "
+                    f"run or of the reference profile; {severity or 'ok'} at {bound:g}x)"
+                    f"{self._rise_context(sig, metrics, history, profile, th)}")
         return f"{head}: {self.advice}{self._note(metrics, th)}"
 
-    def _rise_context(self, metrics: Mapping[str, float], history: Sequence[Mapping[str, float]],
-                      th: Thresholds) -> str:
+    def _rise_context(self, sig: Signal, metrics: Mapping[str, float], history: Sequence[Mapping[str, float]],
+                      profile: Mapping[str, float], th: Thresholds) -> str:
         return ""
 
     def _note(self, metrics: Mapping[str, float], th: Thresholds) -> str:
@@ -179,20 +214,36 @@ class TailLoss(Detector):
             Signal("gold_ppl_tail", "rise", th.tail_ppl_rise_warn, th.tail_ppl_rise_critical),
         ]
 
-    def _rise_context(self, metrics: Mapping[str, float], history: Sequence[Mapping[str, float]],
-                      th: Thresholds) -> str:
-        heads = [h["gold_ppl_head"] for h in history if math.isfinite(h.get("gold_ppl_head", math.nan))]
+    def _score(self, sig: Signal, value: float, ref: float, metrics: Mapping[str, float],
+               history: Sequence[Mapping[str, float]], profile: Mapping[str, float]) -> float:
+        """Tail perplexity's rise beyond the head band's: a rise shared by all bands is not tail loss
+        (VarianceShrinkage judges the overall ``gold_ppl`` for that)."""
+        score = sig.score(value, ref)
+        if sig.metric != "gold_ppl_tail":
+            return score
+        return score / max(self._head_rise(metrics, history, profile), 1.0)
+
+    def _head_rise(self, metrics: Mapping[str, float], history: Sequence[Mapping[str, float]],
+                   profile: Mapping[str, float]) -> float:
         head = metrics.get("gold_ppl_head", math.nan)
-        if not heads or not math.isfinite(head):
+        if not math.isfinite(head):
+            return 1.0
+        past = [h["gold_ppl_head"] for h in history if math.isfinite(h.get("gold_ppl_head", math.nan))]
+        base = self._reference(Signal("gold_ppl_head", "rise", 0, 0), head, past, {}, profile)
+        return head / base if base > 0 else 1.0
+
+    def _rise_context(self, sig: Signal, metrics: Mapping[str, float], history: Sequence[Mapping[str, float]],
+                      profile: Mapping[str, float], th: Thresholds) -> str:
+        if sig.metric != "gold_ppl_tail" or not math.isfinite(metrics.get("gold_ppl_head", math.nan)):
             return ""
-        head_rise = head / min([*heads, head])
-        if head_rise <= th.head_ppl_tolerance:
-            return f"; head-band perplexity held at {head_rise:.2f}x its best, so the loss is specific to rare tokens"
-        return f"; head-band perplexity rose too ({head_rise:.2f}x its best): the fit to gold worsens across all bands"
+        rise = self._head_rise(metrics, history, profile)
+        if rise <= th.head_ppl_tolerance:
+            return f"; head-band perplexity held ({rise:.2f}x its baseline), so the loss is specific to rare tokens"
+        return f"; head-band perplexity rose {rise:.2f}x too, and the tail rose faster than the head"
 
 
 class VarianceShrinkage(Detector):
-    """Mid phase: diversity of the outputs shrinks against gold."""
+    """Mid phase: diversity of the outputs shrinks against gold, or the model's fit to all of gold worsens."""
 
     name = "VarianceShrinkage"
     phase: Phase = "mid"
@@ -201,8 +252,10 @@ class VarianceShrinkage(Detector):
     def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
         lo, crit = th.diversity_warn, th.diversity_critical
         if kind == "array":
-            return [Signal(m, "ratio", lo, crit) for m in ("vendi", "total_variance", "effective_rank")]
+            return [*(Signal(m, "ratio", lo, crit) for m in ("vendi", "total_variance", "effective_rank")),
+                    Signal("gold_nll", "log_rise", th.ppl_rise_warn, th.ppl_rise_critical)]
         return [
+            Signal("gold_ppl", "rise", th.ppl_rise_warn, th.ppl_rise_critical),
             Signal("distinct_2", "ratio", lo, crit),
             Signal("vendi", "ratio", lo, crit),
             Signal("compression_ratio", "inverse_ratio", lo, crit),

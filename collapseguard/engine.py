@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -21,6 +22,7 @@ from collapseguard.alerts import Alert, emit
 from collapseguard.goldset import GoldSet, GoldSetModifiedError
 from collapseguard.metrics import ModelStats
 from collapseguard.monitor import CheckResult, CollapseMonitor
+from collapseguard.profile import ReferenceProfile
 from collapseguard.suite import MetricSuite
 from collapseguard.thresholds import Thresholds
 
@@ -35,13 +37,15 @@ class Generation:
     """What an adapter's ``produce`` returns for its shard of prompts.
 
     Text gold: ``sequences`` (generated token ids, EOS excluded) and ``finished``
-    (True where the model emitted EOS), optionally ``model_stats``. Array gold: ``samples`` (n, d).
+    (True where the model emitted EOS), optionally ``model_stats``. Array gold: ``samples`` (n, d),
+    optionally ``gold_loglik`` (the model's log-likelihood of held-out gold samples).
     """
 
     sequences: list[np.ndarray] | None = None
     finished: list[bool] | None = None
     samples: np.ndarray | None = None
     model_stats: ModelStats | None = None
+    gold_loglik: np.ndarray | None = None
 
 
 @dataclass
@@ -86,6 +90,9 @@ class GuardEngine:
         generation_kwargs: overrides of the sampling settings (default: pure sampling, temperature 1).
         model_stats: also score gold continuations teacher-forced (banded perplexity, entropy).
         batch_size: prompts per generation batch.
+        reference: a :class:`~collapseguard.profile.ReferenceProfile` or the path of its JSON: judge
+            every check against this trusted model as well.
+        save_profile: write a reference profile of the final model to this path at the end of training.
 
     Raises:
         TypeError / ValueError: naming the argument, its value and the valid choices.
@@ -95,7 +102,8 @@ class GuardEngine:
                  on_collapse: Literal["warn", "halt"] = "warn", on_error: Literal["warn", "raise"] = "warn",
                  every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
                  patience: int = 1, seed: int = 0, generation_kwargs: dict[str, Any] | None = None,
-                 model_stats: bool = True, batch_size: int = 32) -> None:
+                 model_stats: bool = True, batch_size: int = 32,
+                 reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None) -> None:
         if not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
         self.gold = gold
@@ -114,12 +122,19 @@ class GuardEngine:
             raise TypeError(f"generation_kwargs must be a dict, got {type(generation_kwargs).__name__}")
         self.generation_kwargs = {**DEFAULT_GENERATION, **(generation_kwargs or {})}
         self.model_stats = bool(model_stats)
+        self.reference = ReferenceProfile.coerce(reference)
+        if self.reference is not None:  # the tokenizer part is checked at setup, once it is known
+            self.reference.require_compatible(gold.fingerprint, self.settings())
+        if save_profile is not None and not isinstance(save_profile, str | Path):
+            raise TypeError(f"save_profile must be a file path, got {type(save_profile).__name__}")
+        self.save_profile = Path(save_profile) if save_profile is not None else None
         self.monitor: CollapseMonitor | None = None
         self.checks_done = 0
         self.critical_streak = 0
         self.last_outcome: CheckOutcome | None = None
         self._pending_state: dict[str, Any] | None = None
         self.timing: dict[str, float] = {}  # seconds spent in the last check, by part
+        self.last_step: int | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, tokenizer: Any = None) -> None:
@@ -131,9 +146,26 @@ class GuardEngine:
             raise ValueError("a text gold set needs the model's tokenizer: pass tokenizer=... to the callback")
         self.tokenizer = tokenizer
         self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if self.gold.kind == "text" else None,
-                                       prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens)
+                                       prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
+                                       reference=self.reference)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
+
+    def settings(self) -> dict[str, Any]:
+        """The generation settings a reference profile must share with this run."""
+        return {"num_samples": self.num_samples, "generation": dict(self.generation_kwargs),
+                "model_stats": self.model_stats}
+
+    def write_profile(self, source: str = "") -> Path | None:
+        """Save a reference profile of the latest successful check to ``save_profile`` (if set)."""
+        if self.save_profile is None:
+            return None
+        if self.monitor is None or not self.monitor.history:
+            from collapseguard.alerts import logger
+
+            logger.warning("save_profile=%s: no check ran, so no profile was written", self.save_profile)
+            return None
+        return self.monitor.profile(settings=self.settings(), source=source).save(self.save_profile)
 
     def should_check(self, epoch: int) -> bool:
         """True at the end of every ``every_n_epochs``-th epoch (``epoch`` counts from 0)."""
@@ -144,6 +176,10 @@ class GuardEngine:
         assert self.monitor is not None, "call setup() first"
         pool = self.monitor.split.prompts[: self.num_samples]
         return list(pool[rank::world_size])
+
+    def gold_samples(self, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Held-out gold rows for a user's ``score_fn`` (array gold), sharded like the prompts."""
+        return self.gold.array[: self.num_samples][rank::world_size]
 
     def gold_continuations(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
         """The gold continuations of :meth:`prompts`, for teacher-forced model statistics."""
@@ -169,7 +205,7 @@ class GuardEngine:
             if self.gold.kind == "array":
                 if gen.samples is None or np.asarray(gen.samples).size == 0:
                     return self._fault("generation", "the model returned no samples for this check")
-                suite = self.monitor.measure(gen.samples)
+                suite = self.monitor.measure(gen.samples, gold_loglik=gen.gold_loglik)
             elif not gen.sequences:
                 return self._fault("generation", "generation returned no outputs for this check")
             else:
@@ -187,6 +223,7 @@ class GuardEngine:
         faults = [m for m in measured if isinstance(m, Alert)]
         suites = [m for m in measured if not isinstance(m, Alert)]
         self.checks_done += 1
+        self.last_step = step
         result = None
         if suites and not faults:
             start = time.perf_counter()

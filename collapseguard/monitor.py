@@ -21,6 +21,7 @@ from collapseguard.detectors import DEFAULT_DETECTORS, Detector, Finding
 from collapseguard.goldset import GoldSet
 from collapseguard.metrics import ModelStats
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix
+from collapseguard.profile import ReferenceProfile
 from collapseguard.suite import ArraySuite, MetricSuite, TextGoldContext, TextSuite
 from collapseguard.thresholds import Thresholds
 from collapseguard.tokenize import TokenizerAdapter, to_sequences
@@ -84,9 +85,13 @@ class CollapseMonitor:
         max_new_tokens: length of the gold reference continuation; longer outputs are truncated
             to it before measuring, so outputs and gold are compared like with like.
         detectors: detector classes to run (default: TailLoss, VarianceShrinkage, RepetitionLoop).
+        reference: a :class:`~collapseguard.profile.ReferenceProfile` (or the path of its JSON) of a
+            trusted earlier model: rises are then measured from it as well as from the run's best,
+            and diversity is judged against it where it sits below gold.
 
     Raises:
         TypeError / ValueError: for a non-GoldSet ``gold``, bad thresholds or lengths.
+        ProfileMismatchError: for a reference made with another gold set, tokenizer or lengths.
 
     >>> gold = GoldSet.from_texts([f"text number {i} about topic {i % 7} and more" for i in range(40)])
     >>> monitor = CollapseMonitor(gold, prompt_length=2, max_new_tokens=8)
@@ -96,7 +101,8 @@ class CollapseMonitor:
 
     def __init__(self, gold: GoldSet, thresholds: Thresholds | str | dict[str, Any] | None = None, *,
                  tokenizer: Any = None, prompt_length: int = 16, max_new_tokens: int = 32,
-                 detectors: Sequence[type[Detector]] = DEFAULT_DETECTORS) -> None:
+                 detectors: Sequence[type[Detector]] = DEFAULT_DETECTORS,
+                 reference: ReferenceProfile | str | dict[str, Any] | None = None) -> None:
         if not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
         self.gold = gold
@@ -115,20 +121,49 @@ class CollapseMonitor:
                 raise ValueError("tokenizer is for text gold sets; this gold set holds arrays: drop tokenizer")
             self._ellipsoid = GoldEllipsoid(gold.array)
             self.dim = gold.array.shape[1]
+        self.reference_profile = ReferenceProfile.coerce(reference)
+        if self.reference_profile is not None:
+            self.reference_profile.require_compatible(gold.fingerprint, self.settings())
+
+    def settings(self) -> dict[str, Any]:
+        """What must match for two measurements to be comparable (recorded in profiles)."""
+        if self.kind == "array":
+            return {"kind": "array", "dim": self.dim}
+        return {"kind": "text", "tokenizer": self.tokenizer.identity, "prompt_length": self.split.prompt_length,
+                "max_new_tokens": self.max_new_tokens}
+
+    def profile(self, result: CheckResult | None = None, *, settings: dict[str, Any] | None = None,
+                source: str = "") -> ReferenceProfile:
+        """A reference profile of ``result`` (default: the latest check), to judge later runs against.
+
+        ``settings`` adds the caller's comparable settings (the engine adds generation settings).
+        """
+        if result is not None:
+            metrics = result.metrics
+        elif self.history:
+            metrics = self.history[-1]["metrics"]
+        else:
+            raise ValueError("no check to profile yet: run check() first or pass result=")
+        return ReferenceProfile(self.gold.fingerprint, {**self.settings(), **(settings or {})}, dict(metrics),
+                                source=source)
 
     # ------------------------------------------------------------ measuring
     def new_suite(self) -> MetricSuite:
         return TextSuite(self._context) if self.kind == "text" else ArraySuite(self._ellipsoid, self.dim)
 
     def measure(self, outputs: Any, *, finished: Sequence[bool] | None = None,
-                model_stats: ModelStats | None = None) -> MetricSuite:
-        """The mergeable metric states of ``outputs`` (texts, token-id lists or an (n, d) array)."""
+                model_stats: ModelStats | None = None, gold_loglik: Sequence[float] | None = None) -> MetricSuite:
+        """The mergeable metric states of ``outputs`` (texts, token-id lists or an (n, d) array).
+
+        ``model_stats`` (text) and ``gold_loglik`` (arrays: the model's log-likelihood of held-out
+        gold samples) add the model-side statistics.
+        """
         suite = self.new_suite()
         if self.kind == "array":
             matrix = as_matrix(outputs, "outputs")
             if matrix.shape[1] != self.dim:
                 raise ValueError(f"outputs have {matrix.shape[1]} features but the gold set has {self.dim}")
-            return suite.update(matrix)
+            return suite.update(matrix, gold_loglik=gold_loglik)
         if isinstance(outputs, np.ndarray) and outputs.ndim == 2 and outputs.dtype.kind == "f":
             raise TypeError("outputs is a float (n, d) array but the gold set holds texts: use GoldSet.from_arrays for embeddings")
         sequences = [s[: self.max_new_tokens] for s in to_sequences(outputs, self.tokenizer)]
@@ -150,9 +185,10 @@ class CollapseMonitor:
 
     # ------------------------------------------------------------- judging
     def check(self, outputs: Any, step: int | None = None, *, finished: Sequence[bool] | None = None,
-              model_stats: ModelStats | None = None) -> CheckResult:
+              model_stats: ModelStats | None = None, gold_loglik: Sequence[float] | None = None) -> CheckResult:
         """Measure and judge one batch of outputs; logs and warns on alerts."""
-        return self.evaluate(self.measure(outputs, finished=finished, model_stats=model_stats), step=step)
+        suite = self.measure(outputs, finished=finished, model_stats=model_stats, gold_loglik=gold_loglik)
+        return self.evaluate(suite, step=step)
 
     def evaluate(self, suite: MetricSuite, step: int | None = None) -> CheckResult:
         """Judge merged metric states; appends to :attr:`history`."""
@@ -160,7 +196,9 @@ class CollapseMonitor:
         n = suite.num_outputs
         reference = self.reference(n)
         past = [h["metrics"] for h in self.history]
-        findings = [f for d in self.detectors for f in d.judge(metrics, reference, past, self.thresholds, self.kind)]
+        profile = self.reference_profile.metrics if self.reference_profile is not None else None
+        findings = [f for d in self.detectors
+                    for f in d.judge(metrics, reference, past, self.thresholds, self.kind, profile)]
         judged = n >= self.thresholds.min_outputs
         if not judged:
             logger.warning("check at step %s had %d outputs, fewer than min_outputs=%d: reported, not judged",

@@ -20,6 +20,7 @@ from collapseguard.metrics import (
     EmbeddingMoments,
     FrequencyBands,
     GoldLikelihood,
+    GoldNLL,
     JSDivergence,
     LengthLimitFraction,
     LoopFraction,
@@ -150,13 +151,21 @@ class ArraySuite(MetricSuite):
     def __init__(self, ellipsoid: GoldEllipsoid, dim: int) -> None:
         super().__init__({
             "embedding": EmbeddingMoments(dim), "tail_mass": TailMass(ellipsoid),
-            "duplicate_fraction": DuplicateFraction(),
+            "duplicate_fraction": DuplicateFraction(), "gold_nll": GoldNLL(),
         })
 
-    def update(self, x: Any, **_: Any) -> ArraySuite:
+    def update(self, x: Any, gold_loglik: Sequence[float] | None = None) -> ArraySuite:
         m = as_matrix(x)
+        if gold_loglik is not None:
+            self.metrics["gold_nll"].update(gold_loglik)
         self.metrics["embedding"].update(m)
         self.metrics["tail_mass"].update(m)
         rows = np.ascontiguousarray(m).view(np.int64)  # exact bit patterns: duplicates only
         self.metrics["duplicate_fraction"].update(TokenBatch(list(rows)))
         return self
+
+    def compute(self) -> dict[str, float]:
+        out = super().compute()
+        if not self.metrics["gold_nll"].count:
+            out.pop("gold_nll")
+        return out

@@ -33,10 +33,12 @@ class Thresholds:
     # early phase: tail loss
     tail_coverage_warn: float = _f(0.65, 0, 1, "warn when outputs cover less than this share of the gold tail types that an equal gold sample covers")
     tail_coverage_critical: float = _f(0.4, 0, 1, "critical below this share of gold's tail coverage")
-    tail_ppl_rise_warn: float = _f(1.25, 1, 100, "warn when tail-band gold perplexity rises to this multiple of its best value in the run (model-side statistics)")
-    tail_ppl_rise_critical: float = _f(2.0, 1, 100, "critical at this multiple of the best tail-band gold perplexity")
-    head_ppl_tolerance: float = _f(1.05, 1, 100, "a tail rise counts as tail-specific while head-band perplexity stays within this multiple of its best")
+    tail_ppl_rise_warn: float = _f(1.25, 1, 100, "warn when tail-band gold perplexity rises this many times more than the head band's, against its baseline (the best of the run or the reference profile)")
+    tail_ppl_rise_critical: float = _f(2.0, 1, 100, "critical at this tail-beyond-head rise")
+    head_ppl_tolerance: float = _f(1.05, 1, 100, "the alert message calls a tail rise rare-token-specific while head-band perplexity stays within this multiple of its baseline")
     # mid phase: modes narrowing
+    ppl_rise_warn: float = _f(1.25, 1, 100, "warn when gold perplexity over all bands (or, for arrays, exp of the gold NLL rise) reaches this multiple of its baseline: the best of the run or the reference profile")
+    ppl_rise_critical: float = _f(2.0, 1, 100, "critical at this multiple of the baseline gold perplexity")
     diversity_warn: float = _f(0.75, 0, 1, "warn when distinct-2, Vendi, total variance, effective rank or inverse compression ratio fall below this share of gold")
     diversity_critical: float = _f(0.5, 0, 1, "critical below this share of gold")
     self_bleu_rise_warn: float = _f(0.15, 0, 1, "warn when self-BLEU exceeds gold's by this much (absolute)")
@@ -55,6 +57,7 @@ class Thresholds:
         ("tail_coverage_warn", "tail_coverage_critical", "below"),
         ("diversity_warn", "diversity_critical", "below"),
         ("tail_ppl_rise_warn", "tail_ppl_rise_critical", "above"),
+        ("ppl_rise_warn", "ppl_rise_critical", "above"),
         ("self_bleu_rise_warn", "self_bleu_rise_critical", "above"),
         ("repetition_warn", "repetition_critical", "above"),
     )
@@ -141,14 +144,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "balanced": {},
     "strict": {
         "tail_coverage_warn": 0.8, "tail_coverage_critical": 0.55,
-        "tail_ppl_rise_warn": 1.15, "tail_ppl_rise_critical": 1.6,
+        "tail_ppl_rise_warn": 1.15, "tail_ppl_rise_critical": 1.6, "ppl_rise_warn": 1.15, "ppl_rise_critical": 1.6,
         "diversity_warn": 0.85, "diversity_critical": 0.65,
         "self_bleu_rise_warn": 0.1, "self_bleu_rise_critical": 0.25,
         "repetition_warn": 0.1, "repetition_critical": 0.25, "trend_drop_warn": 0.1,
     },
     "lenient": {
         "tail_coverage_warn": 0.5, "tail_coverage_critical": 0.25,
-        "tail_ppl_rise_warn": 1.5, "tail_ppl_rise_critical": 3.0,
+        "tail_ppl_rise_warn": 1.5, "tail_ppl_rise_critical": 3.0, "ppl_rise_warn": 1.5, "ppl_rise_critical": 3.0,
         "diversity_warn": 0.6, "diversity_critical": 0.35,
         "self_bleu_rise_warn": 0.25, "self_bleu_rise_critical": 0.5,
         "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "patience": 2,

@@ -10,6 +10,7 @@ agree on ids without sharing a vocabulary.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -80,6 +81,17 @@ class TokenizerAdapter:
     def name(self) -> str:
         tok = self.tokenizer
         return str(getattr(tok, "name_or_path", "") or type(tok).__name__)
+
+    @property
+    def identity(self) -> str:
+        """Class name plus a hash of the vocabulary where the tokenizer exposes one: two
+        tokenizers with the same identity map text to the same ids."""
+        tok = self.tokenizer
+        vocab = tok.get_vocab() if callable(getattr(tok, "get_vocab", None)) else None
+        if not vocab:
+            return type(tok).__name__
+        blob = json.dumps(sorted(vocab.items()), ensure_ascii=False).encode("utf-8")
+        return f"{type(tok).__name__}:{len(vocab)}:{hashlib.sha256(blob).hexdigest()[:16]}"
 
     def encode(self, text: str) -> np.ndarray:
         if not isinstance(text, str):

@@ -133,18 +133,27 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
     return produce
 
 
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def produce_from_callable(engine: GuardEngine, model: torch.nn.Module, fn: Callable[..., Any], kind: str,
-                          rank: int = 0, world_size: int = 1) -> Callable[[], Generation]:
-    """A ``produce`` around a user's ``generate_fn(model, prompts)`` or ``sample_fn(model, n)``."""
+                          rank: int = 0, world_size: int = 1,
+                          score_fn: Callable[..., Any] | None = None) -> Callable[[], Generation]:
+    """A ``produce`` around a user's ``generate_fn(model, prompts)`` or ``sample_fn(model, n)``
+    (with ``score_fn(model, gold_rows) -> log-likelihoods`` for the model-side statistic)."""
 
     def produce() -> Generation:
         with isolated_check(model, engine.check_seed):
             if kind == "sample":
                 n = len(range(rank, engine.num_samples, world_size))
-                samples = fn(model, n)
-                if isinstance(samples, torch.Tensor):
-                    samples = samples.detach().float().cpu().numpy()
-                return Generation(samples=np.asarray(samples))
+                samples = _numpy(fn(model, n))
+                loglik = None
+                if score_fn is not None:
+                    rows = torch.as_tensor(engine.gold_samples(rank, world_size), dtype=torch.float32,
+                                           device=model_device(model))
+                    loglik = _numpy(score_fn(model, rows)).reshape(-1)
+                return Generation(samples=samples, gold_loglik=loglik)
             out = fn(model, engine.prompts(rank, world_size))
         if isinstance(out, Generation):
             return out

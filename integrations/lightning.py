@@ -50,9 +50,12 @@ class CollapseGuard(Callback):
         generate_fn: ``fn(pl_module, prompts) -> token id sequences`` for models that are neither a
             HF ``PreTrainedModel`` holder nor have a HF-style ``generate`` method.
         sample_fn: ``fn(pl_module, n) -> (n, d) array`` for non-text models against an array gold set.
+        score_fn: with ``sample_fn``: ``fn(pl_module, gold_rows) -> log-likelihood per row``, the
+            model-side statistic for non-text models (judged as ``gold_nll``).
         **engine_kwargs: ``thresholds``, ``on_collapse`` ("warn" | "halt"), ``on_error``,
             ``every_n_epochs``, ``num_samples``, ``prompt_length``, ``max_new_tokens``, ``patience``,
-            ``seed``, ``generation_kwargs``, ``model_stats``, ``batch_size``: see
+            ``seed``, ``generation_kwargs``, ``model_stats``, ``batch_size``, ``reference`` (a
+            reference profile to judge against), ``save_profile`` (write one at the end of fit): see
             :class:`~collapseguard.engine.GuardEngine`.
 
     Every metric is logged as ``collapseguard/<name>`` through ``pl_module.log`` (so any Lightning
@@ -60,10 +63,13 @@ class CollapseGuard(Callback):
     """
 
     def __init__(self, gold: GoldSet, tokenizer: Any = None, *, generate_fn: Callable[..., Any] | None = None,
-                 sample_fn: Callable[..., Any] | None = None, **engine_kwargs: Any) -> None:
+                 sample_fn: Callable[..., Any] | None = None, score_fn: Callable[..., Any] | None = None,
+                 **engine_kwargs: Any) -> None:
         if generate_fn is not None and sample_fn is not None:
             raise ValueError("pass generate_fn (text models) or sample_fn (array models), not both")
-        for name, fn in (("generate_fn", generate_fn), ("sample_fn", sample_fn)):
+        if score_fn is not None and sample_fn is None:
+            raise ValueError("score_fn scores gold samples of an array gold set: pass it with sample_fn")
+        for name, fn in (("generate_fn", generate_fn), ("sample_fn", sample_fn), ("score_fn", score_fn)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         self.engine = GuardEngine(gold, tokenizer=tokenizer, **engine_kwargs)
@@ -73,6 +79,7 @@ class CollapseGuard(Callback):
             raise ValueError("sample_fn is for array gold sets; this gold set holds texts: use generate_fn")
         self.generate_fn = generate_fn
         self.sample_fn = sample_fn
+        self.score_fn = score_fn
 
     @property
     def state_key(self) -> str:
@@ -87,7 +94,7 @@ class CollapseGuard(Callback):
     def _produce(self, trainer: Trainer, pl_module: LightningModule) -> Callable[[], Any]:
         rank, world = trainer.global_rank, trainer.world_size
         if self.sample_fn is not None:
-            return produce_from_callable(self.engine, pl_module, self.sample_fn, "sample", rank, world)
+            return produce_from_callable(self.engine, pl_module, self.sample_fn, "sample", rank, world, self.score_fn)
         if self.generate_fn is not None:
             return produce_from_callable(self.engine, pl_module, self.generate_fn, "generate", rank, world)
         hf = find_hf_model(pl_module)
@@ -100,12 +107,22 @@ class CollapseGuard(Callback):
         raise TypeError(f"{type(pl_module).__name__} holds no Hugging Face PreTrainedModel and has no generate(); "
                         "pass generate_fn=fn(pl_module, prompts) -> token id sequences")
 
+    def _check(self, trainer: Trainer, pl_module: LightningModule) -> Any:
+        local = self.engine.measure(self._produce(trainer, pl_module))
+        return self.engine.conclude(gather_measurements(local), step=trainer.global_step, epoch=trainer.current_epoch)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.engine.save_profile is None:
+            return
+        if self.engine.last_step != trainer.global_step:  # profile the final model, not an earlier one
+            self._check(trainer, pl_module)
+        if trainer.is_global_zero:
+            self.engine.write_profile(source=f"lightning:{type(pl_module).__name__}@step{trainer.global_step}")
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not self.engine.should_check(trainer.current_epoch):
             return
-        local = self.engine.measure(self._produce(trainer, pl_module))
-        outcome = self.engine.conclude(gather_measurements(local), step=trainer.global_step,
-                                       epoch=trainer.current_epoch)
+        outcome = self._check(trainer, pl_module)
         for name, value in outcome.log_metrics.items():
             pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False)
         should_stop = trainer.strategy.reduce_boolean_decision(outcome.should_stop, all=False)

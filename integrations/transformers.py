@@ -35,9 +35,10 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
         tokenizer: optional; by default the Trainer's ``processing_class``.
         generate_fn: ``fn(model, prompts) -> token id sequences`` for models without HF ``generate``.
         sample_fn: ``fn(model, n) -> (n, d) array`` for non-text models against an array gold set.
+        score_fn: with ``sample_fn``: ``fn(model, gold_rows) -> log-likelihood per row``.
         **engine_kwargs: as for :class:`~collapseguard.engine.GuardEngine` (``thresholds``,
             ``on_collapse``, ``on_error``, ``every_n_epochs``, ``num_samples``, ``max_new_tokens``,
-            ``patience``, ``seed``, ...).
+            ``patience``, ``seed``, ``reference``, ``save_profile``, ...).
 
     Metrics land in ``state.log_history`` as ``collapseguard/<name>``, reach the ``report_to``
     integrations, and are added to evaluation metrics as ``eval_collapseguard/<name>`` so that
@@ -56,18 +57,22 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
 
     def __init__(self, gold: GoldSet | None = None, tokenizer: Any = None, *,
                  generate_fn: Callable[..., Any] | None = None, sample_fn: Callable[..., Any] | None = None,
-                 restore_key: str | None = None, **engine_kwargs: Any) -> None:
+                 score_fn: Callable[..., Any] | None = None, restore_key: str | None = None,
+                 **engine_kwargs: Any) -> None:
         if restore_key is not None:  # HF restoring state into the live instance: already configured
             return
         if gold is None:
             raise TypeError("CollapseGuardCallback needs gold=GoldSet.from_texts(...) (or from_jsonl / from_arrays)")
         if generate_fn is not None and sample_fn is not None:
             raise ValueError("pass generate_fn (text models) or sample_fn (array models), not both")
+        if score_fn is not None and sample_fn is None:
+            raise ValueError("score_fn scores gold samples of an array gold set: pass it with sample_fn")
         self.engine = GuardEngine(gold, tokenizer=tokenizer, **engine_kwargs)
         if sample_fn is None and gold.kind == "array":
             raise ValueError("an array gold set needs sample_fn=fn(model, n) -> (n, d) samples")
         self.generate_fn = generate_fn
         self.sample_fn = sample_fn
+        self.score_fn = score_fn
         self._pending_logs: dict[str, float] = {}
         self._latest: dict[str, float] = {}
         e = self.engine
@@ -81,20 +86,32 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
         self.engine.setup(tokenizer)
         self._move_to_front()
 
+    def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int) -> Any:
+        rank, world = args.process_index, args.world_size
+        if self.sample_fn is not None:
+            produce = produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world, self.score_fn)
+        elif self.generate_fn is not None:
+            produce = produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
+        else:
+            produce = produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world)
+        return self.engine.conclude(gather_measurements(self.engine.measure(produce)), step=state.global_step,
+                                    epoch=epoch)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     model: Any = None, **kwargs: Any) -> None:
+        if self.engine.save_profile is None:
+            return
+        if self.engine.last_step != state.global_step:  # profile the final model, not an earlier one
+            self._check(args, state, model, round(state.epoch or 0) - 1)
+        if state.is_world_process_zero:
+            self.engine.write_profile(source=f"transformers:{type(model).__name__}@step{state.global_step}")
+
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      model: Any = None, **kwargs: Any) -> TrainerControl:
         epoch = round(state.epoch or 0) - 1
         if not self.engine.should_check(epoch):
             return control
-        rank, world = args.process_index, args.world_size
-        if self.sample_fn is not None:
-            produce = produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world)
-        elif self.generate_fn is not None:
-            produce = produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
-        else:
-            produce = produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world)
-        outcome = self.engine.conclude(gather_measurements(self.engine.measure(produce)),
-                                       step=state.global_step, epoch=epoch)
+        outcome = self._check(args, state, model, epoch)
         self._latest = dict(outcome.log_metrics)
         self._pending_logs = dict(outcome.log_metrics)
         state.log_history.append({**outcome.log_metrics, "epoch": state.epoch, "step": state.global_step})

@@ -34,7 +34,7 @@ from collapseguard.metrics.lexical import (
     ngram_entropy,
     zipf_coefficient,
 )
-from collapseguard.metrics.model_side import GoldLikelihood, ModelStats, banded_perplexity
+from collapseguard.metrics.model_side import GoldLikelihood, GoldNLL, ModelStats, banded_perplexity
 from collapseguard.metrics.repetition import (
     LengthLimitFraction,
     LoopFraction,
@@ -47,7 +47,7 @@ from collapseguard.metrics.repetition import (
 
 __all__ = [
     "CompressionRatio", "DistinctN", "DuplicateFraction", "EmbeddingMoments", "FrequencyBands",
-    "GoldLikelihood", "JSDivergence", "LengthLimitFraction", "LoopFraction", "Metric", "ModelStats",
+    "GoldLikelihood", "GoldNLL", "JSDivergence", "LengthLimitFraction", "LoopFraction", "Metric", "ModelStats",
     "NGramEntropy", "SelfBLEU", "SeqRepN", "TailCoverage", "TailMass", "ZipfCoefficient",
     "banded_perplexity", "compression_ratio", "distinct_n", "duplicate_fraction", "effective_rank",
     "ends_in_loop", "hashed_ngram_features", "js_divergence", "length_limit_fraction",

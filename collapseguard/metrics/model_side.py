@@ -99,3 +99,30 @@ class GoldLikelihood(Metric):
 
     def compute(self) -> float:
         return self.compute_all()["gold_ppl"]
+
+
+class GoldNLL(Metric):
+    """Mean negative log-likelihood a model assigns to held-out gold samples (any modality).
+
+    For models that are not text LMs: the user's ``score_fn`` returns one
+    log-likelihood (or any higher-is-better held-out score) per gold sample.
+    Non-finite scores are skipped.
+
+    >>> m = GoldNLL(); m.update([-1.0, -3.0, float("nan")]); m.compute()
+    2.0
+    """
+
+    name = "gold_nll"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", 0.0, "sum")
+        self.add_state("count", 0, "sum")
+
+    def update(self, loglik: Sequence[float] | np.ndarray) -> None:
+        x = np.asarray(loglik, dtype=np.float64).reshape(-1)
+        x = x[np.isfinite(x)]
+        self._fold(total=float(-x.sum()), count=int(x.size))
+
+    def compute(self) -> float:
+        return self.total / self.count if self.count else float("nan")
