@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from collapseguard.alerts import Alert, emit
+from collapseguard.alerts import Alert, emit, logger
 from collapseguard.goldset import GoldSet, GoldSetModifiedError
 from collapseguard.metrics import ModelStats
 from collapseguard.monitor import CheckResult, CollapseMonitor
@@ -148,6 +148,10 @@ class GuardEngine:
         self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if self.gold.kind == "text" else None,
                                        prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
                                        reference=self.reference)
+        if self.gold.kind == "text" and len(self.monitor.split) < self.num_samples:
+            logger.warning("num_samples=%d but the gold set yields %d prompts (half of its texts long enough for "
+                           "prompt_length + a continuation; the other half estimates the tail): each check uses %d",
+                           self.num_samples, len(self.monitor.split), len(self.monitor.split))
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
 
@@ -161,8 +165,6 @@ class GuardEngine:
         if self.save_profile is None:
             return None
         if self.monitor is None or not self.monitor.history:
-            from collapseguard.alerts import logger
-
             logger.warning("save_profile=%s: no check ran, so no profile was written", self.save_profile)
             return None
         return self.monitor.profile(settings=self.settings(), source=source).save(self.save_profile)

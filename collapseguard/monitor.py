@@ -172,6 +172,11 @@ class CollapseMonitor:
     def reference(self, num_outputs: int) -> dict[str, float]:
         """The metrics of gold itself, on as many gold samples as there are outputs (cached)."""
         m = max(int(num_outputs), 1)
+        available = len(self.split) if self.kind == "text" else self.gold.array.shape[0]
+        if m > available and m not in self._reference_cache:
+            logger.warning("%d outputs but only %d gold samples for the reference: count-sensitive metrics "
+                           "(distinct-n, tail coverage, duplicates) look worse than they are; pass at most %d "
+                           "outputs or use a larger gold set", m, available, available)
         if m not in self._reference_cache:
             suite = self.new_suite()
             if self.kind == "text":

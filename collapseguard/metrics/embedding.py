@@ -179,9 +179,9 @@ def hashed_ngram_features(batch: TokenBatch, dim: int = 256, orders: tuple[int, 
     Feature hashing keeps it free of any model, so the same outputs always get
     the same vectors and the gold reference is comparable across runs.
     """
-    feats = np.zeros((len(batch), dim))
+    flat = np.zeros(len(batch) * dim)
     for n in orders:
         hashes, docs = batch.ngrams(n)
-        buckets = ((hashes * _MULT) >> np.uint64(40)) % np.uint64(dim)
-        np.add.at(feats, (docs, buckets.astype(np.int64)), 1.0)
-    return feats
+        buckets = (((hashes * _MULT) >> np.uint64(40)) % np.uint64(dim)).astype(np.int64)
+        flat += np.bincount(docs * dim + buckets, minlength=flat.size)  # np.add.at is ~10x slower
+    return flat.reshape(len(batch), dim)
