@@ -205,3 +205,13 @@ print(collapseguard.__version__)
 def test_import_needs_no_torch():
     done = subprocess.run([sys.executable, "-c", _BLOCK_FRAMEWORKS], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_nan_samples_are_a_fault_not_a_crash():
+    rng = np.random.default_rng(0)
+    engine = GuardEngine(GoldSet.from_arrays(rng.normal(size=(40, 3))), num_samples=10)
+    engine.setup()
+    fault = engine.measure(lambda: Generation(samples=np.full((10, 3), np.nan)))
+    assert fault.phase == "fault" and "NaN or inf in 10 of 10 rows" in fault.message
+    ok = engine.measure(lambda: Generation(samples=rng.normal(size=(10, 3))))
+    assert engine.conclude([ok], step=1, epoch=0).result.judged

@@ -184,3 +184,15 @@ def test_sample_fn_for_array_gold(tmp_path):
     assert history[0]["health"] > 0.6 and tr.severities(history)[0] is None
     assert tr.severities(history)[-1] == "critical"
     assert history[-1]["metrics"]["total_variance"] < 0.5 * history[0]["metrics"]["total_variance"]
+
+
+def test_halt_respects_min_epochs(tmp_path, caplog):
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="halt", generate_fn=_stuck, **tr.GUARD_KWARGS)
+    with caplog.at_level(logging.ERROR, logger="collapseguard"):
+        trainer, _ = tr.lightning_fit(tmp_path, "degenerate", 6, [guard], min_epochs=3)
+    assert trainer.current_epoch == 3  # asked to stop after the first check, held to min_epochs
+    assert any("keeps training until min_epochs=3" in r.getMessage() for r in caplog.records)
+
+
+def _stuck(module, prompts):
+    return [np.array([5, 6, 7, 8] * 8)] * len(prompts)
