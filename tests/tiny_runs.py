@@ -51,14 +51,14 @@ def model(seed: int = 0, dropout: float = 0.1) -> Any:
     return tiny_gpt2(tokenizer(), seed=seed, dropout=dropout)
 
 
-def lightning_trainer(tmp: Path, max_epochs: int, callbacks: list, **kwargs: Any) -> Any:
+def lightning_trainer(tmp: Path, max_epochs: int, callbacks: list, accelerator: str = "cpu", **kwargs: Any) -> Any:
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger
 
     kwargs.setdefault("logger", CSVLogger(str(tmp), name="run"))
     kwargs.setdefault("enable_checkpointing", False)
     return pl.Trainer(max_epochs=max_epochs, callbacks=callbacks, enable_progress_bar=False,
-                      enable_model_summary=False, deterministic=True, accelerator="cpu", devices=1, **kwargs)
+                      enable_model_summary=False, deterministic=True, accelerator=accelerator, devices=1, **kwargs)
 
 
 def lightning_fit(tmp: Path, kind: str, max_epochs: int, callbacks: list, seed: int = 0,
@@ -78,10 +78,11 @@ def hf_trainer(tmp: Path, kind: str, epochs: int, callbacks: list, seed: int = 0
 
     arg_kwargs.setdefault("save_strategy", "no")
     arg_kwargs.setdefault("learning_rate", 3e-3)
+    arg_kwargs.setdefault("use_cpu", True)
     args = TrainingArguments(
         output_dir=str(tmp), num_train_epochs=epochs, per_device_train_batch_size=16,
         lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, logging_strategy="epoch", report_to=[],
-        disable_tqdm=True, use_cpu=True, seed=seed, data_seed=seed, **arg_kwargs)
+        disable_tqdm=True, seed=seed, data_seed=seed, **arg_kwargs)
     return Trainer(model=model(seed, dropout), args=args, train_dataset=blocks(kind), processing_class=tokenizer(),
                    eval_dataset=eval_dataset, callbacks=callbacks)
 
