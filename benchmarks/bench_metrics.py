@@ -1,7 +1,8 @@
 """Speed of the core metric suite, side by side with the reference implementations.
 
-What it measures (wall time with ``time.perf_counter``; median of 5 runs unless a
-single run of a slow peer already takes over 2 s, in which case it is timed once):
+What it measures (wall time with ``time.perf_counter``; the median of at least 5
+runs -- fast calls repeat until 0.25 s have passed, up to 50 runs -- except that a
+slow peer whose first run takes over 2 s is timed once):
 
 1. Each metric on 1,000 outputs x 64 tokens. Token ids are drawn i.i.d. from a
    Zipf-like distribution (p(k) ~ 1/k) over a 5,000-token vocabulary, seed 0.
@@ -22,15 +23,16 @@ single run of a slow peer already takes over 2 s, in which case it is timed once
    (``--quick``: 100 and 300), ours alone at 5,000; Vendi vs
    ``vendi_score.vendi.score_X`` (n x n kernel) and ``score_dual`` (d x d) on
    random normal (n, 384) matrices, n = 500 and 2,000, plus ``score_dual`` and
-   ours at 10,000 (``score_X`` at 10,000 runs only when its cubic extrapolation
-   from n = 2,000 is under 60 s); distinct-n vs a naive Python set of tuples.
+   ours at 10,000 (``score_X`` at 10,000 only with ``--score-x-10k``: it builds a
+   10,000 x 10,000 kernel, ~2.2 GiB with copies, and its eigendecomposition takes
+   about two minutes on 2 cores); distinct-n vs a naive Python set of tuples.
 3. The scaling exponent (log-log least-squares slope of time vs n) of ours for
    self_bleu and distinct_2 across n = 250, 1,000, 4,000 outputs of 64 tokens.
 
 Writes ``metrics_speed.json`` and ``metrics_speed.md`` to ``--out`` and prints
 the Markdown. Reproduce with::
 
-    python benchmarks/bench_metrics.py [--quick] [--out benchmarks/results]
+    python benchmarks/bench_metrics.py [--quick] [--score-x-10k] [--out benchmarks/results]
 
 Times depend on the machine and on what else runs on it: a second busy process
 on a 2-core box makes OpenBLAS's threads wait on each other, which can slow the
@@ -77,11 +79,11 @@ from collapseguard.metrics.base import count_table
 from collapseguard.suite import VENDI_DIM
 
 N_OUTPUTS, LENGTH, VOCAB, ZIPF_S = 1000, 64, 5000, 1.0
-REPEATS = 5
+REPEATS = 5  # at least this many runs ...
+MIN_TOTAL_S, MAX_REPEATS = 0.25, 50  # ... and more, up to MAX_REPEATS, until MIN_TOTAL_S have passed
 SLOW_S = 2.0  # a peer whose first run takes longer than this is timed once
 TOL = 1e-9
 VENDI_D = 384
-SCORE_X_BUDGET_S = 60.0
 
 DEFINITIONS = {
     "distinct_1": "unique unigrams / all unigrams, over all outputs",
@@ -108,10 +110,13 @@ DEFINITIONS = {
 
 # ------------------------------------------------------------------ helpers
 def timed(fn: Callable[[], Any], repeats: int = REPEATS, slow_s: float | None = None) -> dict[str, Any]:
-    """Median/min seconds of ``repeats`` runs and the (last) value; a first run over ``slow_s`` stops there."""
+    """Median/min seconds of at least ``repeats`` runs (more while under MIN_TOTAL_S) and the last value.
+
+    A first run over ``slow_s`` is the only one.
+    """
     times: list[float] = []
     value = None
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < MIN_TOTAL_S and len(times) < MAX_REPEATS):
         t0 = time.perf_counter()
         value = fn()
         times.append(time.perf_counter() - t0)
@@ -195,7 +200,7 @@ def bench_metrics() -> list[dict[str, Any]]:
                      "median_s": t["median_s"], "min_s": t["min_s"], "runs": t["runs"], "value": float(t["value"])})
     rows.append({"metric": "sum of the rows above", "definition": "each metric on its own (n-grams hashed per metric)",
                  "inputs": "zipf 1000x64", "median_s": sum(r["median_s"] for r in rows),
-                 "min_s": sum(r["min_s"] for r in rows), "runs": REPEATS, "value": None})
+                 "min_s": sum(r["min_s"] for r in rows), "runs": None, "value": None})
 
     # the whole check on real text
     gold_set = GoldSet.from_texts(pydoc_paragraphs())
@@ -254,7 +259,7 @@ def _row(what: str, n: int, peer: str, t_peer: dict[str, Any] | None, t_ours: di
             "abs_diff": diff, "value": float(t_ours["value"]), "note": note}
 
 
-def bench_peers(quick: bool) -> list[dict[str, Any]]:
+def bench_peers(quick: bool, score_x_10k: bool) -> list[dict[str, Any]]:
     rows = []
     # self-BLEU
     for n in ((100, 300) if quick else (100, 1000)):
@@ -281,14 +286,15 @@ def bench_peers(quick: bool) -> list[dict[str, Any]]:
                 score_x_2000 = t_x["median_s"]
             rows.append(_row("Vendi, d=384", n, "vendi-score score_X (n x n)", t_x, t_ours))
         else:
-            estimate = score_x_2000 * (n / 2000) ** 3 if score_x_2000 else float("inf")
-            gib = 3 * n * n * 8 / 2**30  # K, K / n and LAPACK's copy
-            if estimate < SCORE_X_BUDGET_S:
+            if score_x_10k:
                 t_x = timed(lambda x=x: vendi.score_X(x), repeats=1)
                 rows.append(_row("Vendi, d=384", n, "vendi-score score_X (n x n)", t_x, t_ours))
             else:
+                # n^3 from n = 2,000 underestimates: LAPACK runs out of cache (119 s measured once, 2 CPUs)
+                estimate = score_x_2000 * (n / 2000) ** 3 if score_x_2000 else float("nan")
+                gib = 3 * n * n * 8 / 2**30  # K, K / n and LAPACK's copy
                 rows.append(_row("Vendi, d=384", n, "vendi-score score_X (n x n)", None, t_ours,
-                                 f"score_X skipped: ~{estimate:.0f} s by n^3 from n=2000, ~{gib:.1f} GiB"))
+                                 f"skipped (--score-x-10k): >= {estimate:.0f} s by n^3, ~{gib:.1f} GiB"))
         print(f"  Vendi n={n}: ours {t_ours['median_s']:.4f} s", file=sys.stderr)
 
     # distinct-n
@@ -343,7 +349,7 @@ def markdown(env: dict[str, Any], metrics: list[dict[str, Any]], peers: list[dic
     lines = [
         f"Metric speed ({env['mode']} run, {env['cpu_count']} CPUs, Python {env['python']}, "
         f"numpy {env['versions']['numpy']}, load {env['load_avg_1m_at_start']:.2f} at start, "
-        f"{env['total_s']:.0f} s in all). Median of {REPEATS} runs unless noted.",
+        f"{env['total_s']:.0f} s in all). Median of >= {REPEATS} runs unless noted.",
         "",
         "| metric | definition | median ms | min ms | inputs |",
         "|---|---|---:|---:|---|",
@@ -371,6 +377,8 @@ def markdown(env: dict[str, Any], metrics: list[dict[str, Any]], peers: list[dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="nltk self-BLEU at n=100 and 300 instead of 100 and 1,000")
+    parser.add_argument("--score-x-10k", action="store_true",
+                        help="also run vendi-score's n x n score_X at n=10,000 (about two minutes, ~2.2 GiB)")
     parser.add_argument("--out", default="benchmarks/results", help="folder for metrics_speed.json / .md")
     args = parser.parse_args()
     # synthetic and repeated outputs raise alerts, and 1,000 outputs outnumber the gold references: only speed counts
@@ -385,7 +393,7 @@ def main() -> None:
     print("per-metric times ...", file=sys.stderr)
     metrics = bench_metrics()
     print("side by side ...", file=sys.stderr)
-    peers = bench_peers(args.quick)
+    peers = bench_peers(args.quick, args.score_x_10k)
     print("scaling ...", file=sys.stderr)
     scaling = bench_scaling()
     env["total_s"] = time.perf_counter() - t0

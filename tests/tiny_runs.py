@@ -57,8 +57,9 @@ def lightning_trainer(tmp: Path, max_epochs: int, callbacks: list, accelerator: 
 
     kwargs.setdefault("logger", CSVLogger(str(tmp), name="run"))
     kwargs.setdefault("enable_checkpointing", False)
+    kwargs.setdefault("deterministic", True)
     return pl.Trainer(max_epochs=max_epochs, callbacks=callbacks, enable_progress_bar=False,
-                      enable_model_summary=False, deterministic=True, accelerator=accelerator, devices=1, **kwargs)
+                      enable_model_summary=False, accelerator=accelerator, devices=1, **kwargs)
 
 
 def lightning_fit(tmp: Path, kind: str, max_epochs: int, callbacks: list, seed: int = 0,
