@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from collapseguard.alertlog import AlertLog
 from collapseguard.alerts import Alert, emit, logger
 from collapseguard.goldset import GoldSet, GoldSetModifiedError
 from collapseguard.metrics import ModelStats
@@ -93,6 +94,7 @@ class GuardEngine:
         reference: a :class:`~collapseguard.profile.ReferenceProfile` or the path of its JSON: judge
             every check against this trusted model as well.
         save_profile: write a reference profile of the final model to this path at the end of training.
+        alert_log: append a JSONL trail here (one line per check and per alert; written by rank 0).
 
     Raises:
         TypeError / ValueError: naming the argument, its value and the valid choices.
@@ -103,7 +105,8 @@ class GuardEngine:
                  every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
                  patience: int = 1, seed: int = 0, generation_kwargs: dict[str, Any] | None = None,
                  model_stats: bool = True, batch_size: int = 32,
-                 reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None) -> None:
+                 reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None,
+                 alert_log: str | Path | None = None) -> None:
         if not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
         self.gold = gold
@@ -128,6 +131,10 @@ class GuardEngine:
         if save_profile is not None and not isinstance(save_profile, str | Path):
             raise TypeError(f"save_profile must be a file path, got {type(save_profile).__name__}")
         self.save_profile = Path(save_profile) if save_profile is not None else None
+        if alert_log is not None and not isinstance(alert_log, str | Path):
+            raise TypeError(f"alert_log must be a file path, got {type(alert_log).__name__}")
+        self.alert_log = AlertLog(alert_log, raise_errors=self.on_error == "raise") if alert_log is not None else None
+        self.rank, self.world_size = 0, 1
         self.monitor: CollapseMonitor | None = None
         self.checks_done = 0
         self.critical_streak = 0
@@ -137,8 +144,9 @@ class GuardEngine:
         self.last_step: int | None = None
 
     # ------------------------------------------------------------------ setup
-    def setup(self, tokenizer: Any = None) -> None:
-        """Build the monitor (tokenizes and splits gold once). Idempotent."""
+    def setup(self, tokenizer: Any = None, *, rank: int = 0, world_size: int = 1) -> None:
+        """Build the monitor (tokenizes and splits gold once) and note this process's rank. Idempotent."""
+        self.rank, self.world_size = rank, world_size
         if self.monitor is not None:
             return
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
@@ -211,6 +219,11 @@ class GuardEngine:
             elif not gen.sequences:
                 return self._fault("generation", "generation returned no outputs for this check")
             else:
+                too_long = sum(len(seq) > self.max_new_tokens for seq in gen.sequences)
+                if too_long:
+                    logger.warning("%d of %d outputs on rank %d are longer than max_new_tokens=%d; they are measured "
+                                   "truncated to it (check the generate_fn's length settings)", too_long,
+                                   len(gen.sequences), self.rank, self.max_new_tokens)
                 suite = self.monitor.measure(gen.sequences, finished=gen.finished, model_stats=gen.model_stats)
             self.timing = {"generation": generated - start, "metrics": time.perf_counter() - generated}
             return suite
@@ -243,6 +256,15 @@ class GuardEngine:
         outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
         if result is not None:
             outcome.log_metrics.update({f"collapseguard/seconds_{k}": v for k, v in self.timing.items()})
+        if self.alert_log is not None and self.rank == 0:  # every rank holds the same merged verdict
+            self.alert_log.write_check(step=step, epoch=epoch, rank=self.rank,
+                                       health=result.health if result else None,
+                                       severity=result.severity if result else "fault",
+                                       metrics=result.metrics if result else {},
+                                       alerts=[*(result.alerts if result else []), *faults])
+            if should_stop:
+                self.alert_log.write({"type": "halt", "step": step, "epoch": epoch, "rank": self.rank,
+                                      "reason": reason})
         self.last_outcome = outcome
         return outcome
 
@@ -259,8 +281,9 @@ class GuardEngine:
                       f"(patience={self.patience}); {what}")
 
     def _fault(self, metric: str, message: str, severity: str = "warn") -> Alert:
+        where = f" on rank {self.rank}" if self.world_size > 1 else ""
         return Alert("fault", severity, metric, math.nan, math.nan, math.nan,  # type: ignore[arg-type]
-                     f"{message}; training continues (on_error={self.on_error!r})", "GuardEngine")
+                     f"{message}{where}; training continues (on_error={self.on_error!r})", "GuardEngine")
 
     @staticmethod
     def _log_metrics(result: CheckResult | None) -> dict[str, float]:

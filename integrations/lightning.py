@@ -89,7 +89,7 @@ class CollapseGuard(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            self.engine.setup()
+            self.engine.setup(rank=trainer.global_rank, world_size=trainer.world_size)
 
     def _produce(self, trainer: Trainer, pl_module: LightningModule) -> Callable[[], Any]:
         rank, world = trainer.global_rank, trainer.world_size
@@ -124,7 +124,8 @@ class CollapseGuard(Callback):
             return
         outcome = self._check(trainer, pl_module)
         for name, value in outcome.log_metrics.items():
-            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=False)
+            # identical on every rank (merged states): syncing is exact and silences Lightning's DDP warning
+            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=trainer.world_size > 1)
         should_stop = trainer.strategy.reduce_boolean_decision(outcome.should_stop, all=False)
         if should_stop:
             trainer.should_stop = True

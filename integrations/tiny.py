@@ -68,19 +68,37 @@ class TokenBlocks(torch.utils.data.Dataset):
 
 def lightning_module(model: Any, lr: float = 3e-3) -> Any:
     """A minimal LightningModule that trains ``model`` (a HF causal LM) on TokenBlocks batches."""
-    import lightning.pytorch as pl
+    return _tiny_lm_class()(model, lr)
 
-    class TinyLM(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
 
-        def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            loss = self.model(**batch).loss
-            self.log("train_loss", loss, on_step=False, on_epoch=True)
-            return loss
+def _tiny_lm_class() -> type:
+    # built on first use so that this module imports without Lightning; cached at module level
+    # (not a local class) so that ddp_spawn can pickle it
+    global TinyLM
+    if "TinyLM" not in globals():
+        import lightning.pytorch as pl
 
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.AdamW(self.parameters(), lr=lr)
+        class TinyLM(pl.LightningModule):  # type: ignore[no-redef]
+            def __init__(self, model: Any, lr: float) -> None:
+                super().__init__()
+                self.model = model
+                self.lr = lr
 
-    return TinyLM()
+            def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+                loss = self.model(**batch).loss
+                self.log("train_loss", loss, on_step=False, on_epoch=True)
+                return loss
+
+            def configure_optimizers(self) -> torch.optim.Optimizer:
+                return torch.optim.AdamW(self.parameters(), lr=self.lr)
+
+        TinyLM.__qualname__ = "TinyLM"
+        globals()["TinyLM"] = TinyLM
+    return globals()["TinyLM"]
+
+
+def __getattr__(name: str) -> Any:
+    # lets pickle (ddp_spawn) find TinyLM in a fresh process, where it is not built yet
+    if name == "TinyLM":
+        return _tiny_lm_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

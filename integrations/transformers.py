@@ -83,7 +83,7 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        processing_class: Any = None, **kwargs: Any) -> None:
         tokenizer = self.engine.tokenizer if self.engine.tokenizer is not None else processing_class
-        self.engine.setup(tokenizer)
+        self.engine.setup(tokenizer, rank=args.process_index, world_size=args.world_size)
         self._move_to_front()
 
     def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int) -> Any:

@@ -125,7 +125,8 @@ def _compression_ratio_update(batch: TokenBatch) -> list[bytes]:
 
 
 def _compression_ratio_compute(chunks: list[bytes]) -> float:
-    raw = b"\n".join(chunks)
+    # sorted, so the value does not depend on the order outputs arrive in (ranks, shards)
+    raw = b"\n".join(sorted(chunks))
     if not raw:
         return 0.0
     return len(raw) / len(gzip.compress(raw, compresslevel=9, mtime=0))
@@ -135,8 +136,8 @@ def compression_ratio(outputs: Any, tokenizer: Any = None) -> float:
     r"""Raw size over gzip size of all outputs joined (one gzip, level 9).
 
     Outputs are serialised as their token ids (decimal, space-separated, one
-    output per line). Repetitive, generic outputs compress better, so the ratio
-    rises as diversity falls.
+    output per line, lines sorted so that the order of outputs does not matter).
+    Repetitive, generic outputs compress better, so the ratio rises as diversity falls.
 
     .. math:: \mathrm{CR} = |b| / |\mathrm{gzip}(b)|,\quad b = \mathrm{join}(y_1, \dots, y_m)
 

@@ -1,0 +1,36 @@
+"""python -m tests.mp.lightning_ddp STRATEGY OUT_DIR [FAIL_RANK FAIL_CHECK]: 2 CPU processes (gloo)."""
+
+import sys
+
+import lightning.pytorch as pl
+import torch
+
+from collapseguard.integrations.lightning import CollapseGuard
+from collapseguard.integrations.tiny import lightning_module
+from tests import tiny_runs as tr
+from tests.mp.scripted import Scripted, dump
+
+
+class Dump(pl.Callback):
+    def __init__(self, guard, out):
+        self.guard, self.out = guard, out
+
+    def on_fit_end(self, trainer, module):
+        dump(self.out, trainer.global_rank, self.guard.engine)
+
+
+def main() -> None:
+    strategy, out = sys.argv[1], sys.argv[2]
+    fail_rank, fail_check = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (-1, -1)
+    scripted = Scripted(fail_rank, fail_check)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=scripted, on_collapse="warn",
+                          **tr.GUARD_KWARGS)
+    trainer = pl.Trainer(max_epochs=2, strategy=strategy, accelerator="cpu", devices=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[guard, Dump(guard, out)])
+    loader = torch.utils.data.DataLoader(tr.blocks("varied"), batch_size=16)
+    trainer.fit(lightning_module(tr.model()), loader)
+
+
+if __name__ == "__main__":
+    main()
