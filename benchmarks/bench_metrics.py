@@ -253,8 +253,9 @@ def _row(what: str, n: int, peer: str, t_peer: dict[str, Any] | None, t_ours: di
     if diff is not None:
         assert diff < TOL, (what, n, peer, t_peer["value"], t_ours["value"])
     return {"what": what, "n": n, "peer": peer,
-            "peer_s": t_peer["median_s"] if t_peer else None, "peer_runs": t_peer["runs"] if t_peer else 0,
-            "ours_s": t_ours["median_s"], "ours_runs": t_ours["runs"],
+            "peer_s": t_peer["median_s"] if t_peer else None, "peer_min_s": t_peer["min_s"] if t_peer else None,
+            "peer_runs": t_peer["runs"] if t_peer else 0,
+            "ours_s": t_ours["median_s"], "ours_min_s": t_ours["min_s"], "ours_runs": t_ours["runs"],
             "speedup": t_peer["median_s"] / t_ours["median_s"] if t_peer else None,
             "abs_diff": diff, "value": float(t_ours["value"]), "note": note}
 
@@ -357,14 +358,14 @@ def markdown(env: dict[str, Any], metrics: list[dict[str, Any]], peers: list[dic
     lines += [f"| {r['metric']} | {r['definition']} | {_ms(r['median_s'])} | {_ms(r['min_s'])} | {r['inputs']} |"
               for r in metrics]
     lines += ["", "Side by side (same inputs; |diff| asserted < 1e-9):", "",
-              "| comparison | n | peer | peer s | ours s | speed-up | abs diff |",
-              "|---|---:|---|---:|---:|---:|---|"]
+              "| comparison | n | peer | peer s | ours s | ours min s | speed-up | abs diff |",
+              "|---|---:|---|---:|---:|---:|---:|---|"]
     for p in peers:
         peer_s = _s(p["peer_s"]) + (" (1 run)" if p["peer_runs"] == 1 else "")
         speedup = f"{p['speedup']:,.0f}x" if p["speedup"] and p["speedup"] >= 10 else (
             f"{p['speedup']:.1f}x" if p["speedup"] else "—")
         diff = f"{p['abs_diff']:.1e}" if p["abs_diff"] is not None else (p["note"] or "—")
-        lines.append(f"| {p['what']} | {p['n']:,} | {p['peer']} | {peer_s} | {_s(p['ours_s'])} | {speedup} | {diff} |")
+        lines.append(f"| {p['what']} | {p['n']:,} | {p['peer']} | {peer_s} | {_s(p['ours_s'])} | {_s(p['ours_min_s'])} | {speedup} | {diff} |")
     ns = scaling[0]["n"]
     lines += ["", "Scaling of ours (64-token outputs; slope of log time on log n, 1 = linear, 2 = quadratic):", "",
               "| metric | " + " | ".join(f"ms at n={n:,}" for n in ns) + " | log-log slope |",

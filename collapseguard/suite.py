@@ -112,7 +112,7 @@ class TextSuite(MetricSuite):
             "zipf_coefficient": ZipfCoefficient(), "seq_rep_4": SeqRepN(4), "loop_fraction": LoopFraction(),
             "length_limit_fraction": LengthLimitFraction(), "tail_coverage": TailCoverage(context.tail_bands),
             "js_1": JSDivergence(context.tables[1], 1), "js_2": JSDivergence(context.tables[2], 2),
-            "vendi": EmbeddingMoments(VENDI_DIM), "mean_length": _Lengths(),
+            "vendi": EmbeddingMoments(VENDI_DIM, full=False), "mean_length": _Lengths(),
             "gold_likelihood": GoldLikelihood(context.bands),
         })
         super().__init__(metrics)
@@ -137,8 +137,6 @@ class TextSuite(MetricSuite):
 
     def compute(self) -> dict[str, float]:
         out = super().compute()
-        # Vendi over hashed n-gram bags is the text "vendi"; its moments' other readings are not used for text.
-        out.pop("total_variance"), out.pop("effective_rank")
         if not self.metrics["gold_likelihood"].count.any():
             for key in [k for k in out if k.startswith("gold_ppl") or k == "next_token_entropy"]:
                 out.pop(key)

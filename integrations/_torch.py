@@ -47,6 +47,16 @@ def model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def check_tokenizer_fits(model: Any, tokenizer: Any) -> None:
+    """Refuse a tokenizer whose ids the model cannot embed (the wrong tokenizer for this model)."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+    if vocab is not None and size is not None and size > vocab:
+        raise ValueError(f"tokenizer has {size} tokens but the model's vocabulary has {vocab} "
+                         f"(tokenizer={getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__!r}): "
+                         "pass the tokenizer the model was trained with")
+
+
 def special_ids(tokenizer: Any, model: Any) -> tuple[int | None, int | None]:
     """(eos_token_id, pad_token_id) from the tokenizer, else the model config."""
     config = getattr(model, "config", None)

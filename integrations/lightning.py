@@ -16,6 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from collapseguard.engine import Generation, GuardEngine
 from collapseguard.goldset import GoldSet
 from collapseguard.integrations._torch import (
+    check_tokenizer_fits,
     gather_measurements,
     generate_continuations,
     model_device,
@@ -90,6 +91,9 @@ class CollapseGuard(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             self.engine.setup(rank=trainer.global_rank, world_size=trainer.world_size)
+            hf = find_hf_model(pl_module)
+            if hf is not None and self.generate_fn is None and self.engine.tokenizer is not None:
+                check_tokenizer_fits(hf, self.engine.tokenizer)
 
     def _produce(self, trainer: Trainer, pl_module: LightningModule) -> Callable[[], Any]:
         rank, world = trainer.global_rank, trainer.world_size

@@ -17,7 +17,12 @@ from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from collapseguard.engine import GuardEngine
 from collapseguard.goldset import GoldSet
-from collapseguard.integrations._torch import gather_measurements, produce_from_callable, produce_from_hf_model
+from collapseguard.integrations._torch import (
+    check_tokenizer_fits,
+    gather_measurements,
+    produce_from_callable,
+    produce_from_hf_model,
+)
 
 log = logging.getLogger("collapseguard")
 
@@ -81,9 +86,11 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       processing_class: Any = None, **kwargs: Any) -> None:
+                       processing_class: Any = None, model: Any = None, **kwargs: Any) -> None:
         tokenizer = self.engine.tokenizer if self.engine.tokenizer is not None else processing_class
         self.engine.setup(tokenizer, rank=args.process_index, world_size=args.world_size)
+        if model is not None and self.generate_fn is None and self.sample_fn is None:
+            check_tokenizer_fits(model, self.engine.tokenizer)
         self._move_to_front()
 
     def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int) -> Any:

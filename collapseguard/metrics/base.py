@@ -32,18 +32,30 @@ def merge_counts(
     return uniq, counts.astype(np.int64)
 
 
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """Sorted unique values by sort-and-compare (numpy 2's hash path for np.unique is ~10x slower here)."""
+    if keys.size == 0:
+        return keys
+    srt = np.sort(keys)
+    keep = np.empty(srt.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(srt[1:], srt[:-1], out=keep[1:])
+    return srt[keep]
+
+
 def count_table(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted unique keys, counts) of an array of hashes."""
     if keys.size == 0:
         return _EMPTY_KEYS, np.empty(0, dtype=np.int64)
-    uniq, counts = np.unique(keys, return_counts=True)
-    return uniq, counts.astype(np.int64)
+    srt = np.sort(keys)
+    starts = np.flatnonzero(np.concatenate(([True], srt[1:] != srt[:-1])))
+    return srt[starts], np.diff(np.append(starts, srt.size)).astype(np.int64)
 
 
 _REDUCERS: dict[str, Callable[[Any, Any], Any]] = {
     "sum": lambda a, b: a + b,
     "cat": lambda a, b: list(a) + list(b),
-    "union": lambda a, b: np.union1d(a, b).astype(np.uint64),
+    "union": lambda a, b: sorted_unique(np.concatenate([a, b])).astype(np.uint64),
     "counts": merge_counts,
 }
 

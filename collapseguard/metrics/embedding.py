@@ -37,10 +37,13 @@ def _entropy_exp(w: np.ndarray) -> float:
 
 
 # -------------------------------------------------------------------- moments
-def _moments_update(x: np.ndarray) -> dict[str, Any]:
+def _moments_update(x: np.ndarray, full: bool = True) -> dict[str, Any]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    return {"n": x.shape[0], "sx": x.sum(axis=0), "sxx": x.T @ x, "suu": unit.T @ unit}
+    out = {"n": x.shape[0], "suu": unit.T @ unit}
+    if full:  # raw moments, for total variance and effective rank
+        out.update(sx=x.sum(axis=0), sxx=x.T @ x)
+    return out
 
 
 def _vendi_compute(n: int, suu: np.ndarray) -> float:
@@ -80,7 +83,7 @@ def vendi_score(x: Any) -> float:
     >>> round(vendi_score(np.eye(3)), 6)
     3.0
     """
-    st = _moments_update(as_matrix(x))
+    st = _moments_update(as_matrix(x), full=False)
     return _vendi_compute(st["n"], st["suu"])
 
 
@@ -108,26 +111,28 @@ def effective_rank(x: Any) -> float:
 
 
 class EmbeddingMoments(Metric):
-    """Mergeable moments behind Vendi, total variance and effective rank."""
+    """Mergeable moments behind Vendi, total variance and effective rank (``full=False``: Vendi only)."""
 
     name = "embedding_moments"
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, full: bool = True) -> None:
         super().__init__()
+        self.full = full
         self.add_state("n", 0, "sum")
-        self.add_state("sx", np.zeros(dim), "sum")
-        self.add_state("sxx", np.zeros((dim, dim)), "sum")
         self.add_state("suu", np.zeros((dim, dim)), "sum")
+        if full:
+            self.add_state("sx", np.zeros(dim), "sum")
+            self.add_state("sxx", np.zeros((dim, dim)), "sum")
 
     def update(self, x: Any) -> None:
-        self._fold(**_moments_update(as_matrix(x)))
+        self._fold(**_moments_update(as_matrix(x), self.full))
 
     def compute_all(self) -> dict[str, float]:
-        return {
-            "vendi": _vendi_compute(self.n, self.suu),
-            "total_variance": _total_variance_compute(self.n, self.sx, self.sxx),
-            "effective_rank": _effective_rank_compute(self.n, self.sx, self.sxx),
-        }
+        out = {"vendi": _vendi_compute(self.n, self.suu)}
+        if self.full:
+            out["total_variance"] = _total_variance_compute(self.n, self.sx, self.sxx)
+            out["effective_rank"] = _effective_rank_compute(self.n, self.sx, self.sxx)
+        return out
 
     def compute(self) -> float:
         return self.compute_all()["vendi"]

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import entropy as _scipy_entropy
 
 from collapseguard.metrics._batch import TokenBatch, as_batch
-from collapseguard.metrics.base import Metric, count_table
+from collapseguard.metrics.base import Metric, count_table, sorted_unique
 
 
 def _check_n(n: int) -> int:
@@ -26,7 +26,7 @@ def _check_n(n: int) -> int:
 # ---------------------------------------------------------------- distinct-n
 def _distinct_n_update(batch: TokenBatch, n: int) -> tuple[np.ndarray, int]:
     hashes, _ = batch.ngrams(n)
-    return np.unique(hashes), int(hashes.size)
+    return sorted_unique(hashes), int(hashes.size)
 
 
 def _distinct_n_compute(unique_keys: np.ndarray, total: int) -> float:

@@ -20,8 +20,10 @@ def _seq_rep_n_update(batch: TokenBatch, n: int) -> tuple[float, int]:
         return 0.0, 0
     totals = batch.ngram_totals(n)
     if hashes.size:
-        pairs = np.unique(np.stack([docs.astype(np.uint64), hashes]), axis=1)
-        unique_per_doc = np.bincount(pairs[0].astype(np.int64), minlength=m)
+        order = np.lexsort((hashes, docs))  # by output, then n-gram: unique pairs are the changes
+        d, h = docs[order], hashes[order]
+        first = np.concatenate(([True], (d[1:] != d[:-1]) | (h[1:] != h[:-1])))
+        unique_per_doc = np.bincount(d[first], minlength=m)
     else:
         unique_per_doc = np.zeros(m, dtype=np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,0 +1,68 @@
+"""python -m tests.mp.kill_resume {lightning,hf} OUT_DIR {full,kill,resume}
+
+full: 4 epochs uninterrupted; kill: SIGKILL itself at the start of epoch 3 (after epoch 2's
+checkpoint); resume: continue from the last checkpoint to epoch 4. Writes OUT_DIR/<mode>.json.
+"""
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+from tests import tiny_runs as tr
+
+KILL_AT_EPOCH = 2  # 0-based: killed when epoch index 2 starts, so epochs 0 and 1 are checkpointed
+GUARD = {**tr.GUARD_KWARGS, "on_collapse": "warn"}
+
+
+def _save(out: Path, mode: str, engine) -> None:
+    (out / f"{mode}.json").write_text(json.dumps(engine.state_dict()))
+
+
+def lightning(out: Path, mode: str) -> None:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from collapseguard.integrations.lightning import CollapseGuard
+
+    class Killer(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if mode == "kill" and trainer.current_epoch == KILL_AT_EPOCH:
+                os.kill(os.getpid(), signal.SIGKILL)  # a real kill: no exception, no cleanup
+
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **GUARD)
+    ckpt = ModelCheckpoint(dirpath=out / "ckpt", save_top_k=-1, every_n_epochs=1)
+    last = sorted((out / "ckpt").glob("*.ckpt"), key=os.path.getmtime)[-1] if mode == "resume" else None
+    tr.lightning_fit(out / "logs", "degenerate", 4, [guard, ckpt, Killer()], enable_checkpointing=True,
+                     dropout=0.0, ckpt_path=str(last) if last else None)
+    _save(out, mode, guard.engine)
+
+
+def hf(out: Path, mode: str) -> None:
+    from transformers import TrainerCallback
+
+    from collapseguard.integrations.transformers import CollapseGuardCallback
+
+    class Killer(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if mode == "kill" and round(state.epoch) == KILL_AT_EPOCH:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    guard = CollapseGuardCallback(tr.gold(), **GUARD)
+    trainer = tr.hf_trainer(out / "hf", "degenerate", 4, [guard, Killer()], dropout=0.0, save_strategy="epoch",
+                            restore_callback_states_from_checkpoint=True)
+    last = None
+    if mode == "resume":
+        last = str(max((out / "hf").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])))
+    trainer.train(resume_from_checkpoint=last)
+    _save(out, mode, guard.engine)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    framework, out, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    out.mkdir(parents=True, exist_ok=True)
+    {"lightning": lightning, "hf": hf}[framework](out, mode)
