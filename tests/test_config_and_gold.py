@@ -215,3 +215,15 @@ def test_nan_samples_are_a_fault_not_a_crash():
     assert fault.phase == "fault" and "NaN or inf in 10 of 10 rows" in fault.message
     ok = engine.measure(lambda: Generation(samples=rng.normal(size=(10, 3))))
     assert engine.conclude([ok], step=1, epoch=0).result.judged
+
+
+def test_no_pickle_no_remote_code_in_the_library():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [*root.glob("collapseguard/**/*.py"), *root.glob("integrations/**/*.py")]
+    assert sources
+    for path in sources:
+        text = path.read_text()
+        for banned in ("import pickle", "pickle.load", "torch.load(", "trust_remote_code=True", "allow_pickle=True"):
+            assert banned not in text, f"{path.name} uses {banned}"
