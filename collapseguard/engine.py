@@ -232,6 +232,21 @@ class GuardEngine:
                 raise
             return self._fault("generation", f"the check failed with {type(exc).__name__}: {exc}")
 
+    def run_check(self, produce: Callable[[], Generation],
+                  gather: Callable[[MetricSuite | Alert], list[MetricSuite | Alert]] = lambda local: [local], *,
+                  step: int | None, epoch: int | None) -> CheckOutcome:
+        """One whole check: measure this process's share, gather every process's, conclude.
+
+        ``gather`` is the adapter's collective (identity in one process); every rank calls it,
+        a rank whose generation failed sends its fault, so no rank waits for a missing one.
+        """
+        start = time.perf_counter()
+        outcome = self.conclude(gather(self.measure(produce)), step=step, epoch=epoch)
+        if outcome.result is not None:
+            self.timing["total"] = time.perf_counter() - start
+            outcome.log_metrics["collapseguard/seconds_total"] = self.timing["total"]
+        return outcome
+
     def conclude(self, measured: Sequence[MetricSuite | Alert], step: int | None, epoch: int | None) -> CheckOutcome:
         """Merge every process's measurement, judge, and decide. Same input -> same decision on every rank."""
         assert self.monitor is not None, "call setup() first"

@@ -112,8 +112,8 @@ class CollapseGuard(Callback):
                         "pass generate_fn=fn(pl_module, prompts) -> token id sequences")
 
     def _check(self, trainer: Trainer, pl_module: LightningModule) -> Any:
-        local = self.engine.measure(self._produce(trainer, pl_module))
-        return self.engine.conclude(gather_measurements(local), step=trainer.global_step, epoch=trainer.current_epoch)
+        return self.engine.run_check(self._produce(trainer, pl_module), gather_measurements,
+                                     step=trainer.global_step, epoch=trainer.current_epoch)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.engine.save_profile is None:

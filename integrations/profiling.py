@@ -25,7 +25,7 @@ def profile_model(model: Any, tokenizer: Any, gold: GoldSet, *, source: str = ""
     """
     engine = GuardEngine(gold, tokenizer=tokenizer, **engine_kwargs)
     engine.setup()
-    outcome = engine.conclude([engine.measure(produce_from_hf_model(engine, model, tokenizer))], step=None, epoch=None)
+    outcome = engine.run_check(produce_from_hf_model(engine, model, tokenizer), step=None, epoch=None)
     if outcome.result is None:
         raise RuntimeError("profiling failed: " + "; ".join(f.message for f in outcome.faults))
     return engine.monitor.profile(outcome.result, settings=engine.settings(), source=source)

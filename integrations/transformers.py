@@ -101,8 +101,7 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
             produce = produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
         else:
             produce = produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world)
-        return self.engine.conclude(gather_measurements(self.engine.measure(produce)), step=state.global_step,
-                                    epoch=epoch)
+        return self.engine.run_check(produce, gather_measurements, step=state.global_step, epoch=epoch)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      model: Any = None, **kwargs: Any) -> None:

@@ -1,5 +1,10 @@
-"""python -m tests.mp.lightning_ddp STRATEGY OUT_DIR [FAIL_RANK FAIL_CHECK]: 2 CPU processes (gloo)."""
+"""python -m tests.mp.lightning_ddp STRATEGY OUT_DIR [FAIL_RANK FAIL_CHECK]: 2 CPU processes (gloo).
 
+CG_REAL=1 generates with the real model (64 prompts) instead of scripted outputs; CG_DEVICES sets the
+process count (1 = the single-process baseline).
+"""
+
+import os
 import sys
 
 import lightning.pytorch as pl
@@ -22,10 +27,12 @@ class Dump(pl.Callback):
 def main() -> None:
     strategy, out = sys.argv[1], sys.argv[2]
     fail_rank, fail_check = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (-1, -1)
-    scripted = Scripted(fail_rank, fail_check)
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=scripted, on_collapse="warn",
-                          **tr.GUARD_KWARGS)
-    trainer = pl.Trainer(max_epochs=2, strategy=strategy, accelerator="cpu", devices=2, logger=False,
+    real = os.environ.get("CG_REAL") == "1"
+    kwargs = {**tr.GUARD_KWARGS, "num_samples": 64} if real else {**tr.GUARD_KWARGS, "generate_fn": Scripted(fail_rank, fail_check)}
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="warn", **kwargs)
+    devices = int(os.environ.get("CG_DEVICES", "2"))
+    trainer = pl.Trainer(max_epochs=2, strategy=strategy if devices > 1 else "auto", accelerator="cpu", devices=devices,
+                         logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[guard, Dump(guard, out)])
     loader = torch.utils.data.DataLoader(tr.blocks("varied"), batch_size=16)
@@ -34,3 +41,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # a live gloo group at interpreter exit can abort the process

@@ -46,4 +46,5 @@ class Scripted:
 def dump(out: str, rank: int, engine) -> None:
     state = engine.state_dict()
     faults = [f.message for f in (engine.last_outcome.faults if engine.last_outcome else [])]
-    Path(out, f"rank{rank}.json").write_text(json.dumps({"state": state, "faults": faults, "pid": os.getpid()}))
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"state": state, "faults": faults, "pid": os.getpid(),
+                                                         "timing": engine.timing}))
