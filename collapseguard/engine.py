@@ -141,6 +141,7 @@ class GuardEngine:
         self.last_outcome: CheckOutcome | None = None
         self._pending_state: dict[str, Any] | None = None
         self.timing: dict[str, float] = {}  # seconds spent in the last check, by part
+        self.timing_history: list[dict[str, float]] = []  # one per successful check of this process
         self.last_step: int | None = None
 
     # ------------------------------------------------------------------ setup
@@ -245,6 +246,7 @@ class GuardEngine:
         if outcome.result is not None:
             self.timing["total"] = time.perf_counter() - start
             outcome.log_metrics["collapseguard/seconds_total"] = self.timing["total"]
+            self.timing_history.append(dict(self.timing))
         return outcome
 
     def conclude(self, measured: Sequence[MetricSuite | Alert], step: int | None, epoch: int | None) -> CheckOutcome:
