@@ -148,7 +148,7 @@ class ArraySuite(MetricSuite):
 
     def __init__(self, ellipsoid: GoldEllipsoid, dim: int) -> None:
         super().__init__({
-            "embedding": EmbeddingMoments(dim), "tail_mass": TailMass(ellipsoid),
+            "embedding": EmbeddingMoments(dim, center=ellipsoid.mean), "tail_mass": TailMass(ellipsoid),
             "duplicate_fraction": DuplicateFraction(), "gold_nll": GoldNLL(),
         })
 

@@ -112,14 +112,20 @@ def as_id_array(tokens: Any) -> np.ndarray:
         if tokens.dtype.kind not in "iu":
             raise TypeError(f"token ids must be integers, got dtype {tokens.dtype}")
         return tokens.astype(np.int64, copy=False)
-    seq = list(tokens)
-    if seq and isinstance(seq[0], str):
-        return np.fromiter((stable_token_id(t) for t in seq), dtype=np.int64, count=len(seq))
     try:
-        arr = np.asarray(seq, dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"token sequences must hold ints or strings, got {seq[:3]!r}...") from exc
-    return arr.reshape(-1) if arr.size == 0 else arr
+        seq = list(tokens)
+    except TypeError:
+        raise TypeError(f"each output must be a text or a sequence of tokens, got {type(tokens).__name__}") from None
+    if seq and isinstance(seq[0], str):
+        if not all(isinstance(t, str) for t in seq):
+            raise TypeError(f"a token sequence mixes strings with other types: {seq[:3]!r}...")
+        return np.fromiter((stable_token_id(t) for t in seq), dtype=np.int64, count=len(seq))
+    arr = np.asarray(seq)
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":  # floats, None, nested lists: never truncated silently
+        raise TypeError(f"token ids must be a flat sequence of ints, got {seq[:3]!r}... (dtype {arr.dtype})")
+    return arr.astype(np.int64, copy=False)
 
 
 def to_sequences(outputs: Any, tokenizer: TokenizerAdapter | None = None) -> list[np.ndarray]:

@@ -93,10 +93,22 @@ class Metric:
         for name, value in batch_states.items():
             setattr(self, name, _REDUCERS[self._reductions[name]](getattr(self, name), value))
 
+    def _settings(self) -> dict[str, Any]:
+        """Everything but the states (n, max_n, bands, gold tables, ...): must match to merge."""
+        return {k: v for k, v in vars(self).items() if k not in self._reductions and not k.startswith("_")}
+
     def merge(self, other: Metric) -> Metric:
-        """Fold ``other``'s states into this metric (exact) and return self."""
+        """Fold ``other``'s states into this metric (exact) and return self.
+
+        Raises:
+            TypeError: for another metric type, or the same type built with other settings.
+        """
         if type(other) is not type(self) or other._reductions.keys() != self._reductions.keys():
             raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+        mine, theirs = self._settings(), other._settings()
+        differ = [k for k in mine.keys() | theirs.keys() if not _same(mine.get(k), theirs.get(k))]
+        if differ:
+            raise TypeError(f"cannot merge {type(self).__name__} built with other settings: {sorted(differ)} differ")
         self._fold(**{name: getattr(other, name) for name in self._reductions})
         return self
 
@@ -105,6 +117,18 @@ class Metric:
 
     def compute(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if hasattr(a, "__dict__") and type(a) is type(b):
+        return vars(a).keys() == vars(b).keys() and all(_same(vars(a)[k], vars(b)[k]) for k in vars(a))
+    return bool(a == b)
 
 
 def merge_all(metrics: Iterable[Metric]) -> Metric:

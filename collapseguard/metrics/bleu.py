@@ -87,9 +87,9 @@ def _self_bleu_compute(sequences: list[np.ndarray], max_n: int) -> float:
 
 
 def _check_max_n(max_n: int) -> int:
-    if not isinstance(max_n, int) or isinstance(max_n, bool) or max_n < 1:
+    if not isinstance(max_n, int | np.integer) or isinstance(max_n, bool) or max_n < 1:
         raise ValueError(f"max_n must be a positive int, got max_n={max_n!r}")
-    return max_n
+    return int(max_n)
 
 
 def self_bleu(outputs: Any, max_n: int = 4, tokenizer: Any = None) -> float:

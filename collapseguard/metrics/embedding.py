@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.linalg import eigvalsh
+from scipy.linalg import eigvalsh as _scipy_eigvalsh
+from threadpoolctl import threadpool_limits
 
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import Metric
@@ -31,18 +32,28 @@ def as_matrix(x: Any, name: str = "outputs") -> np.ndarray:
     return arr
 
 
+def eigvalsh(matrix: np.ndarray) -> np.ndarray:
+    # one BLAS thread: for d <= a few hundred it is as fast, and on small machines a
+    # multi-threaded OpenBLAS competing with torch's threads can be 100x slower
+    with threadpool_limits(1, user_api="blas"):
+        return _scipy_eigvalsh(matrix)
+
+
 def _entropy_exp(w: np.ndarray) -> float:
+    # exp of the Shannon entropy of the positive weights; no positive weight gives exp(0) = 1,
+    # as the vendi-score package does for all-zero rows
     w = w[w > 0]
-    return float(np.exp(-(w * np.log(w)).sum())) if w.size else 0.0
+    return float(np.exp(-(w * np.log(w)).sum()))
 
 
 # -------------------------------------------------------------------- moments
-def _moments_update(x: np.ndarray, full: bool = True) -> dict[str, Any]:
+def _moments_update(x: np.ndarray, full: bool = True, center: np.ndarray | None = None) -> dict[str, Any]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
     out = {"n": x.shape[0], "suu": unit.T @ unit}
-    if full:  # raw moments, for total variance and effective rank
-        out.update(sx=x.sum(axis=0), sxx=x.T @ x)
+    if full:  # moments about a fixed centre (shift-invariant statistics; avoids cancellation far from 0)
+        c = x - center if center is not None else x
+        out.update(sx=c.sum(axis=0), sxx=c.T @ c)
     return out
 
 
@@ -61,7 +72,9 @@ def _effective_rank_compute(n: int, sx: np.ndarray, sxx: np.ndarray) -> float:
     if n == 0:
         return 0.0
     scatter = sxx - np.outer(sx, sx) / n  # centred X^T X
-    sigma = np.sqrt(np.clip(eigvalsh(scatter), 0.0, None))
+    lam = eigvalsh(scatter)
+    lam = np.where(lam > lam.max(initial=0.0) * 1e-12, lam, 0.0)  # rounding noise is not a direction
+    sigma = np.sqrt(lam)
     total = sigma.sum()
     return _entropy_exp(sigma / total) if total > 0 else 0.0
 
@@ -93,7 +106,8 @@ def total_variance(x: Any) -> float:
     >>> total_variance([[0.0], [2.0]])
     1.0
     """
-    st = _moments_update(as_matrix(x))
+    m = as_matrix(x)
+    st = _moments_update(m, center=m.mean(axis=0) if m.size else None)
     return _total_variance_compute(st["n"], st["sx"], st["sxx"])
 
 
@@ -106,18 +120,25 @@ def effective_rank(x: Any) -> float:
     >>> round(effective_rank([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]), 6)
     2.0
     """
-    st = _moments_update(as_matrix(x))
+    m = as_matrix(x)
+    st = _moments_update(m, center=m.mean(axis=0) if m.size else None)
     return _effective_rank_compute(st["n"], st["sx"], st["sxx"])
 
 
 class EmbeddingMoments(Metric):
-    """Mergeable moments behind Vendi, total variance and effective rank (``full=False``: Vendi only)."""
+    """Mergeable moments behind Vendi, total variance and effective rank (``full=False``: Vendi only).
+
+    ``center`` (e.g. the gold mean) is subtracted before the second moments are summed, so data far
+    from the origin keeps its precision; every shard must use the same centre.
+    """
 
     name = "embedding_moments"
 
-    def __init__(self, dim: int, full: bool = True) -> None:
+    def __init__(self, dim: int, full: bool = True, center: np.ndarray | None = None) -> None:
         super().__init__()
+        self.dim = dim
         self.full = full
+        self.center = None if center is None else np.asarray(center, dtype=np.float64)
         self.add_state("n", 0, "sum")
         self.add_state("suu", np.zeros((dim, dim)), "sum")
         if full:
@@ -125,7 +146,10 @@ class EmbeddingMoments(Metric):
             self.add_state("sxx", np.zeros((dim, dim)), "sum")
 
     def update(self, x: Any) -> None:
-        self._fold(**_moments_update(as_matrix(x), self.full))
+        m = as_matrix(x)
+        if m.shape[1] != self.dim:
+            raise ValueError(f"x has {m.shape[1]} features but this metric was built for dim={self.dim}")
+        self._fold(**_moments_update(m, self.full, self.center))
 
     def compute_all(self) -> dict[str, float]:
         out = {"vendi": _vendi_compute(self.n, self.suu)}

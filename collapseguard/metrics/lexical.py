@@ -126,9 +126,9 @@ def _compression_ratio_update(batch: TokenBatch) -> list[bytes]:
 
 def _compression_ratio_compute(chunks: list[bytes]) -> float:
     # sorted, so the value does not depend on the order outputs arrive in (ranks, shards)
-    raw = b"\n".join(sorted(chunks))
-    if not raw:
+    if not any(chunks):  # no tokens at all
         return 0.0
+    raw = b"\n".join(sorted(chunks))
     return len(raw) / len(gzip.compress(raw, compresslevel=9, mtime=0))
 
 

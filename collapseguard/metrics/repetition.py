@@ -82,7 +82,7 @@ def ends_in_loop(
         span = max(period * min_repeats, min_tokens)
         span += (-span) % period  # whole periods only
         if s.size < span:
-            break
+            continue  # span is not monotone in period (min_tokens), so a longer period may still fit
         tail = s[-span:]
         if np.array_equal(tail[period:], tail[:-period]):
             return True
@@ -138,6 +138,8 @@ class LoopFraction(Metric):
 
 # -------------------------------------------------------- length-limit share
 def _length_limit_update(finished: Sequence[bool] | np.ndarray) -> tuple[float, int]:
+    if isinstance(finished, str | bytes):
+        raise TypeError("finished must be a sequence of bools (True where the output ended with EOS), not a str")
     done = np.asarray(finished, dtype=bool).reshape(-1)
     return float((~done).sum()), int(done.size)
 
@@ -149,10 +151,13 @@ def length_limit_fraction(finished: Sequence[bool] | np.ndarray) -> float:
     A high share from the very first check points at a setup problem (EOS
     masked out of the loss, pad token equal to EOS) rather than collapse.
 
+    Returns NaN when there are no flags (nothing was measured).
+
     >>> length_limit_fraction([True, False, False, True])
     0.5
     """
-    return _mean_compute(*_length_limit_update(finished))
+    total, count = _length_limit_update(finished)
+    return _mean_compute(total, count) if count else float("nan")
 
 
 class LengthLimitFraction(Metric):
