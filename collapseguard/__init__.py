@@ -8,12 +8,14 @@ from collapseguard.alerts import Alert, CollapseWarning
 from collapseguard.goldset import GoldSet, GoldSetModifiedError, GoldSplit
 from collapseguard.metrics import ModelStats
 from collapseguard.monitor import CheckResult, CollapseMonitor
+from collapseguard.profile import ReferenceProfile
+from collapseguard.sampling import AnchorMixSampler
 from collapseguard.thresholds import Thresholds
 from collapseguard.tokenize import SimpleTokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Alert", "CheckResult", "CollapseMonitor", "CollapseWarning", "GoldSet", "GoldSetModifiedError",
-    "GoldSplit", "ModelStats", "SimpleTokenizer", "Thresholds", "__version__",
+    "Alert", "AnchorMixSampler", "CheckResult", "CollapseMonitor", "CollapseWarning", "GoldSet", "GoldSetModifiedError",
+    "GoldSplit", "ModelStats", "ReferenceProfile", "SimpleTokenizer", "Thresholds", "__version__",
 ]
