@@ -28,7 +28,7 @@ from collapseguard.suite import MetricSuite
 from collapseguard.thresholds import Thresholds
 
 ENGINE_STATE_VERSION = 1
-ON_COLLAPSE = ("warn", "halt")
+ON_COLLAPSE = ("warn", "halt", "reweight")
 ON_ERROR = ("warn", "raise")
 DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
@@ -79,8 +79,13 @@ class GuardEngine:
         gold: the human gold set.
         tokenizer: tokenizer for a text gold set; adapters may supply it later via :meth:`setup`.
         thresholds: :class:`Thresholds`, preset name or dict.
-        on_collapse: ``"warn"`` (log and warn only) or ``"halt"`` (stop training after
-            ``patience`` consecutive critical checks).
+        on_collapse: ``"warn"`` (log and warn only), ``"halt"`` (stop training after
+            ``patience`` consecutive critical checks) or ``"reweight"`` (raise the human share of an
+            :class:`~collapseguard.sampling.AnchorMixSampler` as alerts grow, relax it as health recovers).
+        sampler: the ``AnchorMixSampler`` that ``on_collapse="reweight"`` steers; its starting
+            ``min_human_fraction`` is the floor it never goes below.
+        max_human_fraction, reweight_step: the ceiling of the human share and its step per check
+            (a warn raises it one step, a critical two; ``recovery_checks`` clean checks lower it one).
         on_error: ``"warn"`` (a failing check becomes a fault alert, training goes on) or ``"raise"``.
         every_n_epochs: run a check at the end of every n-th epoch.
         num_samples: gold prompts continued per check (across all processes).
@@ -106,7 +111,8 @@ class GuardEngine:
                  patience: int = 1, seed: int = 0, generation_kwargs: dict[str, Any] | None = None,
                  model_stats: bool = True, batch_size: int = 32,
                  reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None,
-                 alert_log: str | Path | None = None) -> None:
+                 alert_log: str | Path | None = None, sampler: Any = None, max_human_fraction: float = 0.8,
+                 reweight_step: float = 0.1, recovery_checks: int = 2) -> None:
         if not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
         self.gold = gold
@@ -135,6 +141,25 @@ class GuardEngine:
             raise TypeError(f"alert_log must be a file path, got {type(alert_log).__name__}")
         self.alert_log = AlertLog(alert_log, raise_errors=self.on_error == "raise") if alert_log is not None else None
         self.rank, self.world_size = 0, 1
+        self.sampler = sampler
+        if self.on_collapse == "reweight":
+            if sampler is None or not callable(getattr(sampler, "set_human_fraction", None)):
+                raise ValueError("on_collapse='reweight' needs sampler=AnchorMixSampler(...) (the sampler of your "
+                                 "training DataLoader), whose human share it raises as alerts grow")
+            self.human_floor = float(sampler.min_human_fraction)
+            for name, value in (("max_human_fraction", max_human_fraction), ("reweight_step", reweight_step)):
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+                    raise ValueError(f"{name}={value!r} must be a fraction in (0, 1]")
+            if max_human_fraction < self.human_floor:
+                raise ValueError(f"max_human_fraction={max_human_fraction} is below the sampler's min_human_fraction="
+                                 f"{self.human_floor}: raise max_human_fraction")
+            self.human_fraction: float | None = self.human_floor
+        else:
+            self.human_floor, self.human_fraction = 0.0, None
+        self.max_human_fraction = float(max_human_fraction)
+        self.reweight_step = float(reweight_step)
+        self.recovery_checks = _positive_int("recovery_checks", recovery_checks)
+        self.clean_streak = 0
         self.monitor: CollapseMonitor | None = None
         self.checks_done = 0
         self.critical_streak = 0
@@ -269,8 +294,11 @@ class GuardEngine:
                        fault.message, fault.detector, step), new=True)
         critical = (result is not None and result.critical) or any(f.severity == "critical" for f in faults)
         self.critical_streak = self.critical_streak + 1 if critical else 0
+        if result is not None or faults:
+            self._reweight(result)
         should_stop, reason = self._evaluate_stopping_criteria(result, faults)
         outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
+        outcome.log_metrics.update(self.human_fraction_metrics())
         if result is not None:
             outcome.log_metrics.update({f"collapseguard/seconds_{k}": v for k, v in self.timing.items()})
         if self.alert_log is not None and self.rank == 0:  # every rank holds the same merged verdict
@@ -284,6 +312,25 @@ class GuardEngine:
                                       "reason": reason})
         self.last_outcome = outcome
         return outcome
+
+    def _reweight(self, result: CheckResult | None) -> None:
+        """Move the human share: up a step on a warn, two on a critical, down one after
+        ``recovery_checks`` clean checks; never below the sampler's floor or above the ceiling."""
+        if self.human_fraction is None or result is None:
+            return
+        severity = result.severity
+        self.clean_streak = 0 if severity else self.clean_streak + 1
+        step = {"warn": 1, "critical": 2}.get(severity or "", 0)
+        if not step and self.clean_streak >= self.recovery_checks:
+            step, self.clean_streak = -1, 0
+        new = min(self.max_human_fraction, max(self.human_floor, self.human_fraction + step * self.reweight_step))
+        new = round(new, 6)
+        if new != self.human_fraction:
+            why = f"{severity} alert" if step > 0 else f"{self.recovery_checks} clean checks"
+            logger.warning("collapseguard reweight: human share %.2f -> %.2f from the next epoch (%s; floor %.2f, "
+                           "ceiling %.2f)", self.human_fraction, new, why, self.human_floor, self.max_human_fraction)
+            self.human_fraction = new
+            self.sampler.set_human_fraction(new)
 
     def _evaluate_stopping_criteria(self, result: CheckResult | None, faults: list[Alert]) -> tuple[bool, str | None]:
         """(should_stop, reason): halt after ``patience`` consecutive critical checks when on_collapse="halt"."""
@@ -312,10 +359,21 @@ class GuardEngine:
         out["collapseguard/check_failed"] = 0.0
         return out
 
+    def human_fraction_metrics(self) -> dict[str, float]:
+        """The human share the sampler drew in the epoch just trained, and the target for the next."""
+        if self.human_fraction is None:
+            return {}
+        out = {"collapseguard/human_fraction_target": self.human_fraction}
+        realized = getattr(self.sampler, "realized_human_fraction", None)
+        if realized is not None:
+            out["collapseguard/human_fraction"] = float(realized)
+        return out
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"version": ENGINE_STATE_VERSION, "checks_done": self.checks_done,
-                                 "critical_streak": self.critical_streak}
+                                 "critical_streak": self.critical_streak, "human_fraction": self.human_fraction,
+                                 "clean_streak": self.clean_streak}
         if self.monitor is not None:
             state["monitor"] = self.monitor.state_dict()
         elif self._pending_state is not None:
@@ -330,6 +388,10 @@ class GuardEngine:
             return
         self.checks_done = int(state["checks_done"])
         self.critical_streak = int(state["critical_streak"])
+        self.clean_streak = int(state.get("clean_streak", 0))
+        if state.get("human_fraction") is not None and self.human_fraction is not None:
+            self.human_fraction = float(state["human_fraction"])
+            self.sampler.set_human_fraction(self.human_fraction)
         if state.get("monitor"):
             self.monitor.load_state_dict(state["monitor"])
         self._pending_state = None

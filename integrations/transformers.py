@@ -12,7 +12,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from collapseguard.engine import GuardEngine
@@ -112,6 +113,12 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
         if state.is_world_process_zero:
             self.engine.write_profile(source=f"transformers:{type(model).__name__}@step{state.global_step}")
 
+    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        sampler = self.engine.sampler
+        if sampler is not None and callable(getattr(sampler, "set_epoch", None)):
+            sampler.set_epoch(round(state.epoch or 0))
+
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      model: Any = None, **kwargs: Any) -> TrainerControl:
         epoch = round(state.epoch or 0) - 1
@@ -163,3 +170,20 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
     @guard_state.setter
     def guard_state(self, value: dict[str, Any]) -> None:
         self.engine.load_state_dict(value)
+
+
+class AnchorMixTrainer(Trainer):
+    """A ``transformers.Trainer`` whose training batches come from an :class:`~collapseguard.AnchorMixSampler`.
+
+    The sampler shards batches across processes itself (``num_replicas``/``rank``), so the
+    DataLoader is built here, not re-sharded by accelerate. Pass the same sampler to
+    ``CollapseGuardCallback(..., on_collapse="reweight", sampler=sampler)`` to steer it.
+    """
+
+    def __init__(self, *args: Any, anchor_sampler: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.anchor_sampler = anchor_sampler
+
+    def get_train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_dataset, batch_sampler=self.anchor_sampler, collate_fn=self.data_collator,
+                          num_workers=self.args.dataloader_num_workers)

@@ -1,0 +1,118 @@
+"""on_collapse="reweight": the human share rises with alerts, relaxes on recovery, and is logged and saved."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from collapseguard import AnchorMixSampler, GoldSet
+from collapseguard.engine import Generation, GuardEngine
+from collapseguard.tokenize import SimpleTokenizer
+
+pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
+TEXTS = [f"human text number {i} says something about topic {i % 5} in its own words" for i in range(40)]
+
+
+def test_policy_steps_up_on_alerts_and_down_on_recovery():
+    sampler = AnchorMixSampler(["human"] * 10 + ["synthetic"] * 30, 8, 0.2)
+    engine = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
+                         sampler=sampler, prompt_length=4, max_new_tokens=8, num_samples=16, max_human_fraction=0.5)
+    engine.setup()
+    healthy = Generation(sequences=list(engine.monitor.split.continuations[:16]))
+    stuck = Generation(sequences=[np.array([5, 6] * 4)] * 16)
+    seen = []
+    for gen in (stuck, stuck, healthy, healthy, healthy, healthy, healthy, healthy):
+        outcome = engine.run_check(lambda g=gen: g, step=len(seen), epoch=len(seen))
+        seen.append(outcome.log_metrics["collapseguard/human_fraction_target"])
+    # critical: +0.2 twice (capped at 0.5); then one step down per 2 clean checks, never below the floor 0.2
+    assert seen == [0.4, 0.5, 0.5, 0.4, 0.4, 0.3, 0.3, 0.2]
+    assert sampler.min_human_fraction == 0.2
+    state = engine.state_dict()
+    assert state["human_fraction"] == 0.2
+
+
+def test_reweight_state_is_restored_into_the_sampler():
+    labels = ["human"] * 10 + ["synthetic"] * 30
+    first = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
+                        sampler=AnchorMixSampler(labels, 8, 0.2), prompt_length=4, max_new_tokens=8, num_samples=16)
+    first.setup()
+    first.run_check(lambda: Generation(sequences=[np.array([5, 6] * 4)] * 16), step=1, epoch=0)
+    sampler = AnchorMixSampler(labels, 8, 0.2)
+    resumed = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
+                          sampler=sampler, prompt_length=4, max_new_tokens=8, num_samples=16)
+    resumed.load_state_dict(first.state_dict())  # before setup, as Lightning restores callbacks
+    resumed.setup()
+    assert resumed.human_fraction == first.human_fraction == sampler.min_human_fraction == 0.4
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({}, "needs sampler=AnchorMixSampler"),
+    ({"sampler": AnchorMixSampler(["human", "synthetic"], 2, 0.5), "max_human_fraction": 0.3},
+     "max_human_fraction=0.3 is below the sampler's min_human_fraction=0.5"),
+    ({"sampler": AnchorMixSampler(["human", "synthetic"], 2, 0.5), "reweight_step": 0}, "reweight_step=0 must be"),
+])
+def test_reweight_configuration_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GuardEngine(GoldSet.from_texts(TEXTS), on_collapse="reweight", **kwargs)
+
+
+def _mixed_dataset():
+    from torch.utils.data import ConcatDataset, Subset
+
+    from tests import tiny_runs as tr
+
+    # a small human pool among many synthetic blocks, so raising the floor visibly changes the mix
+    human, synthetic = Subset(tr.blocks("varied"), range(40)), tr.blocks("degenerate")
+    labels = ["human"] * len(human) + ["synthetic"] * len(synthetic)
+    return ConcatDataset([human, synthetic]), labels
+
+
+def _alarming(module, prompts):
+    return [np.array([5, 6, 7, 8] * 8)] * len(prompts)
+
+
+def test_lightning_reweights_and_logs_the_realized_share(tmp_path):
+    pytest.importorskip("lightning")
+    from collapseguard.integrations.lightning import CollapseGuard
+    from collapseguard.integrations.tiny import lightning_module
+    from tests import tiny_runs as tr
+
+    dataset, labels = _mixed_dataset()
+    sampler = AnchorMixSampler(labels, 16, 0.1, seed=0)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=_alarming, on_collapse="reweight",
+                          sampler=sampler, **tr.GUARD_KWARGS)
+    trainer = tr.lightning_trainer(tmp_path, 3, [guard])
+    trainer.fit(lightning_module(tr.model()), torch.utils.data.DataLoader(dataset, batch_sampler=sampler))
+    assert sampler.min_human_fraction == pytest.approx(0.7)  # three critical checks: 0.1 -> 0.3 -> 0.5 -> 0.7
+    with open(f"{trainer.logger.log_dir}/metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("collapseguard/human_fraction")]
+    targets = [float(r["collapseguard/human_fraction_target"]) for r in rows]
+    realized = [float(r["collapseguard/human_fraction"]) for r in rows]
+    assert targets == pytest.approx([0.3, 0.5, 0.7])
+    # what each epoch actually drew: the floor in force for that epoch (0.1, 0.3, 0.5) or more
+    assert all(r >= t - 1e-9 for r, t in zip(realized, [0.1, 0.3, 0.5], strict=True))
+    assert realized[2] > realized[0]
+
+
+def test_hf_anchor_trainer_reweights(tmp_path):
+    pytest.importorskip("transformers")
+    from transformers import TrainingArguments
+
+    from collapseguard.integrations.transformers import AnchorMixTrainer, CollapseGuardCallback
+    from tests import tiny_runs as tr
+
+    dataset, labels = _mixed_dataset()
+    sampler = AnchorMixSampler(labels, 16, 0.1, seed=0)
+    guard = CollapseGuardCallback(tr.gold(), generate_fn=_alarming, on_collapse="reweight", sampler=sampler,
+                                  **tr.GUARD_KWARGS)
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, learning_rate=3e-3, use_cpu=True,
+                             report_to=[], disable_tqdm=True, save_strategy="no", logging_strategy="epoch")
+    trainer = AnchorMixTrainer(model=tr.model(), args=args, train_dataset=dataset, processing_class=tr.tokenizer(),
+                               callbacks=[guard], anchor_sampler=sampler)
+    trainer.train()
+    rows = [h for h in trainer.state.log_history if "collapseguard/human_fraction_target" in h]
+    assert [r["collapseguard/human_fraction_target"] for r in rows] == pytest.approx([0.3, 0.5])
+    assert rows[1]["collapseguard/human_fraction"] >= 0.3 - 1e-9
