@@ -86,6 +86,8 @@ class GuardEngine:
             ``min_human_fraction`` is the floor it never goes below.
         max_human_fraction, reweight_step: the ceiling of the human share and its step per check
             (a warn raises it one step, a critical two; ``recovery_checks`` clean checks lower it one).
+        provenance: a :class:`~collapseguard.provenance.ProvenanceLedger` whose summary (samples and
+            tokens by label) is logged when training starts.
         on_error: ``"warn"`` (a failing check becomes a fault alert, training goes on) or ``"raise"``.
         every_n_epochs: run a check at the end of every n-th epoch.
         num_samples: gold prompts continued per check (across all processes).
@@ -112,7 +114,7 @@ class GuardEngine:
                  model_stats: bool = True, batch_size: int = 32,
                  reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None,
                  alert_log: str | Path | None = None, sampler: Any = None, max_human_fraction: float = 0.8,
-                 reweight_step: float = 0.1, recovery_checks: int = 2) -> None:
+                 reweight_step: float = 0.1, recovery_checks: int = 2, provenance: Any = None) -> None:
         if not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
         self.gold = gold
@@ -160,6 +162,9 @@ class GuardEngine:
         self.reweight_step = float(reweight_step)
         self.recovery_checks = _positive_int("recovery_checks", recovery_checks)
         self.clean_streak = 0
+        if provenance is not None and not callable(getattr(provenance, "log_summary", None)):
+            raise TypeError(f"provenance must be a ProvenanceLedger, got {type(provenance).__name__}")
+        self.provenance = provenance
         self.monitor: CollapseMonitor | None = None
         self.checks_done = 0
         self.critical_streak = 0
@@ -175,6 +180,8 @@ class GuardEngine:
         self.rank, self.world_size = rank, world_size
         if self.monitor is not None:
             return
+        if self.provenance is not None and rank == 0:
+            self.provenance.log_summary()
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         if self.gold.kind == "text" and tokenizer is None:
             raise ValueError("a text gold set needs the model's tokenizer: pass tokenizer=... to the callback")
