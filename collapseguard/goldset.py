@@ -116,6 +116,39 @@ class GoldSet:
         return gold
 
     @classmethod
+    def from_hub(cls, repo_id: str, filename: str, *, revision: str, repo_type: str = "dataset",
+                 text_field: str = "text", allow_mutable: bool = False, fingerprint: str | None = None,
+                 local_files_only: bool | None = None, cache_dir: str | Path | None = None) -> GoldSet:
+        """A text gold set from a JSONL file in a Hugging Face Hub repository, pinned to a commit.
+
+        ``revision`` must be a 40-hex commit sha: a branch or tag can move, and a gold set must not
+        (``allow_mutable=True`` accepts one anyway). Works offline from the local cache
+        (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``). ``fingerprint`` (from an earlier
+        ``gold.fingerprint``) is checked against the content; online, the file's sha256 is also
+        checked against the Hub's record of it.
+
+        Raises:
+            ValueError: for a movable revision; GoldSetModifiedError: for content that differs.
+        """
+        if not isinstance(revision, str) or (not _is_commit(revision) and not allow_mutable):
+            raise ValueError(f"revision={revision!r} is not a 40-hex commit sha: a branch or tag can change under "
+                             "you; pin the commit (allow_mutable=True accepts it anyway)")
+        try:
+            from huggingface_hub import constants, hf_hub_download
+        except ImportError:
+            raise ValueError("GoldSet.from_hub needs huggingface_hub: pip install huggingface_hub") from None
+        offline = bool(local_files_only) or bool(constants.HF_HUB_OFFLINE)
+        path = hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
+                               local_files_only=offline, cache_dir=cache_dir)
+        gold = cls.from_jsonl(path, text_field=text_field, name=f"{repo_id}/{filename}@{revision[:12]}")
+        if fingerprint is not None and gold.fingerprint != fingerprint:
+            raise GoldSetModifiedError(f"gold set {repo_id}/{filename}@{revision} has fingerprint "
+                                       f"{gold.fingerprint[:12]}..., not the recorded {fingerprint[:12]}...")
+        if not offline:
+            _check_hub_sha256(repo_id, filename, revision, repo_type, gold._source_sha)
+        return gold
+
+    @classmethod
     def from_arrays(cls, x: Any, *, name: str | None = None) -> GoldSet:
         """A gold set of samples or embeddings, shape (n, d) (1-D input is one feature)."""
         arr = np.asarray(x)
@@ -216,6 +249,20 @@ class GoldSet:
             prompt_length=prompt_length,
             continuation_length=continuation_length,
         )
+
+
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision.lower())
+
+
+def _check_hub_sha256(repo_id: str, filename: str, revision: str, repo_type: str, sha: str | None) -> None:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    meta = get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, repo_type=repo_type))
+    etag = (meta.etag or "").strip('"')
+    if len(etag) == 64 and etag != sha:  # LFS files carry their sha256 as the etag
+        raise GoldSetModifiedError(f"{repo_id}/{filename}@{revision}: local sha256 {str(sha)[:12]}... differs "
+                                   f"from the Hub's {etag[:12]}...")
 
 
 def _file_sha256(path: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 
 from collapseguard.engine import Generation, GuardEngine
 from collapseguard.goldset import GoldSet
@@ -24,6 +24,7 @@ from collapseguard.integrations._torch import (
     produce_from_hf_model,
     special_ids,
 )
+from collapseguard.sampling import AnchorMixSampler
 
 log = logging.getLogger("collapseguard")
 
@@ -152,3 +153,28 @@ def _generate_via_method(module: Any, prompts: list, engine: GuardEngine) -> Gen
         module.generate, prompts, device=model_device(module), max_new_tokens=engine.max_new_tokens,
         eos_token_id=eos, pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=engine.generation_kwargs)
     return Generation(sequences=seqs, finished=finished)
+
+
+class AnchorMixDataModule(LightningDataModule):
+    """Training batches with a guaranteed human floor, for ``trainer.fit(model, datamodule=...)``.
+
+    Builds an :class:`~collapseguard.AnchorMixSampler` over ``dataset`` (one provenance label per
+    index) and shards it across the trainer's processes itself, so run the trainer with
+    ``use_distributed_sampler=False``. Give ``datamodule.sampler`` to
+    ``CollapseGuard(..., on_collapse="reweight", sampler=datamodule.sampler)`` to steer the floor.
+    """
+
+    def __init__(self, dataset: Any, labels: Any, batch_size: int, min_human_fraction: float = 0.2, seed: int = 0,
+                 **sampler_kwargs: Any) -> None:
+        super().__init__()
+        if len(labels) != len(dataset):
+            raise ValueError(f"labels has {len(labels)} entries for a dataset of {len(dataset)}: one label per index")
+        self.dataset = dataset
+        self.sampler = AnchorMixSampler(labels, batch_size, min_human_fraction, seed, **sampler_kwargs)
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None:
+            self.sampler.num_replicas, self.sampler.rank = self.trainer.world_size, self.trainer.global_rank
+
+    def train_dataloader(self) -> Any:
+        return torch.utils.data.DataLoader(self.dataset, batch_sampler=self.sampler)

@@ -6,7 +6,6 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
 from collapseguard import AnchorMixSampler, GoldSet
 from collapseguard.engine import Generation, GuardEngine
@@ -76,16 +75,17 @@ def _alarming(module, prompts):
 
 def test_lightning_reweights_and_logs_the_realized_share(tmp_path):
     pytest.importorskip("lightning")
-    from collapseguard.integrations.lightning import CollapseGuard
+    from collapseguard.integrations.lightning import AnchorMixDataModule, CollapseGuard
     from collapseguard.integrations.tiny import lightning_module
     from tests import tiny_runs as tr
 
     dataset, labels = _mixed_dataset()
-    sampler = AnchorMixSampler(labels, 16, 0.1, seed=0)
+    data = AnchorMixDataModule(dataset, labels, batch_size=16, min_human_fraction=0.1, seed=0)
+    sampler = data.sampler
     guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=_alarming, on_collapse="reweight",
                           sampler=sampler, **tr.GUARD_KWARGS)
-    trainer = tr.lightning_trainer(tmp_path, 3, [guard])
-    trainer.fit(lightning_module(tr.model()), torch.utils.data.DataLoader(dataset, batch_sampler=sampler))
+    trainer = tr.lightning_trainer(tmp_path, 3, [guard], use_distributed_sampler=False)
+    trainer.fit(lightning_module(tr.model()), datamodule=data)
     assert sampler.min_human_fraction == pytest.approx(0.7)  # three critical checks: 0.1 -> 0.3 -> 0.5 -> 0.7
     with open(f"{trainer.logger.log_dir}/metrics.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("collapseguard/human_fraction")]
