@@ -178,11 +178,17 @@ class AnchorMixTrainer(Trainer):
     The sampler shards batches across processes itself (``num_replicas``/``rank``), so the
     DataLoader is built here, not re-sharded by accelerate. Pass the same sampler to
     ``CollapseGuardCallback(..., on_collapse="reweight", sampler=sampler)`` to steer it.
+    The HF Trainer counts steps assuming every epoch has the same length, so give the sampler
+    ``allow_repeat_anchors=True`` (or a human pool large enough for the highest floor):
+    otherwise a raised floor shortens epochs and resumed runs miscount them.
     """
 
     def __init__(self, *args: Any, anchor_sampler: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.anchor_sampler = anchor_sampler
+        if not getattr(anchor_sampler, "allow_repeat_anchors", True):
+            log.warning("AnchorMixTrainer: anchor_sampler has allow_repeat_anchors=False; if a raised floor "
+                        "outgrows the human pool, epochs shorten and the Trainer's epoch count drifts")
 
     def get_train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_dataset, batch_sampler=self.anchor_sampler, collate_fn=self.data_collator,

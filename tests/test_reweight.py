@@ -58,31 +58,16 @@ def test_reweight_configuration_errors(kwargs, match):
         GuardEngine(GoldSet.from_texts(TEXTS), on_collapse="reweight", **kwargs)
 
 
-def _mixed_dataset():
-    from torch.utils.data import ConcatDataset, Subset
-
-    from tests import tiny_runs as tr
-
-    # a small human pool among many synthetic blocks, so raising the floor visibly changes the mix
-    human, synthetic = Subset(tr.blocks("varied"), range(40)), tr.blocks("degenerate")
-    labels = ["human"] * len(human) + ["synthetic"] * len(synthetic)
-    return ConcatDataset([human, synthetic]), labels
-
-
-def _alarming(module, prompts):
-    return [np.array([5, 6, 7, 8] * 8)] * len(prompts)
-
-
 def test_lightning_reweights_and_logs_the_realized_share(tmp_path):
     pytest.importorskip("lightning")
     from collapseguard.integrations.lightning import AnchorMixDataModule, CollapseGuard
     from collapseguard.integrations.tiny import lightning_module
     from tests import tiny_runs as tr
 
-    dataset, labels = _mixed_dataset()
+    dataset, labels = tr.mixed_blocks()
     data = AnchorMixDataModule(dataset, labels, batch_size=16, min_human_fraction=0.1, seed=0)
     sampler = data.sampler
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=_alarming, on_collapse="reweight",
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=tr.alarming, on_collapse="reweight",
                           sampler=sampler, **tr.GUARD_KWARGS)
     trainer = tr.lightning_trainer(tmp_path, 3, [guard], use_distributed_sampler=False)
     trainer.fit(lightning_module(tr.model()), datamodule=data)
@@ -104,9 +89,9 @@ def test_hf_anchor_trainer_reweights(tmp_path):
     from collapseguard.integrations.transformers import AnchorMixTrainer, CollapseGuardCallback
     from tests import tiny_runs as tr
 
-    dataset, labels = _mixed_dataset()
+    dataset, labels = tr.mixed_blocks()
     sampler = AnchorMixSampler(labels, 16, 0.1, seed=0)
-    guard = CollapseGuardCallback(tr.gold(), generate_fn=_alarming, on_collapse="reweight", sampler=sampler,
+    guard = CollapseGuardCallback(tr.gold(), generate_fn=tr.alarming, on_collapse="reweight", sampler=sampler,
                                   **tr.GUARD_KWARGS)
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, learning_rate=3e-3, use_cpu=True,
                              report_to=[], disable_tqdm=True, save_strategy="no", logging_strategy="epoch")

@@ -92,3 +92,18 @@ def severities(history: list[dict]) -> list[str | None]:
     """The worst alert severity at each check of a monitor history."""
     rank = {None: 0, "warn": 1, "critical": 2}
     return [max((a["severity"] for a in h["alerts"]), key=rank.__getitem__, default=None) for h in history]
+
+
+def mixed_blocks() -> tuple[Any, list[str]]:
+    """A small human pool among many synthetic blocks, with one provenance label per index."""
+    from torch.utils.data import ConcatDataset, Subset
+
+    human, synthetic = Subset(blocks("varied"), range(40)), blocks("degenerate")
+    return ConcatDataset([human, synthetic]), ["human"] * len(human) + ["synthetic"] * len(synthetic)
+
+
+def alarming(module: Any, prompts: Any) -> list:
+    """A generate_fn whose outputs are one loop for every prompt: critical at every check."""
+    import numpy as np
+
+    return [np.array([5, 6, 7, 8] * 8)] * len(prompts)

@@ -1,7 +1,9 @@
-"""python -m tests.mp.kill_resume {lightning,hf} OUT_DIR {full,kill,resume}
+"""python -m tests.mp.kill_resume {lightning,hf} OUT_DIR {full,kill,resume} [reweight]
 
 full: 4 epochs uninterrupted; kill: SIGKILL itself at the start of epoch 3 (after epoch 2's
 checkpoint); resume: continue from the last checkpoint to epoch 4. Writes OUT_DIR/<mode>.json.
+With "reweight", the guard steers an AnchorMixSampler from alarming outputs, so the human
+share changes every epoch and must resume where it was.
 """
 
 import json
@@ -18,8 +20,14 @@ KILL_AT_EPOCH = 2  # 0-based: killed when epoch index 2 starts, so epochs 0 and 
 GUARD = {**tr.GUARD_KWARGS, "on_collapse": "warn"}
 
 
+REWEIGHT = len(sys.argv) > 4 and sys.argv[4] == "reweight"
+
+
 def _save(out: Path, mode: str, engine) -> None:
-    (out / f"{mode}.json").write_text(json.dumps(engine.state_dict()))
+    state = engine.state_dict()
+    if engine.sampler is not None:
+        state["sampler_fraction"] = engine.sampler.min_human_fraction
+    (out / f"{mode}.json").write_text(json.dumps(state))
 
 
 def lightning(out: Path, mode: str) -> None:
@@ -33,11 +41,22 @@ def lightning(out: Path, mode: str) -> None:
             if mode == "kill" and trainer.current_epoch == KILL_AT_EPOCH:
                 os.kill(os.getpid(), signal.SIGKILL)  # a real kill: no exception, no cleanup
 
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **GUARD)
     ckpt = ModelCheckpoint(dirpath=out / "ckpt", save_top_k=-1, every_n_epochs=1)
     last = sorted((out / "ckpt").glob("*.ckpt"), key=os.path.getmtime)[-1] if mode == "resume" else None
-    tr.lightning_fit(out / "logs", "degenerate", 4, [guard, ckpt, Killer()], enable_checkpointing=True,
-                     dropout=0.0, ckpt_path=str(last) if last else None)
+    if REWEIGHT:
+        from collapseguard.integrations.lightning import AnchorMixDataModule
+        from collapseguard.integrations.tiny import lightning_module
+
+        data = AnchorMixDataModule(*tr.mixed_blocks(), batch_size=16, min_human_fraction=0.1)
+        guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **{**GUARD, "on_collapse": "reweight"},
+                              sampler=data.sampler, generate_fn=tr.alarming)
+        trainer = tr.lightning_trainer(out / "logs", 4, [guard, ckpt, Killer()], enable_checkpointing=True,
+                                       use_distributed_sampler=False)
+        trainer.fit(lightning_module(tr.model(dropout=0.0)), datamodule=data, ckpt_path=str(last) if last else None)
+    else:
+        guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **GUARD)
+        tr.lightning_fit(out / "logs", "degenerate", 4, [guard, ckpt, Killer()], enable_checkpointing=True,
+                         dropout=0.0, ckpt_path=str(last) if last else None)
     _save(out, mode, guard.engine)
 
 
@@ -51,9 +70,25 @@ def hf(out: Path, mode: str) -> None:
             if mode == "kill" and round(state.epoch) == KILL_AT_EPOCH:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    guard = CollapseGuardCallback(tr.gold(), **GUARD)
-    trainer = tr.hf_trainer(out / "hf", "degenerate", 4, [guard, Killer()], dropout=0.0, save_strategy="epoch",
-                            restore_callback_states_from_checkpoint=True)
+    if REWEIGHT:
+        from transformers import TrainingArguments
+
+        from collapseguard import AnchorMixSampler
+        from collapseguard.integrations.transformers import AnchorMixTrainer
+
+        dataset, labels = tr.mixed_blocks()
+        sampler = AnchorMixSampler(labels, 16, 0.1, allow_repeat_anchors=True)  # HF needs fixed-length epochs
+        guard = CollapseGuardCallback(tr.gold(), **{**GUARD, "on_collapse": "reweight"}, sampler=sampler,
+                                      generate_fn=tr.alarming)
+        args = TrainingArguments(output_dir=str(out / "hf"), num_train_epochs=4, learning_rate=3e-3, use_cpu=True,
+                                 report_to=[], disable_tqdm=True, save_strategy="epoch", logging_strategy="epoch",
+                                 restore_callback_states_from_checkpoint=True, seed=0)
+        trainer = AnchorMixTrainer(model=tr.model(dropout=0.0), args=args, train_dataset=dataset,
+                                   processing_class=tr.tokenizer(), callbacks=[guard, Killer()], anchor_sampler=sampler)
+    else:
+        guard = CollapseGuardCallback(tr.gold(), **GUARD)
+        trainer = tr.hf_trainer(out / "hf", "degenerate", 4, [guard, Killer()], dropout=0.0, save_strategy="epoch",
+                                restore_callback_states_from_checkpoint=True)
     last = None
     if mode == "resume":
         last = str(max((out / "hf").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])))
