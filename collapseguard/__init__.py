@@ -5,6 +5,7 @@ The core is framework-free (numpy and scipy only). Framework adapters live in
 """
 
 from collapseguard.alerts import Alert, CollapseWarning
+from collapseguard.datastream import DataStreamMonitor
 from collapseguard.goldset import GoldSet, GoldSetModifiedError, GoldSplit
 from collapseguard.metrics import ModelStats
 from collapseguard.monitor import CheckResult, CollapseMonitor
@@ -16,6 +17,18 @@ from collapseguard.tokenize import SimpleTokenizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Alert", "AnchorMixSampler", "CheckResult", "CollapseMonitor", "CollapseWarning", "GoldSet", "GoldSetModifiedError",
-    "GoldSplit", "ModelStats", "ReferenceProfile", "SimpleTokenizer", "Thresholds", "__version__",
+    "Alert",
+    "AnchorMixSampler",
+    "CheckResult",
+    "CollapseMonitor",
+    "CollapseWarning",
+    "DataStreamMonitor",
+    "GoldSet",
+    "GoldSetModifiedError",
+    "GoldSplit",
+    "ModelStats",
+    "ReferenceProfile",
+    "SimpleTokenizer",
+    "Thresholds",
+    "__version__",
 ]

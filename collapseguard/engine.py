@@ -88,6 +88,8 @@ class GuardEngine:
             (a warn raises it one step, a critical two; ``recovery_checks`` clean checks lower it one).
         provenance: a :class:`~collapseguard.provenance.ProvenanceLedger` whose summary (samples and
             tokens by label) is logged when training starts.
+        data_monitor: a :class:`~collapseguard.datastream.DataStreamMonitor` fed with the training
+            batches; judged at every check (its alerts are logged and trailed, never halt training).
         on_error: ``"warn"`` (a failing check becomes a fault alert, training goes on) or ``"raise"``.
         every_n_epochs: run a check at the end of every n-th epoch.
         num_samples: gold prompts continued per check (across all processes).
@@ -114,7 +116,8 @@ class GuardEngine:
                  model_stats: bool = True, batch_size: int = 32,
                  reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None,
                  alert_log: str | Path | None = None, sampler: Any = None, max_human_fraction: float = 0.8,
-                 reweight_step: float = 0.1, recovery_checks: int = 2, provenance: Any = None) -> None:
+                 reweight_step: float = 0.1, recovery_checks: int = 2, provenance: Any = None,
+                 data_monitor: Any = None) -> None:
         if not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
         self.gold = gold
@@ -165,6 +168,12 @@ class GuardEngine:
         if provenance is not None and not callable(getattr(provenance, "log_summary", None)):
             raise TypeError(f"provenance must be a ProvenanceLedger, got {type(provenance).__name__}")
         self.provenance = provenance
+        if data_monitor is not None and not callable(getattr(data_monitor, "evaluate", None)):
+            raise TypeError(f"data_monitor must be a DataStreamMonitor, got {type(data_monitor).__name__}")
+        if data_monitor is not None and gold.kind != "text":
+            raise ValueError("data_monitor watches token streams: it needs a text gold set")
+        self.data_monitor = data_monitor
+        self._data_alerts: set[tuple[str, str]] = set()
         self.monitor: CollapseMonitor | None = None
         self.checks_done = 0
         self.critical_streak = 0
@@ -306,6 +315,7 @@ class GuardEngine:
         should_stop, reason = self._evaluate_stopping_criteria(result, faults)
         outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
         outcome.log_metrics.update(self.human_fraction_metrics())
+        data_alerts = self._judge_data_stream(outcome, step)
         if result is not None:
             outcome.log_metrics.update({f"collapseguard/seconds_{k}": v for k, v in self.timing.items()})
         if self.alert_log is not None and self.rank == 0:  # every rank holds the same merged verdict
@@ -313,12 +323,23 @@ class GuardEngine:
                                        health=result.health if result else None,
                                        severity=result.severity if result else "fault",
                                        metrics=result.metrics if result else {},
-                                       alerts=[*(result.alerts if result else []), *faults])
+                                       alerts=[*(result.alerts if result else []), *faults, *data_alerts])
             if should_stop:
                 self.alert_log.write({"type": "halt", "step": step, "epoch": epoch, "rank": self.rank,
                                       "reason": reason})
         self.last_outcome = outcome
         return outcome
+
+    def _judge_data_stream(self, outcome: CheckOutcome, step: int | None) -> list[Alert]:
+        if self.data_monitor is None or self.monitor is None:
+            return []
+        metrics, alerts = self.data_monitor.evaluate(self.monitor.split.full, step)
+        outcome.log_metrics.update({f"collapseguard/{k}": v for k, v in metrics.items()})
+        keys = {(a.metric, a.severity) for a in alerts}
+        for alert in alerts:
+            emit(alert, new=(alert.metric, alert.severity) not in self._data_alerts)
+        self._data_alerts = keys
+        return alerts
 
     def _reweight(self, result: CheckResult | None) -> None:
         """Move the human share: up a step on a warn, two on a critical, down one after

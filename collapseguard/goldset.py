@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,9 @@ class GoldSet:
             from huggingface_hub import constants, hf_hub_download
         except ImportError:
             raise ValueError("GoldSet.from_hub needs huggingface_hub: pip install huggingface_hub") from None
-        offline = bool(local_files_only) or bool(constants.HF_HUB_OFFLINE)
+        # read the variable now: huggingface_hub's constant is fixed when it is first imported
+        env_offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        offline = bool(local_files_only) or bool(constants.HF_HUB_OFFLINE) or env_offline
         path = hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
                                local_files_only=offline, cache_dir=cache_dir)
         gold = cls.from_jsonl(path, text_field=text_field, name=f"{repo_id}/{filename}@{revision[:12]}")

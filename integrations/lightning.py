@@ -116,6 +116,12 @@ class CollapseGuard(Callback):
         return self.engine.run_check(self._produce(trainer, pl_module), gather_measurements,
                                      step=trainer.global_step, epoch=trainer.current_epoch)
 
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        monitor = self.engine.data_monitor
+        if monitor is not None and isinstance(batch, dict) and "input_ids" in batch:
+            monitor.observe(batch["input_ids"], batch.get("is_human"))
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.engine.save_profile is None:
             return

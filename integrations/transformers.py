@@ -183,12 +183,18 @@ class AnchorMixTrainer(Trainer):
     otherwise a raised floor shortens epochs and resumed runs miscount them.
     """
 
-    def __init__(self, *args: Any, anchor_sampler: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, anchor_sampler: Any, data_monitor: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.anchor_sampler = anchor_sampler
+        self.data_monitor = data_monitor  # the same DataStreamMonitor as the callback's: fed here, judged there
         if not getattr(anchor_sampler, "allow_repeat_anchors", True):
             log.warning("AnchorMixTrainer: anchor_sampler has allow_repeat_anchors=False; if a raised floor "
                         "outgrows the human pool, epochs shorten and the Trainer's epoch count drifts")
+
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if self.data_monitor is not None and "input_ids" in inputs:
+            self.data_monitor.observe(inputs["input_ids"], inputs.get("is_human"))
+        return super().training_step(model, inputs, *args, **kwargs)
 
     def get_train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_dataset, batch_sampler=self.anchor_sampler, collate_fn=self.data_collator,
