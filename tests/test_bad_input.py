@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collapseguard import CollapseMonitor, GoldSet, Thresholds
+from collapseguard import AnchorMixSampler, CollapseMonitor, GoldSet, Thresholds
 from collapseguard.engine import GuardEngine
 from collapseguard.profile import ReferenceProfile
 from collapseguard.tokenize import SimpleTokenizer, TokenizerAdapter
@@ -133,6 +133,17 @@ CATALOG = [
      lambda t: lightning_guard(gold=text_gold(), tokenizer=SimpleTokenizer(), sample_fn=print), ValueError, ["sample_fn", "holds texts", "generate_fn"]),
     ("tokenizer-model-mismatch", "a tokenizer with more tokens than the model's vocabulary", lambda t: mismatched(), ValueError,
      ["tokenizer has 512 tokens", "vocabulary has 100", "pass the tokenizer the model was trained with"]),
+    ("floor-above-one", "a human floor above 1", lambda t: AnchorMixSampler(["human", "synthetic"], 2, 1.5), ValueError,
+     ["min_human_fraction=1.5", "[0, 1]", "at least 20% human"]),
+    ("sampler-bad-labels", "provenance labels outside human/synthetic/unknown",
+     lambda t: AnchorMixSampler(["human", "bot"], 2, 0.5), ValueError, ["labels hold ['bot']", "unknown is never counted as human"]),
+    ("reweight-without-sampler", "on_collapse='reweight' with no sampler to steer",
+     lambda t: GuardEngine(text_gold(), on_collapse="reweight"), ValueError, ["on_collapse='reweight'", "sampler=AnchorMixSampler"]),
+    ("reweight-ceiling-below-floor", "max_human_fraction below the sampler's floor",
+     lambda t: GuardEngine(text_gold(), on_collapse="reweight", sampler=AnchorMixSampler(["human", "synthetic"], 2, 0.5),
+                           max_human_fraction=0.3), ValueError, ["max_human_fraction=0.3", "min_human_fraction=0.5", "raise max_human_fraction"]),
+    ("hub-mutable-revision", "a Hub gold set pinned to a branch", lambda t: GoldSet.from_hub("org/gold", "g.jsonl", revision="main"),
+     ValueError, ["revision='main'", "40-hex commit sha", "allow_mutable=True"]),
     ("callback-score-fn-alone", "score_fn without sample_fn", lambda t: lightning_guard(gold=text_gold(), score_fn=print), ValueError,
      ["score_fn", "pass it with sample_fn"]),
 ]
