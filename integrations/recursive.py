@@ -98,3 +98,64 @@ def run_recursive(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: 
             for lg, level in zip(quiet, levels, strict=True):
                 lg.setLevel(level)
     return results
+
+
+def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: str | Path, *, generations: int = 5,
+                 epochs: int = 2, samples: int = 500, seed: int = 0, floor: float = 0.2,
+                 **guard_kwargs: Any) -> list[GenerationResult]:
+    """Iterative retraining, warm-started: each generation continues the previous model on its own samples.
+
+    ``"replace"`` trains on the samples alone; ``"reweight"`` adds a fresh draw of human paragraphs (an
+    eighth of the sample count, about ``floor`` of the blocks) behind an :class:`AnchorMixSampler` with
+    that floor, steered by a guard with ``on_collapse="reweight"``. Both load the generation-0 profile.
+    """
+    import copy
+
+    import lightning.pytorch as pl
+
+    from collapseguard.integrations.lightning import CollapseGuard
+    from collapseguard.sampling import AnchorMixSampler
+
+    workdir = Path(workdir)
+    profile = workdir / f"anchored-gen0-seed{seed}.json"
+    starts = [tokenizer.encode(t, add_special_tokens=False)[:4] for t in train]
+
+    def fit(model: Any, texts: Sequence[str], anchors: Sequence[str], run_seed: int, n_epochs: int,
+            **extra: Any) -> CollapseGuard:
+        pl.seed_everything(run_seed, verbose=False)
+        if anchors:
+            synthetic, human = TokenBlocks(texts, tokenizer), TokenBlocks(anchors, tokenizer)
+            sampler = AnchorMixSampler(["synthetic"] * len(synthetic) + ["human"] * len(human), 16, floor,
+                                       seed=run_seed, allow_repeat_anchors=True)
+            guard = CollapseGuard(gold, tokenizer=tokenizer, on_collapse="reweight", sampler=sampler,
+                                  **guard_kwargs, **extra)
+            loader = torch.utils.data.DataLoader(torch.utils.data.ConcatDataset([synthetic, human]),
+                                                 batch_sampler=sampler)
+        else:
+            guard = CollapseGuard(gold, tokenizer=tokenizer, **guard_kwargs, **extra)
+            loader = torch.utils.data.DataLoader(TokenBlocks(texts, tokenizer), batch_size=16, shuffle=True)
+        trainer = pl.Trainer(max_epochs=n_epochs, callbacks=[guard], logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+        trainer.fit(lightning_module(model), loader)
+        return guard
+
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CollapseWarning)
+        base = tiny_gpt2(tokenizer, seed=seed)
+        guard0 = fit(base, train, (), seed * 1000, 4 * epochs, save_profile=profile, every_n_epochs=4 * epochs)
+        gen0 = guard0.engine.monitor.history[-1]
+        results.append(GenerationResult("gen0", 0, gen0["metrics"], dict(gen0["metrics"]), gen0["alerts"]))
+        for regime in ("replace", "reweight"):
+            model = copy.deepcopy(base)
+            for g in range(1, generations + 1):
+                data = sample_texts(model, tokenizer, starts, samples, seed=seed * 1000 + g)
+                anchors: list[str] = []
+                if regime == "reweight":
+                    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1000 + g))
+                    anchors = [train[i] for i in pick[: samples // 8].tolist()]
+                guard = fit(model, data, anchors, seed * 1000 + g, epochs, reference=profile)
+                last = guard.engine.monitor.history[-1]
+                results.append(GenerationResult(regime, g, last["metrics"], dict(guard.engine.reference.metrics),
+                                                last["alerts"]))
+    return results

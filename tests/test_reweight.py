@@ -101,3 +101,20 @@ def test_hf_anchor_trainer_reweights(tmp_path):
     rows = [h for h in trainer.state.log_history if "collapseguard/human_fraction_target" in h]
     assert [r["collapseguard/human_fraction_target"] for r in rows] == pytest.approx([0.3, 0.5])
     assert rows[1]["collapseguard/human_fraction"] >= 0.3 - 1e-9
+
+
+@pytest.mark.slow
+def test_iterative_retraining_collapses_without_anchors_and_holds_with_them(tmp_path):
+    pytest.importorskip("lightning")
+    from collapseguard.integrations.recursive import run_anchored
+    from tests import tiny_runs as tr
+
+    results = run_anchored(tr.texts()[0], tr.gold(), tr.tokenizer(), tmp_path, generations=5, epochs=2,
+                           samples=500, **tr.GUARD_KWARGS)
+    ppl = {(r.regime, r.generation): r.metrics["gold_ppl"] / r.reference["gold_ppl"] for r in results}
+    d2 = {(r.regime, r.generation): r.metrics["distinct_2"] / r.reference["distinct_2"] for r in results}
+    replace = [ppl[("replace", g)] for g in range(1, 6)]
+    assert replace[-1] > 1.8 and replace[-1] > replace[0]  # without anchors: collapse builds up
+    for g in range(1, 6):  # a 20% human floor keeps the model near generation 0
+        assert ppl[("reweight", g)] < 1.4 and abs(d2[("reweight", g)] - 1) < 0.1
+    assert ppl[("reweight", 5)] < replace[-1] / 1.5
