@@ -46,8 +46,9 @@ class AlertLog:
 
     def write(self, record: dict[str, Any]) -> bool:
         """Append one record; False (and one error in the log) when the file cannot be written."""
-        line = json.dumps(_clean({"time": time.time(), **record}), sort_keys=True, allow_nan=False) + "\n"
+        line = json.dumps(_clean({"time": time.time(), **record}), sort_keys=True, allow_nan=False, default=str) + "\n"
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(line)
                 fh.flush()
@@ -63,9 +64,11 @@ class AlertLog:
         return True
 
     def write_check(self, *, step: int | None, epoch: int | None, rank: int, health: float | None,
-                    severity: str | None, metrics: dict[str, float], alerts: list[Alert]) -> None:
+                    severity: str | None, metrics: dict[str, float], alerts: list[Alert],
+                    **extra: Any) -> None:
+        """One ``check`` line (``extra``: reference, bounds, phase health, human share) and one per alert."""
         base = {"step": step, "epoch": epoch, "rank": rank}
-        self.write({"type": "check", **base, "health": health, "severity": severity, "metrics": metrics})
+        self.write({"type": "check", **base, "health": health, "severity": severity, "metrics": metrics, **extra})
         for alert in alerts:
             self.write({"type": "alert", **base, **alert.to_dict()})
 

@@ -3,38 +3,168 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 from collapseguard.thresholds import PRESETS, Thresholds
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from collapseguard.demo import run_demo
+class Progress:
+    """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal (logs, CI)."""
 
-    rows = run_demo(generations=args.generations, anchor_fraction=args.anchor, seed=args.seed,
-                    thresholds=args.thresholds)
-    first = {}
-    for row in rows:
-        if row.result.alerts and row.track not in first:
-            first[row.track] = (row.generation, row.result.severity)
-    crit = {}
-    for row in rows:
-        if row.result.critical and row.track not in crit:
-            crit[row.track] = row.generation
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, force: bool = False) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = force or self.stream.isatty()
+        self.start = time.perf_counter()
+
+    def clear(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def advance(self, what: str = "") -> None:
+        self.done += 1
+        self.draw(what)
+
+    def draw(self, what: str = "") -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = round(width * self.done / max(self.total, 1))
+        elapsed = time.perf_counter() - self.start
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                          f"{elapsed:5.1f}s {what}")
+        self.stream.flush()
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from collapseguard.demo import TRACKS, format_header, format_row, run_demo
+
+    out = Path(args.out)
+    print(f"collapseguard demo: a word trigram model retrained on its own samples for {args.generations} generations, "
+          "on human paragraphs from CPython's documentation (built in, nothing downloaded).\n"
+          f"replace: every generation trains on the last one's samples; reweight: the guard raises the human share "
+          f"(floor {args.floor:.0%}) when it alerts. Gold: held-out paragraphs.\n"
+          "Columns: human = human share of the data the next generation trains on; distinct-2 and tail coverage "
+          "as a share of gold's (g); alerts as severity:phase(metric).\n")
+    print(format_header())
+    bar = Progress((args.generations + 1) * len(TRACKS), "demo")
+    bar.draw()
+
+    def show(row: Any) -> None:
+        bar.clear()
+        print(format_row(row), flush=True)
+        bar.advance(f"generation {row.generation} ({row.track})")
+
+    rows = run_demo(generations=args.generations, floor=args.floor, seed=args.seed, thresholds=args.thresholds,
+                    out_dir=out, on_row=show)
+    bar.clear()
     print()
-    for track in dict.fromkeys(r.track for r in rows):
-        last = [r for r in rows if r.track == track][-1].result
-        warn = f"first alert at generation {first[track][0]}" if track in first else "no alert"
-        c = f", first critical at generation {crit[track]}" if track in crit else ", never critical"
-        print(f"{track:<11} {warn}{c}; final health {last.health:.2f}")
+    for track in TRACKS:
+        mine = [r for r in rows if r.track == track]
+        first = next((r.generation for r in mine if r.result.alerts), None)
+        crit = next((r.generation for r in mine if r.result.critical), None)
+        warn = f"first alert at generation {first}" if first is not None else "no alert"
+        c = f", first critical at generation {crit}" if crit is not None else ", never critical"
+        print(f"{track:<9} {warn}{c}; final health {mine[-1].result.health:.2f}")
+    if not args.no_report:
+        from collapseguard.report import write_report
+
+        path = write_report(out, title="collapseguard demo: recursive training with and without reweighting")
+        print(f"\nreport: {path}  (trails: {out}/<track>/alerts.jsonl; final training data: "
+              f"{out}/<track>/train_gen{args.generations + 1}.jsonl)")
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from collapseguard.report import write_report
+    from collapseguard.runlog import read_run
+
+    runs = read_run(args.run_dir)
+    path = write_report(args.run_dir, args.out)
+    for run in runs:
+        print(f"{run.name}: {len(run.checks)} checks, {len(run.alerts)} alerts, {len(run.series)} series from "
+              f"{len(run.sources)} file(s)" + "".join(f"\n  note: {n}" for n in run.notes))
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from collapseguard.audit import audit_texts, read_texts
+    from collapseguard.goldset import GoldSet
+
+    texts, labels = read_texts(args.data, text_field=args.text_field, provenance_field=args.provenance_field)
+    gold = GoldSet.from_jsonl(args.gold, text_field=args.gold_text_field)
+    result = audit_texts(texts, gold, thresholds=args.thresholds, labels=labels, fail_on=args.fail_on,
+                         max_near_duplicates=args.max_near_duplicates, max_outliers=args.max_outliers,
+                         min_human_fraction=args.min_human_fraction)
+    print(f"audit of {args.data}: {result.num_texts} texts against gold {gold.name} ({len(gold)} texts); "
+          f"diversity measured on a sample of {result.sample_size}\n")
+    print(f"{'check':<24} {'data':>9} {'gold':>9}  verdict")
+    judged = {a.metric: a.severity for a in result.alerts}
+    for metric in ("tail_coverage", "distinct_2", "vendi", "compression_ratio", "self_bleu", "seq_rep_4",
+                   "duplicate_fraction", "js_2"):
+        if metric in result.metrics:
+            print(f"{metric:<24} {result.metrics[metric]:>9.4f} {result.reference.get(metric, float('nan')):>9.4f}  "
+                  f"{judged.get(metric, 'ok' if metric != 'js_2' else '-')}")
+    print(f"{'near-duplicates':<24} {result.near_duplicate_fraction:>9.1%} {'':>9}  "
+          f"{'FAIL' if result.near_duplicate_fraction > args.max_near_duplicates else 'ok'} "
+          f"(bound {args.max_near_duplicates:.0%})")
+    print(f"{'outliers':<24} {result.outlier_fraction:>9.1%} {'':>9}  "
+          f"{'FAIL' if result.outlier_fraction > args.max_outliers else 'ok'} (bound {args.max_outliers:.0%})")
+    if result.provenance:
+        mix = ", ".join(f"{k} {v} ({v / result.num_texts:.0%})" for k, v in sorted(result.provenance.items()))
+        print(f"{'provenance':<24} {mix}")
+    for i, j, jac in result.near_duplicate_examples[:3]:
+        print(f"  near-duplicate: texts {i} and {j} (Jaccard {jac:.2f})")
+    for i, why in result.outlier_examples[:3]:
+        print(f"  outlier: text {i}: {why}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
+    if result.passed:
+        print("\nPASSED")
+        return 0
+    print("\nFAILED:\n" + "\n".join(f"  - {f}" for f in result.failures))
+    return 1
+
+
 def _cmd_thresholds(args: argparse.Namespace) -> int:
-    th = Thresholds.preset(args.preset)
-    print(f"thresholds preset {args.preset!r} (presets: {', '.join(sorted(PRESETS))})\n")
+    th = Thresholds.coerce(args.preset)
+    if args.calibrate:
+        from collapseguard.calibrate import calibrate
+        from collapseguard.goldset import GoldSet
+
+        gold = GoldSet.from_jsonl(args.calibrate, text_field=args.text_field)
+        cal = calibrate(gold, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, base=th)
+        print(f"split-half calibration on {gold.name} ({len(gold)} texts, {len(next(iter(cal.scores.values())))} "
+              f"rounds of {args.num_samples} outputs x {args.max_new_tokens} tokens):", file=sys.stderr)
+        print(f"{'metric':<20} {'kind':<7} {'median':>8} {'q' + format(cal.quantile, '.0%'):>8} {'worst':>8}",
+              file=sys.stderr)
+        for metric, kind, med, q, worst in cal.rows():
+            print(f"{metric:<20} {kind:<7} {med:>8.3f} {q:>8.3f} {worst:>8.3f}", file=sys.stderr)
+        print(file=sys.stderr)
+        th = cal.thresholds
+    if args.format == "yaml":
+        text = th.to_yaml()
+    elif args.format == "json":
+        text = json.dumps(th.to_dict(), indent=1) + "\n"
+    else:
+        text = None
+    if text is not None:
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"wrote {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    print(f"thresholds {args.preset!r}{' calibrated' if args.calibrate else ''} (presets: "
+          f"{', '.join(sorted(PRESETS))})\n")
     for name, default, doc in Thresholds.describe():
         value = getattr(th, name)
         lines = textwrap.wrap(doc, 70)
@@ -65,12 +195,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collapseguard", description="Catch model collapse while training.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="recursive-training demo on built-in real human text (no download)")
-    demo.add_argument("--generations", type=int, default=8)
-    demo.add_argument("--anchor", type=float, default=0.2, help="human floor of the anchored track")
+    demo.add_argument("--generations", type=_positive, default=8, help="generations after generation 0 (default 8)")
+    demo.add_argument("--floor", type=_fraction, default=0.1, help="starting human share of the reweight track")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--thresholds", default="balanced", choices=sorted(PRESETS))
+    demo.add_argument("--thresholds", default="balanced", help="preset name or YAML/JSON file")
+    demo.add_argument("--out", default="runs/demo", help="folder for trails, data and the report (runs/demo)")
+    demo.add_argument("--no-report", action="store_true", help="skip the HTML report")
     demo.set_defaults(func=_cmd_demo)
+
+    rep = sub.add_parser("report", help="write a self-contained HTML report of a run folder")
+    rep.add_argument("run_dir", help="folder with the guard's alert trail and/or Lightning CSV, HF trainer_state.json, "
+                     "TensorBoard logs")
+    rep.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
+    rep.set_defaults(func=_cmd_report)
+
+    aud = sub.add_parser("audit", help="screen a dataset against gold before training on it (exit 1 on failure)")
+    aud.add_argument("data", help="JSONL, parquet, or text (one item per line)")
+    aud.add_argument("--gold", required=True, help="gold set as JSONL")
+    aud.add_argument("--text-field", default="text", help="field holding the text in DATA (default text)")
+    aud.add_argument("--gold-text-field", default="text", help="field holding the text in GOLD (default text)")
+    aud.add_argument("--provenance-field", default="provenance", help="field with human/synthetic labels")
+    aud.add_argument("--thresholds", default="balanced", help="preset name or YAML/JSON file")
+    aud.add_argument("--fail-on", default="critical", choices=("warn", "critical"),
+                     help="alert severity that fails the audit (default critical)")
+    aud.add_argument("--max-near-duplicates", type=_fraction, default=0.05)
+    aud.add_argument("--max-outliers", type=_fraction, default=0.05)
+    aud.add_argument("--min-human-fraction", type=_fraction, default=None)
+    aud.add_argument("--json", help="also write the findings as JSON here")
+    aud.set_defaults(func=_cmd_audit)
+
+    th = sub.add_parser("thresholds", help="print every threshold with its default and meaning; calibrate from gold")
+    th.add_argument("preset", nargs="?", default="balanced", help=f"one of {sorted(PRESETS)} or a YAML/JSON file")
+    th.add_argument("--format", choices=("table", "yaml", "json"), default="table")
+    th.add_argument("--out", help="write the YAML/JSON here instead of stdout")
+    th.add_argument("--calibrate", metavar="GOLD", help="suggest bounds from this gold JSONL's split-half variation")
+    th.add_argument("--text-field", default="text")
+    th.add_argument("--num-samples", type=_positive, default=64, help="outputs per check, as the guard runs it")
+    th.add_argument("--max-new-tokens", type=_positive, default=32, help="tokens per output, as the guard runs it")
+    th.set_defaults(func=_cmd_thresholds)
+
     prof = sub.add_parser("profile", help="write a reference profile of a saved Hugging Face checkpoint")
     prof.add_argument("checkpoint", help="folder saved with save_pretrained() (model and tokenizer)")
     prof.add_argument("--gold", required=True, help="gold set as JSONL")
@@ -81,21 +246,35 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--max-new-tokens", type=int, default=32)
     prof.add_argument("--seed", type=int, default=0)
     prof.set_defaults(func=_cmd_profile)
-    th = sub.add_parser("thresholds", help="print every threshold with its default and meaning")
-    th.add_argument("preset", nargs="?", default="balanced", choices=sorted(PRESETS))
-    th.set_defaults(func=_cmd_thresholds)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction in [0, 1]")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError, KeyError) as exc:
         if args.debug:
             raise
-        print(f"collapseguard: error: {exc}", file=sys.stderr)
+        print(f"collapseguard {args.command}: error: {exc} (--debug shows the traceback)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"collapseguard {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

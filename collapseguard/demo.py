@@ -4,25 +4,31 @@ Generation 0 is a word trigram model fit (maximum likelihood) on human
 paragraphs from CPython's documentation. Every later generation is fit only on
 text sampled from the generation before -- the "replace" regime of Shumailov
 et al. A second track keeps a floor of human "anchor" text in every
-generation's training data. At each generation a :class:`CollapseMonitor`
-judges continuations of the gold prompts, and the demo prints what it sees.
+generation's training data -- a floor the guard raises when it alerts
+(``on_collapse="reweight"``). At each generation the guard judges continuations
+of the gold prompts; the CLI prints what it sees and writes an HTML report.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from collapseguard.alerts import CollapseWarning
 from collapseguard.data import train_gold_split
+from collapseguard.engine import Generation, GuardEngine
 from collapseguard.goldset import GoldSet
-from collapseguard.monitor import CheckResult, CollapseMonitor
-from collapseguard.tokenize import SimpleTokenizer
+from collapseguard.monitor import CheckResult
+from collapseguard.sampling import AnchorMixSampler
+from collapseguard.tokenize import SimpleTokenizer, stable_token_id
 
 
 class TrigramLM:
@@ -62,56 +68,138 @@ class DemoRow:
     generation: int
     track: str
     result: CheckResult
+    human_fraction: float
 
 
-def run_demo(generations: int = 8, anchor_fraction: float = 0.2, samples_per_generation: int = 600,
-             num_prompts: int = 64, seed: int = 0, thresholds: str = "balanced", echo: bool = True) -> list[DemoRow]:
-    """Run both tracks and return every check; prints a table as it goes when ``echo``."""
+TRACKS = ("replace", "reweight")
+
+
+def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation: int = 600, num_prompts: int = 64,
+             seed: int = 0, thresholds: str = "balanced", out_dir: str | Path | None = None,
+             on_row: Callable[[DemoRow], None] | None = None) -> list[DemoRow]:
+    """Run both tracks for ``generations`` generations after generation 0; return every check.
+
+    ``replace``: each generation is fit only on samples of the one before, the guard only warns.
+    ``reweight``: each generation's data is an :class:`AnchorMixSampler` epoch over those samples and
+    a fresh draw of human paragraphs (a tenth as many), starting at a ``floor`` human share; a
+    :class:`GuardEngine` with ``on_collapse="reweight"`` raises the share on alerts. With
+    ``out_dir``, each track writes its alert trail there (``<track>/alerts.jsonl``, which
+    ``collapseguard report`` reads), its final training data (``<track>/train_gen<N>.jsonl``,
+    with provenance) and the gold set (``gold.jsonl``). ``on_row`` sees each check as it lands.
+    """
     rng = np.random.default_rng(seed)
     train_texts, gold_texts = train_gold_split()
     tok = SimpleTokenizer()
     gold = GoldSet.from_texts(gold_texts, name="pydoc-gold")
     human = [np.asarray(tok.encode(t), dtype=np.int64) for t in train_texts]
-    prompt_len, new_tokens = 16, 32
-    tracks = {"replace": 0.0, f"anchor {anchor_fraction:.0%}": anchor_fraction}
-    monitors = {name: CollapseMonitor(gold, thresholds, tokenizer=tok, prompt_length=prompt_len,
-                                      max_new_tokens=new_tokens) for name in tracks}
-    prompts = monitors["replace"].split.prompts[:num_prompts]
-    corpora = {name: human for name in tracks}
+    vocab = {stable_token_id(w): w for t in train_texts for w in tok.tokenize(t)}
+    out = Path(out_dir) if out_dir is not None else None
+    engines: dict[str, GuardEngine] = {}
+    for track in TRACKS:
+        trail = None
+        if out is not None:
+            (out / track).mkdir(parents=True, exist_ok=True)
+            trail = out / track / "alerts.jsonl"
+            trail.unlink(missing_ok=True)  # a fresh demo, not an appended one
+        reweight = track == "reweight"
+        engines[track] = GuardEngine(
+            gold, tokenizer=tok, thresholds=thresholds, num_samples=num_prompts, prompt_length=16, max_new_tokens=32,
+            model_stats=False, alert_log=trail, on_collapse="reweight" if reweight else "warn",
+            sampler=_mix_sampler(floor, floor, samples_per_generation, len(human), seed) if reweight else None)
+    if out is not None:
+        _write_jsonl(out / "gold.jsonl", [{"text": t} for t in gold_texts])
+    corpora = {track: human for track in TRACKS}
+    provenance = {track: ["human"] * len(human) for track in TRACKS}
     rows: list[DemoRow] = []
-    if echo:
-        print(f"collapseguard demo: word trigram LM, recursive training on {len(train_texts)} human paragraphs "
-              f"(CPython docs); gold: {len(gold)} held-out paragraphs, {len(prompts)} prompts")
-        print(f"{'gen':>3}  {'track':<11} {'health':>6}  {'distinct-2':>10}  {'tail cov':>8}  {'self-BLEU':>9}  "
-              f"{'seq-rep-4':>9}  alerts")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # the table shows them
-        logging.getLogger("collapseguard").setLevel(logging.CRITICAL + 1)
-        for gen in range(generations + 1):
-            for name, floor in tracks.items():
-                model = TrigramLM(corpora[name])
-                outputs = [model.sample(p, new_tokens, rng) for p in prompts]
-                result = monitors[name].check(outputs, step=gen)
-                rows.append(DemoRow(gen, name, result))
-                if echo:
-                    print(_format_row(gen, name, result))
-                corpora[name] = _next_corpus(model, human, floor, samples_per_generation, rng)
-        logging.getLogger("collapseguard").setLevel(logging.NOTSET)
+        log = logging.getLogger("collapseguard")
+        level, log.level = log.level, logging.CRITICAL + 1
+        try:
+            for gen in range(generations + 1):
+                for track, engine in engines.items():
+                    engine.setup()
+                    model = TrigramLM(corpora[track])
+                    prompts = engine.prompts()
+                    outcome = engine.run_check(lambda m=model, p=prompts: Generation(
+                        sequences=[m.sample(x, 32, rng) for x in p], finished=[False] * len(p)), step=gen, epoch=gen)
+                    synthetic = _sample_corpus(model, human, samples_per_generation, rng)
+                    share = 0.0
+                    if engine.sampler is not None:
+                        # the guard's human share decides the next generation's mix: a fresh draw of
+                        # human paragraphs, batched by a sampler that holds the share as a floor
+                        engine.sampler = _mix_sampler(engine.human_fraction, floor, samples_per_generation,
+                                                      len(human), seed + gen)
+                        labels = engine.sampler.labels.tolist()
+                        anchors = [human[i] for i in rng.choice(len(human), size=labels.count("human"), replace=False)]
+                        pool = synthetic[:labels.count("synthetic")] + anchors
+                        drawn = [i for batch in engine.sampler for i in batch]
+                        corpora[track] = [pool[i] for i in drawn]
+                        provenance[track] = [labels[i] for i in drawn]
+                        share = float(engine.sampler.realized_human_fraction or 0.0)
+                    else:
+                        corpora[track], provenance[track] = synthetic, ["synthetic"] * len(synthetic)
+                    row = DemoRow(gen, track, outcome.result, share)
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(row)
+        finally:
+            log.level = level
+    if out is not None:
+        for track in TRACKS:
+            records = [{"text": " ".join(vocab.get(int(i), "?") for i in seq), "provenance": label}
+                       for seq, label in zip(corpora[track], provenance[track], strict=True)]
+            _write_jsonl(out / track / f"train_gen{generations + 1}.jsonl", records)
     return rows
 
 
-def _next_corpus(model: TrigramLM, human: list[np.ndarray], floor: float, n: int,
-                 rng: np.random.Generator) -> list[np.ndarray]:
-    n_human = round(floor * n)
-    starts = rng.choice(len(human), size=n - n_human)
-    synthetic = [model.sample(human[i][:2], 40, rng) for i in starts]
-    anchors = [human[i] for i in rng.choice(len(human), size=n_human, replace=False)]
-    return synthetic + anchors
+def _mix_sampler(share: float, floor: float, budget: int, human_available: int, seed: int) -> AnchorMixSampler:
+    """A sampler over ``budget`` slots, ``share`` of them human (as many as there are), that guarantees
+    the share in every batch; ``floor`` stays the guard's lower bound."""
+    n_human = min(round(share * budget), human_available)
+    sampler = AnchorMixSampler(["synthetic"] * (budget - n_human) + ["human"] * n_human, 16, floor, seed=seed)
+    sampler.set_human_fraction(math.floor(n_human / budget * 16) / 16)  # a per-batch floor every batch can meet
+    return sampler
 
 
-def _format_row(gen: int, name: str, r: CheckResult) -> str:
+def _sample_corpus(model: TrigramLM, human: list[np.ndarray], n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` texts of 40 words sampled from the model, each started from a human paragraph's first two words."""
+    return [model.sample(human[i][:2], 40, rng) for i in rng.choice(len(human), size=n)]
+
+
+def _write_jsonl(path: Path, records: list[dict[str, str]]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def format_header() -> str:
+    return (f"{'gen':>3}  {'track':<9} {'human':>5}  {'health':>6}  {'distinct-2':>10}  {'tail cov':>8}  "
+            f"{'self-BLEU':>9}  {'seq-rep-4':>9}  alerts")
+
+
+def format_row(row: DemoRow) -> str:
+    r = row.result
     m, ref = r.metrics, r.reference
     alerts = ", ".join(sorted({f"{a.severity}:{a.phase}({a.metric})" for a in r.alerts})) or "-"
-    return (f"{gen:>3}  {name:<11} {r.health:>6.2f}  {m['distinct_2'] / ref['distinct_2']:>9.0%}g  "
+    share = f"{row.human_fraction:>5.0%}" if row.track == "reweight" else f"{'0%':>5}"
+    return (f"{row.generation:>3}  {row.track:<9} {share}  {r.health:>6.2f}  {m['distinct_2'] / ref['distinct_2']:>9.0%}g  "
             f"{m['tail_coverage'] / max(ref['tail_coverage'], 1e-12):>7.0%}g  {m['self_bleu']:>9.3f}  "
             f"{m['seq_rep_4']:>9.3f}  {alerts}")
+
+
+def collapsed_corpus(generations: int = 8, n: int = 600, seed: int = 0) -> list[str]:
+    """Texts sampled from the trigram model after ``generations`` rounds of training on its own samples.
+
+    Real model-generated text for examples and tests: generation 0 is fit on the human training
+    paragraphs, each later one on ``n`` samples of the one before (the replace regime).
+    """
+    rng = np.random.default_rng(seed)
+    train_texts, _ = train_gold_split()
+    tok = SimpleTokenizer()
+    human = [np.asarray(tok.encode(t), dtype=np.int64) for t in train_texts]
+    vocab = {stable_token_id(w): w for t in train_texts for w in tok.tokenize(t)}
+    corpus = human
+    for _ in range(generations + 1):
+        corpus = _sample_corpus(TrigramLM(corpus), human, n, rng)
+    return [" ".join(vocab[int(i)] for i in seq) for seq in corpus]

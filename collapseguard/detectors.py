@@ -94,6 +94,29 @@ class Finding:
     health: float
     message: str
 
+    def bounds(self) -> dict[str, float | str]:
+        """The warn and critical bounds in the metric's own units at this check (for plots and trails).
+
+        Multiplicative scores scale with the value, so the bound is the value at which the score
+        would sit exactly on it, everything else held (this includes the tail/head adjustment).
+        """
+        sig = self.signal
+        out: dict[str, float | str] = {"reference": self.reference,
+                                       "direction": "low" if sig.kind in _LOWER_IS_WORSE else "high"}
+        for level in ("warn", "critical"):
+            b = getattr(sig, level)
+            if sig.kind == "excess":
+                out[level] = self.reference + b
+            elif sig.kind == "log_rise":
+                out[level] = self.reference + math.log(b)
+            elif not (math.isfinite(self.score) and self.score > 0 and b > 0):
+                out[level] = math.nan
+            elif sig.kind == "inverse_ratio":
+                out[level] = self.value * self.score / b
+            else:
+                out[level] = self.value * b / self.score
+        return out
+
 
 class Detector:
     """Base detector: judge each of its signals, explain each finding."""

@@ -204,6 +204,26 @@ class GuardEngine:
                            self.num_samples, len(self.monitor.split), len(self.monitor.split))
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
+        if self.alert_log is not None and rank == 0:
+            self.alert_log.write({"type": "config", **self.config()})
+
+    def config(self) -> dict[str, Any]:
+        """What a run report shows of this guard: gold set, thresholds and every setting."""
+        from collapseguard import __version__
+
+        return {
+            "collapseguard": __version__, "world_size": self.world_size,
+            "gold": {"name": self.gold.name, "kind": self.gold.kind, "size": len(self.gold),
+                     "fingerprint": self.gold.fingerprint},
+            "thresholds": self.thresholds.to_dict(),
+            "guard": {"on_collapse": self.on_collapse, "on_error": self.on_error, "every_n_epochs": self.every_n_epochs,
+                      "num_samples": self.num_samples, "prompt_length": self.prompt_length,
+                      "max_new_tokens": self.max_new_tokens, "patience": self.patience, "seed": self.seed,
+                      "model_stats": self.model_stats, "generation": dict(self.generation_kwargs),
+                      "reference_profile": self.reference.source if self.reference is not None else None,
+                      "human_floor": self.human_floor if self.human_fraction is not None else None,
+                      "max_human_fraction": self.max_human_fraction if self.human_fraction is not None else None},
+        }
 
     def settings(self) -> dict[str, Any]:
         """The generation settings a reference profile must share with this run."""
@@ -323,7 +343,11 @@ class GuardEngine:
                                        health=result.health if result else None,
                                        severity=result.severity if result else "fault",
                                        metrics=result.metrics if result else {},
-                                       alerts=[*(result.alerts if result else []), *faults, *data_alerts])
+                                       alerts=[*(result.alerts if result else []), *faults, *data_alerts],
+                                       reference=result.reference if result else {},
+                                       bounds=result.bounds if result else {},
+                                       phase_health=result.phase_health if result else {},
+                                       log_metrics=outcome.log_metrics)
             if should_stop:
                 self.alert_log.write({"type": "halt", "step": step, "epoch": epoch, "rank": self.rank,
                                       "reason": reason})

@@ -41,6 +41,8 @@ class CheckResult:
         reference: the same metrics on gold (same count and length).
         alerts: alerts raised at this check (after patience).
         judged: False when the check had too few outputs to judge (no alerts then).
+        bounds: per judged metric, its reference and warn/critical bounds in the metric's units,
+            and ``direction`` (``"low"``: bad below the bounds; ``"high"``: bad above).
     """
 
     step: int | None
@@ -50,6 +52,7 @@ class CheckResult:
     reference: dict[str, float]
     alerts: list[Alert] = field(default_factory=list)
     judged: bool = True
+    bounds: dict[str, dict[str, float | str]] = field(default_factory=dict)
 
     @property
     def critical(self) -> bool:
@@ -65,6 +68,7 @@ class CheckResult:
             "step": self.step, "health": self.health, "phase_health": dict(self.phase_health),
             "metrics": dict(self.metrics), "reference": dict(self.reference),
             "alerts": [a.to_dict() for a in self.alerts], "judged": self.judged,
+            "bounds": {k: dict(v) for k, v in self.bounds.items()},
         }
 
     def summary(self) -> str:
@@ -210,7 +214,9 @@ class CollapseMonitor:
                            step, n, self.thresholds.min_outputs)
         alerts = self._apply_patience(findings, step) if judged else []
         phase_health = {p: min([f.health for f in findings if f.phase == p], default=1.0) for p in PHASES}
-        result = CheckResult(step, min(phase_health.values()), phase_health, metrics, reference, alerts, judged)
+        bounds = {f.signal.metric: f.bounds() for f in findings}
+        result = CheckResult(step, min(phase_health.values()), phase_health, metrics, reference, alerts, judged,
+                             bounds)
         previous = {tuple(a[k] for k in ("detector", "metric")): a["severity"]
                     for a in (self.history[-1]["alerts"] if self.history else [])}
         for alert in alerts:

@@ -101,6 +101,8 @@ class Thresholds:
             return cls()
         if isinstance(value, cls):
             return value
+        if isinstance(value, str | Path) and Path(value).suffix.lower() in (".json", ".yaml", ".yml"):
+            return cls.from_file(value)
         if isinstance(value, str):
             return cls.preset(value)
         if isinstance(value, dict):
@@ -124,9 +126,45 @@ class Thresholds:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Thresholds:
-        """Load from a JSON file (a dict of fields, optionally with ``preset``)."""
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
+        """Load from a YAML (``.yaml``/``.yml``, needs PyYAML) or JSON file: a mapping of fields,
+        optionally with ``preset`` naming the base the other keys override.
+
+        Raises:
+            FileNotFoundError, ValueError (not a mapping, unknown field, bad value), ImportError (YAML without PyYAML).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"thresholds file {str(path)!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ImportError("reading thresholds from YAML needs PyYAML: pip install pyyaml") from None
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"thresholds file {str(path)!r} is not valid YAML: {exc}") from None
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"thresholds file {str(path)!r} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"thresholds file {str(path)!r} must hold a mapping of field: value, "
+                             f"got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"thresholds file {str(path)!r}: {exc}") from None
+
+    def to_yaml(self) -> str:
+        """A commented YAML document of every field (what ``collapseguard thresholds --format yaml`` prints)."""
+        lines = ["# collapseguard thresholds: load with Thresholds.from_file(path) or thresholds=path"]
+        for f in fields(self):
+            lines.append(f"# {f.metadata['doc']} (default {f.default})")
+            lines.append(f"{f.name}: {getattr(self, f.name)}")
+        return "\n".join(lines) + "\n"
 
     def replace(self, **changes: Any) -> Thresholds:
         return dataclasses.replace(self, **changes)

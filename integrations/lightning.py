@@ -43,12 +43,29 @@ def find_hf_model(module: torch.nn.Module) -> Any | None:
     return None
 
 
+def load_tokenizer(path: str) -> Any:
+    """A tokenizer from a local ``save_pretrained`` folder or a ``tokenizer.json`` file (never downloads)."""
+    from pathlib import Path
+
+    if Path(path).is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(path)
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"tokenizer={path!r} is neither a tokenizer.json file nor a save_pretrained folder")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
 class CollapseGuard(Callback):
     """Check a model for collapse at the end of training epochs; log, warn, and optionally halt.
 
     Args:
-        gold: the human gold set (:class:`~collapseguard.GoldSet`).
-        tokenizer: the model's tokenizer (required for a text gold set).
+        gold: the human gold set (:class:`~collapseguard.GoldSet`), or the path of a JSONL gold file
+            (text in ``"text"``), as a LightningCLI config gives it.
+        tokenizer: the model's tokenizer, or the path of a saved one; when omitted, the module's
+            ``tokenizer`` attribute is used (required for a text gold set).
         generate_fn: ``fn(pl_module, prompts) -> token id sequences`` for models that are neither a
             HF ``PreTrainedModel`` holder nor have a HF-style ``generate`` method.
         sample_fn: ``fn(pl_module, n) -> (n, d) array`` for non-text models against an array gold set.
@@ -64,9 +81,13 @@ class CollapseGuard(Callback):
     logger records it, and ``ModelCheckpoint(monitor="collapseguard/health", mode="max")`` works).
     """
 
-    def __init__(self, gold: GoldSet, tokenizer: Any = None, *, generate_fn: Callable[..., Any] | None = None,
+    def __init__(self, gold: GoldSet | str, tokenizer: Any = None, *, generate_fn: Callable[..., Any] | None = None,
                  sample_fn: Callable[..., Any] | None = None, score_fn: Callable[..., Any] | None = None,
                  **engine_kwargs: Any) -> None:
+        if isinstance(gold, str):  # from LightningCLI / YAML: the path of a JSONL gold file
+            gold = GoldSet.from_jsonl(gold)
+        if isinstance(tokenizer, str):
+            tokenizer = load_tokenizer(tokenizer)
         if generate_fn is not None and sample_fn is not None:
             raise ValueError("pass generate_fn (text models) or sample_fn (array models), not both")
         if score_fn is not None and sample_fn is None:
@@ -91,7 +112,9 @@ class CollapseGuard(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            self.engine.setup(rank=trainer.global_rank, world_size=trainer.world_size)
+            # a module that carries its tokenizer needs none passed (the LightningCLI case)
+            tokenizer = self.engine.tokenizer if self.engine.tokenizer is not None else getattr(pl_module, "tokenizer", None)
+            self.engine.setup(tokenizer, rank=trainer.global_rank, world_size=trainer.world_size)
             hf = find_hf_model(pl_module)
             if hf is not None and self.generate_fn is None and self.engine.tokenizer is not None:
                 check_tokenizer_fits(hf, self.engine.tokenizer)

@@ -1,0 +1,139 @@
+"""Calibrate thresholds for a new domain from the gold set's own split-half variation.
+
+How far can human text sit from a human reference by chance? Split the gold set
+in two at random, judge one half's continuations against the other half as the
+guard judges a model's outputs, repeat: the spread of each detector score over
+the rounds is the noise floor of that domain at that check size. Bounds set
+just beyond it alarm rarely on human-like outputs and still early on collapse.
+Model-side bounds (perplexity rises) need a model and keep their defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from collapseguard.alerts import CollapseWarning
+from collapseguard.goldset import GoldSet
+from collapseguard.monitor import CollapseMonitor
+from collapseguard.thresholds import Thresholds
+
+# which Thresholds fields each output metric's signal uses, and how its score is read
+_FIELDS = {
+    "tail_coverage": ("tail_coverage", "ratio"), "tail_mass": ("tail_coverage", "ratio"),
+    "distinct_2": ("diversity", "ratio"), "vendi": ("diversity", "ratio"),
+    "compression_ratio": ("diversity", "ratio"), "total_variance": ("diversity", "ratio"),
+    "effective_rank": ("diversity", "ratio"), "self_bleu": ("self_bleu_rise", "excess"),
+    "seq_rep_4": ("repetition", "excess"), "loop_fraction": ("repetition", "excess"),
+    "duplicate_fraction": ("repetition", "excess"),
+}
+
+
+@dataclass
+class Calibration:
+    """Split-half scores per metric and the thresholds they suggest.
+
+    Attributes:
+        scores: metric -> detector score of each round (ratio to reference, or excess over it).
+        thresholds: the suggested :class:`Thresholds` (``base`` with output-side bounds moved).
+        quantile: the tail quantile the warn bounds were set at.
+    """
+
+    scores: dict[str, list[float]]
+    thresholds: Thresholds
+    quantile: float
+
+    def rows(self) -> list[tuple[str, str, float, float, float]]:
+        """(metric, kind, median, the quantile's value, the worst round) for each metric."""
+        out = []
+        for metric, vals in sorted(self.scores.items()):
+            kind = _FIELDS[metric][1]
+            q = self.quantile if kind == "ratio" else 1 - self.quantile
+            worst = min(vals) if kind == "ratio" else max(vals)
+            out.append((metric, kind, float(np.median(vals)), float(np.quantile(vals, q)), worst))
+        return out
+
+
+def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, prompt_length: int = 16,
+              max_new_tokens: int = 32, rounds: int = 20, quantile: float = 0.02, margin: float = 0.05,
+              base: Thresholds | str | dict | None = None, seed: int = 0) -> Calibration:
+    """Measure split-half noise and suggest warn bounds just beyond it.
+
+    Each round shuffles gold, builds a guard reference from one half and judges ``num_samples``
+    continuations of the other half. A ratio's warn bound becomes the ``quantile`` of its scores
+    minus ``margin`` (an excess's: the ``1 - quantile`` quantile plus ``margin``), taken over the
+    metrics that share a field, and never less demanding than needed to stay above the critical
+    bound (critical bounds move only when a warn bound would cross them).
+
+    Raises:
+        ValueError: a gold set too small to split, or a bad setting (named).
+    """
+    if not 0 < quantile < 0.5:
+        raise ValueError(f"quantile={quantile!r} must be in (0, 0.5): the tail share of human-vs-human checks "
+                         "allowed to warn")
+    if rounds < 5:
+        raise ValueError(f"rounds={rounds!r} must be at least 5 to estimate a spread")
+    base_th = Thresholds.coerce(base)
+    rng = np.random.default_rng(seed)
+    n = len(gold)
+    if n < 16:
+        raise ValueError(f"the gold set has {n} items; calibration needs at least 16 to split in halves")
+    scores: dict[str, list[float]] = {}
+    log = logging.getLogger("collapseguard")
+    disabled, log.disabled = log.disabled, True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CollapseWarning)
+            for _ in range(rounds):
+                order = rng.permutation(n)
+                half_a, half_b = order[: n // 2], order[n // 2:]
+                if gold.kind == "text":
+                    ref = GoldSet.from_texts([gold.texts[i] for i in half_b])
+                    judge = CollapseMonitor(ref, base_th, tokenizer=tokenizer, prompt_length=prompt_length,
+                                            max_new_tokens=max_new_tokens)
+                    probe = GoldSet.from_texts([gold.texts[i] for i in half_a])
+                    cont = probe.split(judge.tokenizer, prompt_length, max_new_tokens).continuations
+                    outputs: Any = list(cont[:num_samples])
+                else:
+                    judge = CollapseMonitor(GoldSet.from_arrays(gold.array[half_b]), base_th)
+                    outputs = gold.array[half_a][:num_samples]
+                result = judge.check(outputs)
+                for metric, (_, kind) in _FIELDS.items():
+                    if metric in result.metrics and metric in result.reference:
+                        value, ref_value = result.metrics[metric], result.reference[metric]
+                        if metric == "compression_ratio":  # judged inversely: more compressible is worse
+                            value, ref_value = 1 / value, 1 / ref_value
+                        score = value / ref_value if kind == "ratio" and ref_value > 0 else value - ref_value
+                        if math.isfinite(score):
+                            scores.setdefault(metric, []).append(score)
+    finally:
+        log.disabled = disabled
+    return Calibration(scores, _suggest(scores, base_th, quantile, margin), quantile)
+
+
+def _suggest(scores: dict[str, list[float]], base: Thresholds, quantile: float, margin: float) -> Thresholds:
+    changes: dict[str, float] = {}
+    for field_name in {f for f, _ in _FIELDS.values()}:
+        metrics = [m for m, (f, _) in _FIELDS.items() if f == field_name and m in scores]
+        if not metrics:
+            continue
+        kind = _FIELDS[metrics[0]][1]
+        warn_key, crit_key = f"{field_name}_warn", f"{field_name}_critical"
+        crit = getattr(base, crit_key)
+        if kind == "ratio":
+            warn = min(float(np.quantile(scores[m], quantile)) for m in metrics) - margin
+            warn = round(min(max(warn, 0.05), 0.99), 2)
+            if warn <= crit:  # the domain is noisier than the base critical bound allows
+                changes[crit_key] = round(warn * 0.6, 2)
+        else:
+            warn = max(float(np.quantile(scores[m], 1 - quantile)) for m in metrics) + margin
+            warn = round(min(max(warn, 0.01), 0.95), 2)
+            if warn >= crit:
+                changes[crit_key] = round(min(warn + 0.2, 0.99), 2)
+        changes[warn_key] = warn
+    return base.replace(**changes)

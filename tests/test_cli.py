@@ -1,0 +1,320 @@
+"""The command line: exit codes, messages, the demo, reports (read back and rendered in Chromium), audits."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collapseguard import GoldSet, Thresholds
+from collapseguard.audit import audit_texts, minhash_signatures, near_duplicate_pairs, read_texts
+from collapseguard.calibrate import calibrate
+from collapseguard.cli import Progress, main
+from collapseguard.data import train_gold_split
+from collapseguard.demo import collapsed_corpus
+from collapseguard.runlog import read_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--generations", "3", "--out", str(out)]) == 0
+    return out
+
+
+def _gold_file(tmp_path: Path) -> Path:
+    path = tmp_path / "gold.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_gold_split()[1]), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ errors and help
+def test_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_path):
+    run = [sys.executable, "-m", "collapseguard"]
+    proc = subprocess.run([*run, "report", str(tmp_path / "missing")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([*run, "--debug", "report", str(tmp_path / "missing")], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
+    proc = subprocess.run([*run, "thresholds", "nonsense"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "unknown" in proc.stderr.lower() and "Traceback" not in proc.stderr
+    proc = subprocess.run([*run, "demo", "--generations", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "not a positive integer" in proc.stderr  # argparse's usage error
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("collapseguard")
+    assert exe is not None, "pip install -e . installs the collapseguard console script"
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and all(c in proc.stdout for c in ("demo", "report", "audit", "thresholds"))
+
+
+def test_empty_run_folder_says_what_it_looks_for(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no run logs" in err and "metrics.csv" in err and "trainer_state.json" in err
+
+
+# ------------------------------------------------------------------ thresholds
+def test_thresholds_table_lists_every_field(capsys):
+    assert main(["thresholds", "strict"]) == 0
+    out = capsys.readouterr().out
+    for name, _default, _doc in Thresholds.describe():
+        assert name in out
+    assert "0.85" in out  # strict's diversity_warn
+
+
+def test_thresholds_yaml_and_json_round_trip(tmp_path, capsys):
+    assert main(["thresholds", "lenient", "--format", "yaml", "--out", str(tmp_path / "t.yaml")]) == 0
+    assert Thresholds.from_file(tmp_path / "t.yaml") == Thresholds.preset("lenient")
+    assert main(["thresholds", str(tmp_path / "t.yaml"), "--format", "json"]) == 0
+    assert Thresholds.from_dict(json.loads(capsys.readouterr().out)) == Thresholds.preset("lenient")
+    # a user's hand-written YAML: a preset base and one override
+    (tmp_path / "mine.yml").write_text("preset: strict\npatience: 3\n", encoding="utf-8")
+    assert Thresholds.coerce(str(tmp_path / "mine.yml")) == Thresholds.preset("strict").replace(patience=3)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("- a\n- b\n", "must hold a mapping"),
+    ("diversity_wrn: 0.5\n", "unknown threshold field"),
+    ("diversity_warn: [\n", "not valid YAML"),
+    ("diversity_warn: 0.3\n", "diversity_critical=0.5 must be below diversity_warn=0.3"),
+])
+def test_bad_thresholds_files_name_the_file_and_the_problem(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as err:
+        Thresholds.from_file(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Thresholds.from_file(tmp_path / "absent.yaml")
+
+
+def test_calibration_sets_bounds_beyond_split_half_noise_and_still_catches_collapse(tmp_path, capsys):
+    gold = GoldSet.from_texts(train_gold_split()[1])
+    cal = calibrate(gold, rounds=12)
+    d2 = cal.scores["distinct_2"]
+    assert len(d2) == 12 and 0.8 < np.median(d2) < 1.2
+    # the suggested warn bound lies below the chosen quantile of every diversity ratio, by the margin
+    low = min(np.quantile(cal.scores[m], cal.quantile) for m in ("distinct_2", "vendi", "compression_ratio"))
+    assert cal.thresholds.diversity_warn == pytest.approx(round(low - 0.05, 2))
+    assert cal.thresholds.diversity_critical < cal.thresholds.diversity_warn
+    # human text from outside gold passes the calibrated bounds; the collapsed corpus does not
+    human = audit_texts(train_gold_split()[0][::2], gold, thresholds=cal.thresholds, fail_on="warn",
+                        max_near_duplicates=1.0)
+    collapsed = audit_texts(collapsed_corpus(8, 300), gold, thresholds=cal.thresholds, fail_on="warn")
+    assert not [a for a in human.alerts if a.metric in ("distinct_2", "vendi")]
+    assert {a.metric for a in collapsed.alerts} >= {"self_bleu", "distinct_2"}
+    # the CLI prints the spread and writes the calibrated file
+    assert main(["thresholds", "--calibrate", str(_gold_file(tmp_path)), "--format", "yaml",
+                 "--out", str(tmp_path / "cal.yaml")]) == 0
+    assert "split-half calibration" in capsys.readouterr().err
+    assert Thresholds.from_file(tmp_path / "cal.yaml").diversity_warn > 0.5
+
+
+# ------------------------------------------------------------------ progress bar
+def test_progress_bar_draws_on_a_terminal_and_stays_silent_in_logs():
+    stream = io.StringIO()
+    bar = Progress(4, "demo", stream=stream, force=True)
+    bar.advance("generation 0")
+    bar.advance()
+    assert "2/4" in stream.getvalue() and "[" + "#" * 15 + "." * 15 + "]" in stream.getvalue()
+    quiet = io.StringIO()
+    Progress(4, "demo", stream=quiet).advance()  # StringIO is not a terminal
+    assert quiet.getvalue() == ""
+
+
+# ------------------------------------------------------------------ demo and report
+def test_demo_prints_a_live_table_and_writes_trails_data_and_report(demo_dir, capsys):
+    for track in ("replace", "reweight"):
+        assert (demo_dir / track / "alerts.jsonl").is_file()
+        rows = [json.loads(x) for x in (demo_dir / track / "train_gen4.jsonl").read_text().splitlines()]
+        assert rows and {r["provenance"] for r in rows} <= {"human", "synthetic"}
+    reweight = [json.loads(x) for x in (demo_dir / "reweight" / "train_gen4.jsonl").read_text().splitlines()]
+    assert 0 < sum(r["provenance"] == "human" for r in reweight) < len(reweight)
+    assert (demo_dir / "report.html").stat().st_size > 50_000
+
+
+def test_report_reads_the_demo_trails_exactly(demo_dir):
+    runs = {r.name: r for r in read_run(demo_dir)}
+    assert set(runs) == {"replace", "reweight"}
+    trail = [json.loads(x) for x in (demo_dir / "replace" / "alerts.jsonl").read_text().splitlines()]
+    checks = [t for t in trail if t["type"] == "check"]
+    assert runs["replace"].series["health"] == [(float(c["step"]), c["health"]) for c in checks]
+    assert runs["replace"].series["distinct_2"][-1][1] == checks[-1]["metrics"]["distinct_2"]
+    assert runs["reweight"].series["human_fraction_target"]  # the reweight track's share is reported
+    assert runs["replace"].config["guard"]["on_collapse"] == "warn"
+    assert runs["reweight"].config["guard"]["on_collapse"] == "reweight"
+    assert len(runs["replace"].alerts) == sum(t["type"] == "alert" for t in trail)
+
+
+def test_check_bounds_sit_where_the_severity_changes():
+    gold = GoldSet.from_texts(train_gold_split()[1])
+    from collapseguard import CollapseMonitor
+
+    monitor = CollapseMonitor(gold)
+    result = monitor.check(collapsed_corpus(8, 64), step=0)
+    b = result.bounds["distinct_2"]
+    th = Thresholds()
+    assert b["direction"] == "low"
+    assert b["warn"] == pytest.approx(th.diversity_warn * result.reference["distinct_2"])
+    assert b["critical"] == pytest.approx(th.diversity_critical * result.reference["distinct_2"])
+    sb = result.bounds["self_bleu"]
+    assert sb["direction"] == "high" and sb["warn"] == pytest.approx(result.reference["self_bleu"] + th.self_bleu_rise_warn)
+    worst = {a.metric: a.severity for a in result.alerts}
+    value = result.metrics["self_bleu"]
+    expected = "critical" if value > sb["critical"] else "warn" if value > sb["warn"] else None
+    assert worst.get("self_bleu") == expected
+
+
+def _browser() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    assert exe, "no Chromium: `bash scripts/setup.sh dev` installs Debian's chromium package (apt-get install chromium)"
+    return exe
+
+
+def _screenshot(html: Path, png: Path, height: int = 2600) -> np.ndarray:
+    import matplotlib.image
+
+    proc = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--window-size=1200,{height}", f"--screenshot={png}", html.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert png.is_file(), proc.stderr[-2000:]
+    return matplotlib.image.imread(png)[..., :3]
+
+
+def _pixels_near(img: np.ndarray, hex_color: str, tol: float = 0.06) -> int:
+    rgb = np.array([int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(img - rgb).max(axis=-1) < tol).sum())
+
+
+def test_report_renders_its_plots_in_headless_chromium(demo_dir, tmp_path):
+    img = _screenshot(demo_dir / "report.html", tmp_path / "report.png")
+    assert img.shape[0] > 2000 and img.shape[1] >= 1200
+    # both runs' lines (matplotlib's blue and green), the alert markers and the shaded gold band
+    # are on screen: the embedded PNGs decoded and drew, not just the page's text
+    assert _pixels_near(img, "#1f77b4") > 2000
+    assert _pixels_near(img, "#2ca02c") > 2000
+    assert _pixels_near(img, "#ff7f0e") + _pixels_near(img, "#d62728") > 300
+    # a page whose images failed to load shows none of those colours
+    broken = tmp_path / "broken.html"
+    broken.write_text((demo_dir / "report.html").read_text().replace("data:image/png;base64,", "data:image/png;x,"))
+    img2 = _screenshot(broken, tmp_path / "broken.png")
+    assert _pixels_near(img2, "#1f77b4") < 50
+
+
+def test_report_reads_lightning_csv_tensorboard_and_the_trail(tmp_path):
+    pytest.importorskip("lightning")
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from collapseguard.integrations.lightning import CollapseGuard
+    from tests import tiny_runs as tr
+
+    run_dir = tmp_path / "run"
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), alert_log=run_dir / "alerts.jsonl", **tr.GUARD_KWARGS)
+    tr.lightning_fit(run_dir, "varied", 2, [guard], logger=[CSVLogger(run_dir), TensorBoardLogger(run_dir)])
+    run = read_run(run_dir)[0]
+    assert any(s.endswith("metrics.csv") for s in run.sources)
+    assert any("tfevents" in s for s in run.sources) and not run.notes
+    history = guard.engine.monitor.history
+    assert [v for _, v in run.series["health"]] == pytest.approx([h["health"] for h in history])
+    assert len(run.series["train_loss"]) == 2  # from the framework's logs, once per epoch
+    # with no trail, the guard's metrics come from the framework's own logs
+    (run_dir / "alerts.jsonl").unlink()
+    csv_only = read_run(run_dir)
+    series = [r.series.get("distinct_2") for r in csv_only if r.series.get("distinct_2")]
+    assert series and [v for _, v in series[0]] == pytest.approx([h["metrics"]["distinct_2"] for h in history],
+                                                                 rel=1e-6)
+    assert main(["report", str(run_dir)]) == 0 and (run_dir / "report.html").is_file()
+
+
+def test_report_reads_the_hf_trainer_state(tmp_path):
+    pytest.importorskip("transformers")
+    from collapseguard.integrations.transformers import CollapseGuardCallback
+    from tests import tiny_runs as tr
+
+    guard = CollapseGuardCallback(tr.gold(), alert_log=tmp_path / "alerts.jsonl", **tr.GUARD_KWARGS)
+    trainer = tr.hf_trainer(tmp_path, "varied", 2, [guard])
+    trainer.train()
+    trainer.save_state()
+    (tmp_path / "alerts.jsonl").unlink()  # the Trainer's own log alone
+    run = read_run(tmp_path)[0]
+    logged = [h for h in trainer.state.log_history if "collapseguard/health" in h]
+    assert run.series["health"] == [(float(h["step"]), h["collapseguard/health"]) for h in logged]
+    assert "loss" in run.series
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
+    assert "collapseguard report" in (tmp_path / "r.html").read_text()
+
+
+# ------------------------------------------------------------------ audit
+def test_minhash_estimates_jaccard_and_lsh_finds_near_copies():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(400)]
+    base = " ".join(rng.choice(words, 60))
+    edited = base.split()
+    edited[30] = "changed"
+    texts = [base, " ".join(edited), " ".join(rng.choice(words, 60)), " ".join(rng.choice(words, 60))]
+    sig = minhash_signatures(texts, num_perm=256)
+    shingles = [{" ".join(t.split()[i:i + 5]) for i in range(len(t.split()) - 4)} for t in texts[:2]]
+    exact = len(shingles[0] & shingles[1]) / len(shingles[0] | shingles[1])
+    assert abs((sig[0] == sig[1]).mean() - exact) < 0.08  # MinHash's estimate, standard error ~0.03
+    pairs = near_duplicate_pairs(texts)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 1)] and pairs[0][2] == pytest.approx(exact)
+
+
+def test_audit_exit_codes_gate_a_pipeline(tmp_path, capsys):
+    gold = _gold_file(tmp_path)
+    train = train_gold_split()[0]
+    human = tmp_path / "human.jsonl"
+    human.write_text("".join(json.dumps({"text": t, "provenance": "human"}) + "\n" for t in train))
+    # the CPython docs repeat some paragraphs verbatim: found, and failing the default bound
+    assert main(["audit", str(human), "--gold", str(gold)]) == 1
+    out = capsys.readouterr().out
+    assert "near-duplicates" in out and "FAIL" in out and "FAILED" in out
+    assert main(["audit", str(human), "--gold", str(gold), "--max-near-duplicates", "0.2"]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    synthetic = tmp_path / "synthetic.txt"  # plain text, one item per line
+    synthetic.write_text("\n".join(collapsed_corpus(8, 300)))
+    assert main(["audit", str(synthetic), "--gold", str(gold), "--json", str(tmp_path / "a.json")]) == 1
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert not report["passed"] and any("self_bleu" in f for f in report["failures"])
+    # no provenance but a human floor asked for: fails, saying why
+    assert main(["audit", str(synthetic), "--gold", str(gold), "--min-human-fraction", "0.2"]) == 1
+    assert "no provenance field" in capsys.readouterr().out
+    # bad input: one line, exit 2
+    assert main(["audit", str(human), "--gold", str(gold), "--text-field", "body"]) == 2
+    assert "no string field 'body'" in capsys.readouterr().err
+
+
+def test_audit_reads_parquet_and_counts_provenance(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    texts = train_gold_split()[0][:60]
+    labels = ["human"] * 40 + ["machine-generated"] * 20  # aliases map to the three labels
+    pq.write_table(pa.table({"text": texts, "provenance": labels}), tmp_path / "d.parquet")
+    got, prov = read_texts(tmp_path / "d.parquet")
+    assert got == texts and prov.count("synthetic") == 20
+    result = audit_texts(got, GoldSet.from_texts(train_gold_split()[1]), labels=prov, min_human_fraction=0.8,
+                         max_near_duplicates=1.0)
+    assert result.provenance == {"human": 40, "synthetic": 20}
+    assert any("human share 66.7% is below the floor 80.0%" in f for f in result.failures)
+
+
+def test_outliers_are_texts_beyond_gold_range():
+    gold = GoldSet.from_texts(train_gold_split()[1])
+    texts = list(train_gold_split()[0][:50]) + ["x"] + ["zq" * 3 + f" qz{i}" * 40 for i in range(3)]
+    result = audit_texts(texts, gold, max_near_duplicates=1.0, max_outliers=1.0)
+    flagged = {i for i, _ in result.outlier_examples}
+    assert {50, 51} <= flagged  # the one-word text and a text of words gold never uses
+    assert result.outlier_fraction * len(texts) < 10  # and not much else of the human paragraphs
