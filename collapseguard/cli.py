@@ -73,12 +73,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         warn = f"first alert at generation {first}" if first is not None else "no alert"
         c = f", first critical at generation {crit}" if crit is not None else ", never critical"
         print(f"{track:<9} {warn}{c}; final health {mine[-1].result.health:.2f}")
+    print(f"\ntrails: {out}/<track>/alerts.jsonl; each track's final training data: "
+          f"{out}/<track>/train_gen{args.generations + 1}.jsonl (try `collapseguard audit` on it)")
     if not args.no_report:
         from collapseguard.report import write_report
 
-        path = write_report(out, title="collapseguard demo: recursive training with and without reweighting")
-        print(f"\nreport: {path}  (trails: {out}/<track>/alerts.jsonl; final training data: "
-              f"{out}/<track>/train_gen{args.generations + 1}.jsonl)")
+        try:
+            path = write_report(out, title="collapseguard demo: recursive training with and without reweighting")
+        except ImportError as exc:  # a core-only install: the demo ran, the plots need matplotlib
+            print(f"report skipped: {exc}")
+        else:
+            print(f"report: {path}")
     return 0
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install collapseguard in editable mode with the given extras (default: all).
 #   bash scripts/setup.sh          # library + Lightning + transformers + plots
-#   bash scripts/setup.sh dev      # the above + test tools and reference implementations
+#   bash scripts/setup.sh dev      # the above + test tools, reference implementations and, for the
+#                                  # report's browser test, Debian's chromium (apt, where missing)
+#   bash scripts/setup.sh bench    # the above + the peer packages the benchmarks compare against
 #   bash scripts/setup.sh core     # numpy/scipy only
 # torch: where none is installed, the CPU wheel torch==2.13.0 is installed first, so that
 # the extras' "torch>=2.1" is already met and pip never pulls a multi-GB CUDA build.
@@ -18,3 +20,17 @@ if ! "$py" -c "import torch" >/dev/null 2>&1; then
   "$py" -m pip install --quiet "torch==2.13.0"
 fi
 "$py" -m pip install --quiet -e ".[${extras}]"
+if [ "$extras" = "dev" ] || [ "$extras" = "bench" ]; then
+  # the HTML report is tested in a real headless browser
+  if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+    if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = "0" ] || [ -n "$sudo_cmd" ]; }; then
+      echo "setup: installing chromium (Debian package) for the report's browser test"
+      $sudo_cmd apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+    else
+      echo "setup: warning: no chromium and no apt-get/root to install it; the report's browser test will fail" >&2
+    fi
+  fi
+fi
