@@ -91,7 +91,7 @@ class Thresholds:
     def preset(cls, name: str) -> Thresholds:
         """``"strict"`` (alerts early, more false alarms), ``"balanced"`` (default) or ``"lenient"``."""
         if name not in PRESETS:
-            raise ValueError(f"unknown thresholds preset {name!r}: choose one of {sorted(PRESETS)}")
+            raise ValueError(f"unknown thresholds preset {name!r}: choose one of {sorted(PRESETS)}, or give a .yaml/.json file")
         return cls(**PRESETS[name])
 
     @classmethod
