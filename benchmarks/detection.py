@@ -45,6 +45,8 @@ from collapseguard.experiment import REGIMES, GenerationRecord
 
 DEGRADATION_FACTOR = 1.10
 """A generation has degraded once its quality is this many times generation 0's (10% worse perplexity)."""
+LATE_FACTOR = 1.5
+"""The late phase (functional collapse) has begun once quality is this many times generation 0's."""
 CONTROLS = ("fresh", "accumulate")
 """Regimes that should not collapse: every alert on them is a false alert."""
 SEVERITY_RANK = {"warn": 1, "critical": 2}
@@ -117,6 +119,7 @@ def summarize_run(records: Sequence[GenerationRecord], factor: float = DEGRADATI
     horizon = ordered[-1].generation
     warn, critical = first_alert(ordered, "warn"), first_alert(ordered, "critical")
     degraded = degradation_generation(ordered, factor)
+    late = degradation_generation(ordered, LATE_FACTOR)
     lead, censored = None, False
     if warn is not None:
         censored = degraded is None
@@ -127,7 +130,9 @@ def summarize_run(records: Sequence[GenerationRecord], factor: float = DEGRADATI
         "scenario": scenario, "regime": regime, "seed": seed, "generations": horizon,
         "control": regime in CONTROLS,
         "detected": warn is not None, "first_warn": warn, "first_critical": critical,
-        "degradation": degraded, "lead_time": lead, "lead_time_censored": censored,
+        "degradation": degraded, "lead_time": lead, "lead_time_censored": censored, "late_phase": late,
+        # flagged before the late phase: a warn at a generation before quality reached LATE_FACTOR x gen 0
+        "flagged_before_late": warn is not None and (late is None or warn < late),
         "early_stopping": early_stopping_generation([r.val_loss for r in ordered], patience=patience),
         # the same fed from generation 1 on: generation 0's val_loss is on human data, later ones on data drawn
         # like each generation's training data, so this variant compares like with like
@@ -177,6 +182,8 @@ def summarize(records: Iterable[GenerationRecord], factor: float = DEGRADATION_F
             "degradation": _spread([r["degradation"] for r in mine]),
             "lead_time": _spread([r["lead_time"] for r in mine]),
             "lead_time_censored": sum(r["lead_time_censored"] for r in mine),
+            "late_phase": _spread([r["late_phase"] for r in mine]),
+            "flagged_before_late": sum(r["flagged_before_late"] for r in mine),
             "early_stopping": _spread([r["early_stopping"] for r in mine]),
             "early_stopping_from_1": _spread([r["early_stopping_from_1"] for r in mine]),
             "warn_alerts": sum(r["warn_alerts"] for r in mine),
@@ -215,9 +222,9 @@ def markdown(summary: dict[str, Any]) -> str:
     factor = summary["degradation_factor"]
     lines = [
         "| scenario | regime | seeds | detected | first warn | first critical | degradation (quality ≥ "
-        f"{factor:g}× gen 0) | lead time (gens) | EarlyStopping stops at | EarlyStopping from gen 1 | "
-        "warn / critical alerts | final quality × gen 0 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{factor:g}× gen 0) | lead time (gens) | late phase (quality ≥ {LATE_FACTOR:g}×) | flagged before it | "
+        "EarlyStopping stops at | EarlyStopping from gen 1 | warn / critical alerts | final quality × gen 0 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["table"]:
         g = row["generations"]
@@ -229,7 +236,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {row['scenario']} | {row['regime']}{' (control)' if row['control'] else ''} | {row['seeds']} | "
             f"{row['detected']}/{row['seeds']} | {_cell(row['first_warn'], g)} | {_cell(row['first_critical'], g)} "
-            f"| {_cell(row['degradation'], g)} | {lead} | {_cell(row['early_stopping'], g)} | "
+            f"| {_cell(row['degradation'], g)} | {lead} | {_cell(row['late_phase'], g)} | "
+            f"{'–' if row['control'] else str(row['flagged_before_late']) + '/' + str(row['seeds'])} | "
+            f"{_cell(row['early_stopping'], g)} | "
             f"{_cell(row['early_stopping_from_1'], g)} | {alerts} | "
             f"{fq['median']:.2f} ({fq['min']:.2f}–{fq['max']:.2f}) |")
     lines += ["", "Median (min–max) over seeds; \"never in k\": seeds without the event in k generations. Lead time "
@@ -259,9 +268,33 @@ def _text(regime: str, seed: int, generations: int, **size: Any) -> list[Generat
     return run_text(regime, seed, generations, **size)
 
 
-SCENARIOS: dict[str, Runner] = {"text": _text}
+def _gaussian(regime: str, seed: int, generations: int, **size: Any) -> list[GenerationRecord]:
+    from collapseguard.recursion import run_gaussian
+
+    return run_gaussian(regime, seed, generations, **size)
+
+
+def _gmm(regime: str, seed: int, generations: int, **size: Any) -> list[GenerationRecord]:
+    from collapseguard.recursion import run_gmm
+
+    return run_gmm(regime, seed, generations, **size)
+
+
+def _vae(regime: str, seed: int, generations: int, **size: Any) -> list[GenerationRecord]:
+    from collapseguard.integrations.recursive_images import run_vae
+
+    return run_vae(regime, seed, generations, **size)
+
+
+SCENARIOS: dict[str, Runner] = {"gaussian": _gaussian, "gmm": _gmm, "vae": _vae, "text": _text}
 """``{name: callable(regime, seed, generations, **size) -> records}``; ``--scenario`` picks one."""
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    # n = 300 / 500 samples per refit: below ~200 the controls' tail_mass is noisy enough for false criticals
+    "gaussian": {"full": {}, "smoke": {"check_size": 500, "test_size": 1000, "val_size": 500}},
+    "gmm": {"full": {}, "smoke": {"check_size": 500, "test_size": 1000, "val_size": 500}},
+    # 800 images x 70 epochs = 437 Adam steps per generation (below ~400 the VAE is undertrained and
+    # the controls degrade too); the guard judges against generation 0's check (reference="gen0")
+    "vae": {"full": {"epochs": 70}, "smoke": {"samples": 400, "epochs": 60, "check_size": 200}},
     "text": {
         # ~2.5 s of one CPU core per generation (sampling 250+41 texts, 2 epochs, one guard check, two evals)
         "full": {},

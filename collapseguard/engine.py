@@ -198,6 +198,9 @@ class GuardEngine:
         self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if self.gold.kind == "text" else None,
                                        prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
                                        reference=self.reference)
+        # the gold reference at the check size, computed now rather than inside the first check
+        self.monitor.reference(min(self.num_samples, len(self.monitor.split)) if self.gold.kind == "text"
+                               else self.num_samples)
         if self.gold.kind == "text" and len(self.monitor.split) < self.num_samples:
             logger.warning("num_samples=%d but the gold set yields %d prompts (half of its texts long enough for "
                            "prompt_length + a continuation; the other half estimates the tail): each check uses %d",

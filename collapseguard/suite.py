@@ -36,7 +36,7 @@ from collapseguard.metrics import (
 )
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import count_table
-from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix
+from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix, blas_controller
 
 VENDI_DIM = 256
 
@@ -61,6 +61,7 @@ class TextGoldContext:
 
     def __init__(self, gold_sequences: Sequence[np.ndarray], tail_sequences: Sequence[np.ndarray] | None = None,
                  tail_mass: float = 0.25) -> None:
+        blas_controller()  # built here, once per monitor, rather than inside the first check
         batch = TokenBatch(gold_sequences)
         # bands for model-side statistics come from all of gold; the tail types whose
         # coverage is measured come from the held-out half (see GoldSplit.halves)
@@ -88,7 +89,10 @@ class MetricSuite:
         return self
 
     def copy(self) -> MetricSuite:
-        return copy.deepcopy(self)
+        # metric states are copied, the gold context (bands, gold tables) is shared: it is read-only
+        new = copy.copy(self)
+        new.metrics = {name: metric.copy() for name, metric in self.metrics.items()}
+        return new
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -20,6 +20,10 @@ if ! "$py" -c "import torch" >/dev/null 2>&1; then
   "$py" -m pip install --quiet "torch==2.13.0"
 fi
 "$py" -m pip install --quiet -e ".[${extras}]"
+if [ "$extras" = "bench" ]; then
+  # a peer for the speed benchmark; --no-deps: its requirements would downgrade transformers
+  "$py" -m pip install --quiet --no-deps "diversity==0.3.1"
+fi
 if [ "$extras" = "dev" ] || [ "$extras" = "bench" ]; then
   # the HTML report is tested in a real headless browser
   if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then

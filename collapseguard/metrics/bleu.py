@@ -37,7 +37,10 @@ def _clipped_matches(batch: TokenBatch, n: int) -> np.ndarray:
     # within each n-gram, order pairs by count descending: first = max, second = runner-up
     order = np.lexsort((-pair_c, pair_h))
     pair_h, pair_d, pair_c = pair_h[order], pair_d[order], pair_c[order]
-    _, first, group = np.unique(pair_h, return_index=True, return_inverse=True)
+    new_gram = np.ones(pair_h.size, dtype=bool)  # pair_h is sorted: groups start where it changes
+    new_gram[1:] = pair_h[1:] != pair_h[:-1]
+    first = np.flatnonzero(new_gram)
+    group = np.cumsum(new_gram) - 1
     sizes = np.diff(np.append(first, pair_h.size))
     max1 = pair_c[first]
     max2 = np.where(sizes > 1, pair_c[np.minimum(first + 1, pair_h.size - 1)], 0)
@@ -68,6 +71,12 @@ def _self_bleu_compute(sequences: list[np.ndarray], max_n: int) -> float:
     m = len(sequences)
     if m < 2:
         return 0.0
+    return float(math.fsum(_self_bleu_scores(sequences, max_n).tolist()) / m)
+
+
+def _self_bleu_scores(sequences: list[np.ndarray], max_n: int) -> np.ndarray:
+    """Each output's BLEU against all the others (nltk's ``sentence_bleu`` per output); needs >= 2 outputs."""
+    m = len(sequences)
     batch = TokenBatch(sequences)
     lengths = batch.lengths
     log_p = np.zeros(m)
@@ -82,8 +91,7 @@ def _self_bleu_compute(sequences: list[np.ndarray], max_n: int) -> float:
     ref = _closest_other_length(lengths)
     with np.errstate(divide="ignore", invalid="ignore"):
         bp = np.where(lengths > ref, 1.0, np.exp(1.0 - ref / np.maximum(lengths, 1)))
-    scores = np.where((first_matches > 0) & (lengths > 0), bp * np.exp(log_p), 0.0)
-    return float(math.fsum(scores.tolist()) / m)
+    return np.where((first_matches > 0) & (lengths > 0), bp * np.exp(log_p), 0.0)
 
 
 def _check_max_n(max_n: int) -> int:

@@ -7,16 +7,40 @@ state merges by addition, never needing the n x n kernel.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 from scipy.linalg import eigvalsh as _scipy_eigvalsh
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import Metric
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)
+# Moment updates below this many multiply-adds (n * d * d) run on one BLAS thread: on a small
+# machine a multi-threaded OpenBLAS competing with a training framework's threads takes 10-100x
+# longer for them (64 x 256 features: 0.2 ms on one thread, ~24 ms contended on two). Larger
+# ones keep every thread. (With d = 256 or 384 the product is bit-identical either way.)
+_ONE_THREAD_WORK = 2**27
+_controller: ThreadpoolController | None = None
+
+
+def blas_controller() -> ThreadpoolController:
+    """The process's BLAS thread controller, built on first use (gold contexts build it at setup).
+
+    Built once: ``threadpool_limits()`` rescans every loaded library on each call -- 2 ms in a bare
+    process, ~11 ms once torch is loaded -- more than the 256 x 256 eigendecomposition it wraps.
+    """
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def _one_blas_thread() -> Any:
+    """A context manager that runs BLAS/LAPACK on one thread."""
+    return blas_controller().limit(limits=1, user_api="blas")
 
 
 def as_matrix(x: Any, name: str = "outputs") -> np.ndarray:
@@ -34,9 +58,10 @@ def as_matrix(x: Any, name: str = "outputs") -> np.ndarray:
 
 def eigvalsh(matrix: np.ndarray) -> np.ndarray:
     # one BLAS thread: for d <= a few hundred it is as fast, and on small machines a
-    # multi-threaded OpenBLAS competing with torch's threads can be 100x slower
-    with threadpool_limits(1, user_api="blas"):
-        return _scipy_eigvalsh(matrix)
+    # multi-threaded OpenBLAS competing with torch's threads can be 100x slower;
+    # check_finite=False: every matrix here is built from validated finite inputs
+    with _one_blas_thread():
+        return _scipy_eigvalsh(matrix, check_finite=False)
 
 
 def _entropy_exp(w: np.ndarray) -> float:
@@ -49,11 +74,14 @@ def _entropy_exp(w: np.ndarray) -> float:
 # -------------------------------------------------------------------- moments
 def _moments_update(x: np.ndarray, full: bool = True, center: np.ndarray | None = None) -> dict[str, Any]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    out = {"n": x.shape[0], "suu": unit.T @ unit}
-    if full:  # moments about a fixed centre (shift-invariant statistics; avoids cancellation far from 0)
-        c = x - center if center is not None else x
-        out.update(sx=c.sum(axis=0), sxx=c.T @ c)
+    # plain division when no row is zero: the same quotients without the masked divide's extra (n, d) buffer
+    unit = x / norms if (norms > 0).all() else np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    small = x.shape[0] * x.shape[1] ** 2 <= _ONE_THREAD_WORK
+    with _one_blas_thread() if small else contextlib.nullcontext():
+        out = {"n": x.shape[0], "suu": unit.T @ unit}
+        if full:  # moments about a fixed centre (shift-invariant statistics; avoids cancellation far from 0)
+            c = x - center if center is not None else x
+            out.update(sx=c.sum(axis=0), sxx=c.T @ c)
     return out
 
 
@@ -168,6 +196,7 @@ class GoldEllipsoid:
     ``tail_quantile`` of gold outside: the gold set's tail region."""
 
     def __init__(self, gold: np.ndarray, tail_quantile: float = 0.1) -> None:
+        blas_controller()  # built here, once per monitor, rather than inside the first check
         self.mean = gold.mean(axis=0)
         self.precision = np.linalg.pinv(np.atleast_2d(np.cov(gold, rowvar=False)))
         self.tail_quantile = tail_quantile

@@ -9,7 +9,7 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 
 from collapseguard.metrics._batch import TokenBatch, as_batch
-from collapseguard.metrics.base import Metric, count_table
+from collapseguard.metrics.base import Metric, count_table, sorted_unique
 from collapseguard.metrics.lexical import _check_n
 
 BAND_NAMES = ("head", "mid", "tail")
@@ -67,7 +67,13 @@ class FrequencyBands:
 
 # --------------------------------------------------------------- tail coverage
 def _tail_coverage_update(batch: TokenBatch, tail_keys: np.ndarray, n: int) -> np.ndarray:
-    return np.intersect1d(batch.ngrams(n)[0], tail_keys)
+    # = np.intersect1d(hashes, tail_keys): tail_keys are sorted and unique already, so a binary
+    # search replaces intersect1d's second unique and sort of the concatenation
+    keys = sorted_unique(batch.ngrams(n)[0])
+    if keys.size == 0 or tail_keys.size == 0:
+        return np.intersect1d(keys, tail_keys)
+    idx = np.minimum(np.searchsorted(tail_keys, keys), tail_keys.size - 1)
+    return keys[tail_keys[idx] == keys]
 
 
 def _tail_coverage_compute(covered: np.ndarray, tail_keys: np.ndarray) -> float:
@@ -115,7 +121,7 @@ class TailCoverage(Metric):
 def _js_compute(table: tuple[np.ndarray, np.ndarray], gold_table: tuple[np.ndarray, np.ndarray]) -> float:
     if table[0].size == 0 or gold_table[0].size == 0:
         return 1.0 if (table[0].size or gold_table[0].size) else 0.0
-    keys = np.union1d(table[0], gold_table[0])
+    keys = sorted_unique(np.concatenate([table[0], gold_table[0]]))  # = np.union1d, without numpy 2's slow hash path
     p = np.zeros(keys.size)
     q = np.zeros(keys.size)
     p[np.searchsorted(keys, table[0])] = table[1]

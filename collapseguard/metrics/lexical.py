@@ -8,10 +8,11 @@ the class form keeps the statistics as mergeable states.
 from __future__ import annotations
 
 import gzip
+import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import entropy as _scipy_entropy
+from scipy.special import entr as _entr
 
 from collapseguard.metrics._batch import TokenBatch, as_batch
 from collapseguard.metrics.base import Metric, count_table, sorted_unique
@@ -80,7 +81,11 @@ def _ngram_entropy_update(batch: TokenBatch, n: int) -> tuple[np.ndarray, np.nda
 
 def _ngram_entropy_compute(table: tuple[np.ndarray, np.ndarray]) -> float:
     counts = table[1]
-    return float(_scipy_entropy(counts, base=2)) if counts.size else 0.0
+    if not counts.size:
+        return 0.0
+    # scipy.stats.entropy(counts, base=2) step for step, without its array-API wrapper (~0.1 ms a call)
+    p = counts / np.sum(counts)
+    return float(np.sum(_entr(p)) / math.log(2))
 
 
 def ngram_entropy(outputs: Any, n: int = 1, tokenizer: Any = None) -> float:

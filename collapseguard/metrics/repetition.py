@@ -89,11 +89,52 @@ def ends_in_loop(
     return False
 
 
+def _loop_spans(min_repeats: int, max_period: int, min_tokens: int) -> list[tuple[int, int]]:
+    """(period, span) pairs that :func:`ends_in_loop` tries, in its order."""
+    spans = []
+    for period in range(1, max_period + 1):
+        span = max(period * min_repeats, min_tokens)
+        spans.append((period, span + (-span) % period))
+    return spans
+
+
+def _loops(batch: TokenBatch, min_repeats: int, max_period: int, min_tokens: int) -> np.ndarray:
+    """:func:`ends_in_loop` of every sequence at once (same answers, no Python loop per output).
+
+    The last ``width`` tokens of each sequence are right-aligned in one matrix; a period loops a
+    row when the row is long enough for its span and every token of the span's last
+    ``span - period`` equals the token ``period`` earlier.
+    """
+    m = len(batch)
+    spans = _loop_spans(min_repeats, max_period, min_tokens)
+    if any(span < 1 for _, span in spans):  # degenerate settings: compare whole sequences as ends_in_loop does
+        return np.array([ends_in_loop(s, min_repeats, max_period, min_tokens) for s in batch.sequences], dtype=bool)
+    lengths = batch.lengths
+    spans = [(p, span) for p, span in spans if m and span <= lengths.max()]  # longer spans fit no output
+    if not spans:
+        return np.zeros(m, dtype=bool)
+    width = max(span for _, span in spans)
+    tails = np.zeros((m, width), dtype=np.uint64)
+    keep = np.minimum(lengths, width)
+    # row i's last keep[i] tokens go to its last keep[i] columns
+    col = np.arange(width)[None, :] >= (width - keep)[:, None]
+    if col.any():
+        ends = np.cumsum(lengths)
+        src = (ends - keep)[:, None] + (np.arange(width)[None, :] - (width - keep)[:, None])
+        tails[col] = batch.flat[src[col]]
+    hits = np.zeros(m, dtype=bool)
+    for period, span in spans:
+        fits = ~hits & (lengths >= span)
+        if fits.any():
+            rows = tails[fits, width - span:]
+            hits[fits] = (rows[:, period:] == rows[:, :-period]).all(axis=1)
+    return hits
+
+
 def _loop_fraction_update(
     batch: TokenBatch, min_repeats: int, max_period: int, min_tokens: int
 ) -> tuple[float, int]:
-    hits = sum(ends_in_loop(s, min_repeats, max_period, min_tokens) for s in batch.sequences)
-    return float(hits), len(batch)
+    return float(_loops(batch, min_repeats, max_period, min_tokens).sum()), len(batch)
 
 
 def loop_fraction(
