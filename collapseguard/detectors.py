@@ -40,6 +40,8 @@ class Signal:
     critical: float
 
     def score(self, value: float, reference: float) -> float:
+        if value == math.inf and self.kind in (*_RISES, "excess") and math.isfinite(reference):
+            return math.inf  # e.g. a gold sample the model deems impossible: beyond any bound
         if not (math.isfinite(value) and math.isfinite(reference)):
             return math.nan
         if self.kind == "ratio":
@@ -53,7 +55,7 @@ class Signal:
         return value / reference if reference > 0 else math.nan
 
     def severity(self, score: float) -> Severity | None:
-        if not math.isfinite(score):
+        if math.isnan(score):
             return None
         if self.kind in _LOWER_IS_WORSE:
             return "critical" if score < self.critical else "warn" if score < self.warn else None
@@ -61,7 +63,7 @@ class Signal:
 
     def health(self, score: float, reference: float) -> float:
         """1 at or better than the reference, 0.5 at the critical bound, 0 at total collapse."""
-        if not math.isfinite(score):
+        if math.isnan(score):
             return 1.0
         if self.kind in _LOWER_IS_WORSE:
             if score >= 1.0:

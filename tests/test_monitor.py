@@ -200,3 +200,16 @@ def test_signal_health_mapping(kind, score, health):
     sig = Signal("m", kind, warn=0.75 if kind == "ratio" else (0.15 if kind == "excess" else 1.25),
                  critical=0.5 if kind == "ratio" else (0.35 if kind == "excess" else 2.0))
     assert sig.health(score, reference=0.0) == pytest.approx(health)
+
+
+def test_a_gold_sample_the_model_deems_impossible_is_critical_not_ignored():
+    # a fit whose variance collapsed to zero gives held-out gold a log-likelihood of -inf
+    rng = np.random.default_rng(0)
+    monitor = CollapseMonitor(GoldSet.from_arrays(rng.normal(size=(300, 1))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CollapseWarning)
+        monitor.check(rng.normal(size=(300, 1)), gold_loglik=np.full(300, -1.4))
+        result = monitor.check(rng.normal(size=(300, 1)), gold_loglik=np.r_[np.full(299, -1.4), -np.inf])
+    assert result.metrics["gold_nll"] == float("inf")
+    nll = [a for a in result.alerts if a.metric == "gold_nll"]
+    assert nll and nll[0].severity == "critical" and result.phase_health["mid"] == 0.0

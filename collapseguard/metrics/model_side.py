@@ -106,10 +106,14 @@ class GoldNLL(Metric):
 
     For models that are not text LMs: the user's ``score_fn`` returns one
     log-likelihood (or any higher-is-better held-out score) per gold sample.
-    Non-finite scores are skipped.
+    NaN (and +inf) scores are skipped; a log-likelihood of -inf -- a gold sample the
+    model deems impossible, as a fit whose variance collapsed to zero does -- makes
+    the NLL infinite, which the detectors judge critical rather than ignore.
 
     >>> m = GoldNLL(); m.update([-1.0, -3.0, float("nan")]); m.compute()
     2.0
+    >>> m.update([float("-inf")]); m.compute()
+    inf
     """
 
     name = "gold_nll"
@@ -121,7 +125,7 @@ class GoldNLL(Metric):
 
     def update(self, loglik: Sequence[float] | np.ndarray) -> None:
         x = np.asarray(loglik, dtype=np.float64).reshape(-1)
-        x = x[np.isfinite(x)]
+        x = x[~np.isnan(x) & (x != np.inf)]
         self._fold(total=float(-x.sum()), count=int(x.size))
 
     def compute(self) -> float:
