@@ -202,6 +202,15 @@ def _cell(spread: dict[str, Any], horizon: int) -> str:
     return text + (f"; never in {spread['never']}" if spread["never"] else "")
 
 
+def _series(values: Sequence[float], fmt: str, most: int = 11) -> str:
+    """Values per generation; long runs show every k-th generation (labelled) and the last."""
+    if len(values) <= most:
+        return " ".join(fmt.format(v) for v in values)
+    step = math.ceil((len(values) - 1) / (most - 1))
+    keep = sorted({*range(0, len(values), step), len(values) - 1})
+    return " ".join(f"g{g}:" + fmt.format(values[g]) for g in keep)
+
+
 def _gen(value: int | None) -> str:
     return "never" if value is None else str(value)
 
@@ -256,8 +265,7 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| {r['scenario']} | {r['regime']} | {r['seed']} | {_gen(r['first_warn'])} | "
             f"{_gen(r['first_critical'])} | {_gen(r['degradation'])} | {lead} | "
             f"{_gen(r['early_stopping'])} | {_gen(r['early_stopping_from_1'])} | {r['warn_alerts']} / {r['critical_alerts']} | "
-            + " ".join(f"{q:.2f}" for q in r["quality_ratio"]) + " | "
-            + " ".join(f"{v:.3f}" for v in r["val_loss"]) + " |")
+            + _series(r["quality_ratio"], "{:.2f}") + " | " + _series(r["val_loss"], "{:.3f}") + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -338,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CI size: tiny models, 1 seed, 2 generations")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core box more threads only wait)")
+    parser.add_argument("--no-records", action="store_true",
+                        help="leave the per-generation records out of the JSON (long runs: the summaries stay)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.smoke else 10)
@@ -364,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(
-        jsonable({"meta": meta, **summary, "records": [r.to_dict() for r in records]}), indent=1, allow_nan=False))
+        jsonable({"meta": meta, **summary, **({} if args.no_records else {"records": [r.to_dict() for r in records]})}),
+        indent=1, allow_nan=False))
     text = markdown(summary)
     (out / f"{stem}.md").write_text(
         f"Detection benchmark, scenario `{args.scenario}`: {seeds} seeds × {generations} generations; "
