@@ -167,7 +167,8 @@ def floors(out: Path) -> list[tuple[str, str, bool | None]]:
     crit = sum(t["critical_alerts"] for t in controls)
     warn = sum(t["warn_alerts"] for t in controls)
     rows.append(("zero critical alerts on the controls", f"{crit} critical, {warn} warn alerts over "
-                 f"{sum(t['seeds'] * t['generations'] for t in controls)} control generations", crit == 0))
+                 f"{sum(t['seeds'] * t['generations'] for t in controls)} control generations",
+                 crit == 0 if controls else None))
     speed = out / "metrics_speed.json"
     if speed.is_file():
         for f in json.loads(speed.read_text())["floors"]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -64,3 +66,21 @@ def emit(alert: Alert, new: bool) -> None:
     logger.log(logging.ERROR if alert.severity == "critical" else logging.WARNING, "%s", alert)
     if new:
         warnings.warn(str(alert), CollapseWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def silenced_alerts(quiet: bool = True) -> Iterator[None]:
+    """No ``CollapseWarning`` inside, and with ``quiet`` no alert log lines either; both restored after.
+
+    For code that reports the alerts itself (the demo's table, an audit, a benchmark's records).
+    """
+    log = logging.getLogger("collapseguard")
+    level = log.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CollapseWarning)
+        if quiet:
+            log.setLevel(logging.CRITICAL + 1)  # setLevel (not .level =) so the logger's cache is cleared
+        try:
+            yield
+        finally:
+            log.setLevel(level)

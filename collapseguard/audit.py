@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.alerts import SEVERITY_RANK, Alert, CollapseWarning
+from collapseguard.alerts import SEVERITY_RANK, Alert, silenced_alerts
 from collapseguard.goldset import GoldSet
 from collapseguard.monitor import CollapseMonitor
 from collapseguard.provenance import normalize_label
@@ -50,7 +48,7 @@ def read_texts(path: str | Path, *, text_field: str = "text", provenance_field: 
     if not path.is_file():
         raise FileNotFoundError(f"DATA={str(path)!r}: no such file")
     rows: list[dict[str, Any]]
-    if path.suffix in (".jsonl", ".json"):
+    if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
         with open(path, encoding="utf-8") as fh:
             for i, line in enumerate(fh, 1):
@@ -60,12 +58,13 @@ def read_texts(path: str | Path, *, text_field: str = "text", provenance_field: 
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{i} is not a JSON line ({exc.msg})") from None
-    elif path.suffix == ".parquet":
+    elif path.suffix.lower() == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise ImportError("reading parquet needs pyarrow: pip install pyarrow") from None
-        rows = pq.read_table(path).to_pylist()
+        names = pq.read_schema(path).names
+        rows = pq.read_table(path, columns=[c for c in (text_field, provenance_field) if c in names]).to_pylist()
     else:
         return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()], None
     texts = []
@@ -236,27 +235,32 @@ def audit_texts(texts: Sequence[str], gold: GoldSet, *, thresholds: Thresholds |
     for name, value in (("max_near_duplicates", max_near_duplicates), ("max_outliers", max_outliers)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name}={value!r} must be a fraction in [0, 1]")
-    texts = [t for t in texts if isinstance(t, str)]
+    if labels is not None and len(labels) != len(texts):
+        raise ValueError(f"labels has {len(labels)} entries for {len(texts)} texts: give one provenance label per text")
+    keep = [i for i, t in enumerate(texts) if isinstance(t, str)]
+    texts = [texts[i] for i in keep]
+    labels = [labels[i] for i in keep] if labels is not None else None
     if not texts:
         raise ValueError("the dataset holds no texts to audit")
     if gold.kind != "text":
         raise ValueError("audit compares texts with a text gold set; this gold set holds arrays")
     tokenizer = tokenizer if tokenizer is not None else SimpleTokenizer()
-    monitor = CollapseMonitor(gold, thresholds, tokenizer=tokenizer, prompt_length=1, max_new_tokens=max_length)
+    # one check: patience (consecutive checks) cannot apply to a dataset seen once
+    monitor = CollapseMonitor(gold, Thresholds.coerce(thresholds).replace(patience=1), tokenizer=tokenizer,
+                              prompt_length=1, max_new_tokens=max_length)
     size = min(len(texts), len(monitor.split))
     pick = np.sort(np.random.default_rng(seed).choice(len(texts), size=size, replace=False))
-    logging.getLogger("collapseguard").disabled = True  # the audit reports its findings itself
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CollapseWarning)
-            result = monitor.check([texts[i] for i in pick], step=0)
-    finally:
-        logging.getLogger("collapseguard").disabled = False
+    with silenced_alerts():  # the audit reports its findings itself
+        result = monitor.check([texts[i] for i in pick], step=0)
     pairs = near_duplicate_pairs(texts)
     dup = _components(len(texts), pairs) / len(texts)
     outliers = _outliers(texts, list(gold.texts), tokenizer)
     provenance = dict(Counter(labels)) if labels is not None else {}
-    failures = [f"{a.severity} {a.phase} alert: {a.message}" for a in result.alerts
+    failures: list[str] = []
+    if not result.judged:
+        failures.append(f"only {size} texts could be measured, fewer than min_outputs={monitor.thresholds.min_outputs}: "
+                        "the diversity checks need more data")
+    failures += [f"{a.severity} {a.phase} alert: {a.message}" for a in result.alerts
                 if SEVERITY_RANK[a.severity] >= SEVERITY_RANK[fail_on]]
     if dup > max_near_duplicates:
         failures.append(f"{dup:.1%} of texts are near-duplicates of another (word 5-gram Jaccard >= 0.8); "

@@ -10,15 +10,13 @@ Model-side bounds (perplexity rises) need a model and keep their defaults.
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from collapseguard.alerts import CollapseWarning
+from collapseguard.alerts import silenced_alerts
 from collapseguard.goldset import GoldSet
 from collapseguard.monitor import CollapseMonitor
 from collapseguard.thresholds import Thresholds
@@ -84,35 +82,30 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
     if n < 16:
         raise ValueError(f"the gold set has {n} items; calibration needs at least 16 to split in halves")
     scores: dict[str, list[float]] = {}
-    log = logging.getLogger("collapseguard")
-    disabled, log.disabled = log.disabled, True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CollapseWarning)
-            for _ in range(rounds):
-                order = rng.permutation(n)
-                half_a, half_b = order[: n // 2], order[n // 2:]
-                if gold.kind == "text":
-                    ref = GoldSet.from_texts([gold.texts[i] for i in half_b])
-                    judge = CollapseMonitor(ref, base_th, tokenizer=tokenizer, prompt_length=prompt_length,
-                                            max_new_tokens=max_new_tokens)
-                    probe = GoldSet.from_texts([gold.texts[i] for i in half_a])
-                    cont = probe.split(judge.tokenizer, prompt_length, max_new_tokens).continuations
-                    outputs: Any = list(cont[:num_samples])
-                else:
-                    judge = CollapseMonitor(GoldSet.from_arrays(gold.array[half_b]), base_th)
-                    outputs = gold.array[half_a][:num_samples]
-                result = judge.check(outputs)
-                for metric, (_, kind) in _FIELDS.items():
-                    if metric in result.metrics and metric in result.reference:
-                        value, ref_value = result.metrics[metric], result.reference[metric]
-                        if metric == "compression_ratio":  # judged inversely: more compressible is worse
-                            value, ref_value = 1 / value, 1 / ref_value
-                        score = value / ref_value if kind == "ratio" and ref_value > 0 else value - ref_value
-                        if math.isfinite(score):
-                            scores.setdefault(metric, []).append(score)
-    finally:
-        log.disabled = disabled
+    with silenced_alerts():
+        for _ in range(rounds):
+            order = rng.permutation(n)
+            half_a, half_b = order[: n // 2], order[n // 2:]
+            if gold.kind == "text":
+                ref = GoldSet.from_texts([gold.texts[i] for i in half_b])
+                judge = CollapseMonitor(ref, base_th, tokenizer=tokenizer, prompt_length=prompt_length,
+                                        max_new_tokens=max_new_tokens)
+                probe = GoldSet.from_texts([gold.texts[i] for i in half_a])
+                cont = probe.split(judge.tokenizer, prompt_length, max_new_tokens).continuations
+                # as many outputs as the guard would judge against this reference
+                outputs: Any = list(cont[:min(num_samples, len(judge.split))])
+            else:
+                judge = CollapseMonitor(GoldSet.from_arrays(gold.array[half_b]), base_th)
+                outputs = gold.array[half_a][:num_samples]
+            result = judge.check(outputs)
+            for metric, (_, kind) in _FIELDS.items():
+                if metric in result.metrics and metric in result.reference:
+                    value, ref_value = result.metrics[metric], result.reference[metric]
+                    if metric == "compression_ratio":  # judged inversely: more compressible is worse
+                        value, ref_value = 1 / value, 1 / ref_value
+                    score = value / ref_value if kind == "ratio" and ref_value > 0 else value - ref_value
+                    if math.isfinite(score):
+                        scores.setdefault(metric, []).append(score)
     return Calibration(scores, _suggest(scores, base_th, quantile, margin), quantile)
 
 

@@ -147,6 +147,9 @@ def _cmd_thresholds(args: argparse.Namespace) -> int:
 
         gold = GoldSet.from_jsonl(args.calibrate, text_field=args.text_field)
         cal = calibrate(gold, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, base=th)
+        if not cal.scores:
+            raise ValueError(f"{args.calibrate}: no gold text is long enough for a prompt and a continuation of "
+                             f"{args.max_new_tokens} tokens; lower --max-new-tokens")
         print(f"split-half calibration on {gold.name} ({len(gold)} texts, {len(next(iter(cal.scores.values())))} "
               f"rounds of {args.num_samples} outputs x {args.max_new_tokens} tokens):", file=sys.stderr)
         print(f"{'metric':<20} {'kind':<7} {'median':>8} {'q' + format(cal.quantile, '.0%'):>8} {'worst':>8}",

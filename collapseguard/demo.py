@@ -12,9 +12,7 @@ of the gold prompts; the CLI prints what it sees and writes an HTML report.
 from __future__ import annotations
 
 import json
-import logging
 import math
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collapseguard.alerts import CollapseWarning
+from collapseguard.alerts import silenced_alerts
 from collapseguard.data import train_gold_split
 from collapseguard.engine import Generation, GuardEngine
 from collapseguard.goldset import GoldSet
@@ -81,7 +79,7 @@ def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation
 
     ``replace``: each generation is fit only on samples of the one before, the guard only warns.
     ``reweight``: each generation's data is an :class:`AnchorMixSampler` epoch over those samples and
-    a fresh draw of human paragraphs (a tenth as many), starting at a ``floor`` human share; a
+    a fresh draw of human paragraphs, as many as the guard's human share asks (``floor`` to start); a
     :class:`GuardEngine` with ``on_collapse="reweight"`` raises the share on alerts. With
     ``out_dir``, each track writes its alert trail there (``<track>/alerts.jsonl``, which
     ``collapseguard report`` reads), its final training data (``<track>/train_gen<N>.jsonl``,
@@ -105,46 +103,41 @@ def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation
         engines[track] = GuardEngine(
             gold, tokenizer=tok, thresholds=thresholds, num_samples=num_prompts, prompt_length=16, max_new_tokens=32,
             model_stats=False, alert_log=trail, on_collapse="reweight" if reweight else "warn",
-            sampler=_mix_sampler(floor, floor, samples_per_generation, len(human), seed) if reweight else None)
+            # the guard's floor is exactly the one asked for; each generation's sampler realises the share
+            sampler=AnchorMixSampler(["synthetic", "human"], 16, floor) if reweight else None)
     if out is not None:
         _write_jsonl(out / "gold.jsonl", [{"text": t} for t in gold_texts])
     corpora = {track: human for track in TRACKS}
     provenance = {track: ["human"] * len(human) for track in TRACKS}
     rows: list[DemoRow] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CollapseWarning)  # the table shows them
-        log = logging.getLogger("collapseguard")
-        level, log.level = log.level, logging.CRITICAL + 1
-        try:
-            for gen in range(generations + 1):
-                for track, engine in engines.items():
-                    engine.setup()
-                    model = TrigramLM(corpora[track])
-                    prompts = engine.prompts()
-                    outcome = engine.run_check(lambda m=model, p=prompts: Generation(
-                        sequences=[m.sample(x, 32, rng) for x in p], finished=[False] * len(p)), step=gen, epoch=gen)
-                    synthetic = _sample_corpus(model, human, samples_per_generation, rng)
-                    share = 0.0
-                    if engine.sampler is not None:
-                        # the guard's human share decides the next generation's mix: a fresh draw of
-                        # human paragraphs, batched by a sampler that holds the share as a floor
-                        engine.sampler = _mix_sampler(engine.human_fraction, floor, samples_per_generation,
-                                                      len(human), seed + gen)
-                        labels = engine.sampler.labels.tolist()
-                        anchors = [human[i] for i in rng.choice(len(human), size=labels.count("human"), replace=False)]
-                        pool = synthetic[:labels.count("synthetic")] + anchors
-                        drawn = [i for batch in engine.sampler for i in batch]
-                        corpora[track] = [pool[i] for i in drawn]
-                        provenance[track] = [labels[i] for i in drawn]
-                        share = float(engine.sampler.realized_human_fraction or 0.0)
-                    else:
-                        corpora[track], provenance[track] = synthetic, ["synthetic"] * len(synthetic)
-                    row = DemoRow(gen, track, outcome.result, share)
-                    rows.append(row)
-                    if on_row is not None:
-                        on_row(row)
-        finally:
-            log.level = level
+    with silenced_alerts():  # the table shows them
+        for gen in range(generations + 1):
+            for track, engine in engines.items():
+                engine.setup()
+                model = TrigramLM(corpora[track])
+                prompts = engine.prompts()
+                outcome = engine.run_check(lambda m=model, p=prompts: Generation(
+                    sequences=[m.sample(x, 32, rng) for x in p], finished=[False] * len(p)), step=gen, epoch=gen)
+                synthetic = _sample_corpus(model, human, samples_per_generation, rng)
+                share = 0.0
+                if engine.sampler is not None:
+                    # the guard's human share decides the next generation's mix: a fresh draw of
+                    # human paragraphs, batched by a sampler that holds the share as a floor
+                    engine.sampler = _mix_sampler(engine.human_fraction, samples_per_generation, len(human),
+                                                  seed + gen)
+                    labels = engine.sampler.labels.tolist()
+                    anchors = [human[i] for i in rng.choice(len(human), size=labels.count("human"), replace=False)]
+                    pool = synthetic[:labels.count("synthetic")] + anchors
+                    drawn = [i for batch in engine.sampler for i in batch]
+                    corpora[track] = [pool[i] for i in drawn]
+                    provenance[track] = [labels[i] for i in drawn]
+                    share = float(engine.sampler.realized_human_fraction or 0.0)
+                else:
+                    corpora[track], provenance[track] = synthetic, ["synthetic"] * len(synthetic)
+                row = DemoRow(gen, track, outcome.result, share)
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
     if out is not None:
         for track in TRACKS:
             records = [{"text": " ".join(vocab.get(int(i), "?") for i in seq), "provenance": label}
@@ -153,13 +146,12 @@ def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation
     return rows
 
 
-def _mix_sampler(share: float, floor: float, budget: int, human_available: int, seed: int) -> AnchorMixSampler:
-    """A sampler over ``budget`` slots, ``share`` of them human (as many as there are), that guarantees
-    the share in every batch; ``floor`` stays the guard's lower bound."""
+def _mix_sampler(share: float, budget: int, human_available: int, seed: int) -> AnchorMixSampler:
+    """A sampler over ``budget`` slots, ``share`` of them human (as many as there are), with the largest
+    per-batch human floor every batch can meet."""
     n_human = min(round(share * budget), human_available)
-    sampler = AnchorMixSampler(["synthetic"] * (budget - n_human) + ["human"] * n_human, 16, floor, seed=seed)
-    sampler.set_human_fraction(math.floor(n_human / budget * 16) / 16)  # a per-batch floor every batch can meet
-    return sampler
+    per_batch = math.floor(n_human / budget * 16) / 16
+    return AnchorMixSampler(["synthetic"] * (budget - n_human) + ["human"] * n_human, 16, per_batch, seed=seed)
 
 
 def _sample_corpus(model: TrigramLM, human: list[np.ndarray], n: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -52,11 +52,7 @@ scikit-learn when first called.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +61,7 @@ from scipy.optimize import brentq
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from collapseguard.alerts import CollapseWarning
+from collapseguard.alerts import silenced_alerts
 from collapseguard.experiment import REGIMES, GenerationRecord
 from collapseguard.goldset import GoldSet
 from collapseguard.monitor import CollapseMonitor
@@ -248,21 +244,6 @@ def _rng(seed: int, stream: int, *more: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, *more])
 
 
-@contextlib.contextmanager
-def _silenced(quiet: bool) -> Iterator[None]:
-    """No CollapseWarning (the records carry every alert), and with ``quiet`` no alert log lines."""
-    log = logging.getLogger("collapseguard")
-    level = log.level
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CollapseWarning)
-        if quiet:
-            log.setLevel(logging.CRITICAL + 1)
-        try:
-            yield
-        finally:
-            log.setLevel(level)
-
-
 def _exp(x: float) -> float:
     # a fit collapsed onto a point gives held-out data an NLL beyond what exp() can represent: report inf
     return math.exp(x) if x < 709.0 else math.inf
@@ -333,7 +314,7 @@ def run_gaussian(regime: str = "replace", seed: int = 0, generations: int = 100,
     monitor = CollapseMonitor(GoldSet.from_arrays(gold, name=f"{scenario}-gold-seed{seed}"), thresholds)
     real = truth.sample(n, _rng(seed, _TRAIN))
     pool, fits, records = [real], [], []
-    with _silenced(quiet):
+    with silenced_alerts(quiet):
         for g in range(generations + 1):
             if g == 0 or regime == "fresh":
                 data, source = (real if g == 0 else truth.sample(n, _rng(seed, _FRESH, g))), [truth]

@@ -118,7 +118,8 @@ def _metric_figure(runs: Sequence[RunLog], metrics: Sequence[str], title: str, b
                                ("critical", dict(color=SEVERITY_COLORS["critical"], ls=":"))):
                 if b[key]:
                     ax.plot(*zip(*b[key], strict=True), lw=1.2, **style,
-                            label=("gold reference" if key == "reference" else f"{key} bound") if run is runs[0] else None)
+                            label=("reference (gold; for rises, the best so far)" if key == "reference" else f"{key} bound")
+                            if run is runs[0] else None)
             if b["reference"] and b["warn"] and len(b["reference"]) == len(b["warn"]):
                 xs = [s for s, _ in b["reference"]]
                 ax.fill_between(xs, [v for _, v in b["reference"]], [v for _, v in b["warn"]], color="#2ca02c",
@@ -198,7 +199,8 @@ def render_report(runs: Sequence[RunLog], title: str) -> str:
     losses = [m for m in LOSS_KEYS if any(r.series.get(m) for r in runs)]
     figures = [("Health", _health_figure(runs) if any(r.series.get("health") for r in runs) else None),
                ("Judged metrics against gold", _metric_figure(
-                   runs, judged, "each judged metric; dashed: gold reference; dotted: warn / critical bounds", True)),
+                   runs, judged, "each judged metric; dashed: its reference (gold, or for perplexity rises the best "
+                         "value so far); dotted: warn / critical bounds", True)),
                ("Human share of the training data", _metric_figure(runs, human, "human fraction", False)),
                ("Training", _metric_figure(runs, losses, "losses from the framework's logs", False)),
                ("Other metrics (reported, not judged)", _metric_figure(runs, other, "reported metrics", False))]

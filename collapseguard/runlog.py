@@ -77,9 +77,17 @@ class RunLog:
 
 
 def _metric_name(key: str) -> str | None:
-    for prefix in (PREFIX, "eval_" + PREFIX):
-        if key.startswith(prefix):
-            return key[len(prefix):]
+    """The series name of a logged key, or None for keys the report does not show.
+
+    The HF Trainer's TensorBoard callback prefixes tags with ``train/`` and ``eval/``; its evaluation
+    logs repeat the last check as ``eval_collapseguard/*``, which is skipped (not a new check).
+    """
+    if key.startswith("eval/"):
+        key = "eval_" + key[len("eval/"):]
+    elif key.startswith(("train/", "test/")):
+        key = key.split("/", 1)[1]
+    if key.startswith(PREFIX):
+        return key[len(PREFIX):]
     return key if key in LOSS_KEYS else None
 
 
@@ -183,7 +191,8 @@ def read_run(folder: str | Path) -> list[RunLog]:
         elif path.name.startswith("events.out.tfevents"):
             found[path.parent].append(("tb", path))
     if not any(k == "hf" for files in found.values() for k, _ in files):  # fall back to the last checkpoint's state
-        states = sorted(root.rglob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+        states = sorted((p for p in root.rglob("checkpoint-*/trainer_state.json")
+                         if p.parent.name.split("-")[-1].isdigit()), key=lambda p: int(p.parent.name.split("-")[-1]))
         if states:
             found[states[-1].parent.parent].append(("hf", states[-1]))
     if not found:

@@ -96,7 +96,8 @@ class Thresholds:
 
     @classmethod
     def coerce(cls, value: Thresholds | str | dict[str, Any] | None) -> Thresholds:
-        """A Thresholds from an instance, a preset name, a dict of fields or None (balanced)."""
+        """A Thresholds from an instance, a preset name, a dict of fields, the path of a YAML/JSON file
+        (``.yaml``, ``.yml``, ``.json``) or None (balanced)."""
         if value is None:
             return cls()
         if isinstance(value, cls):
@@ -108,7 +109,8 @@ class Thresholds:
         if isinstance(value, dict):
             return cls.from_dict(value)
         raise TypeError(
-            f"thresholds must be a Thresholds, a preset name {sorted(PRESETS)} or a dict, got {type(value).__name__}"
+            f"thresholds must be a Thresholds, a preset name {sorted(PRESETS)}, a dict or a .yaml/.json file path, "
+            f"got {value!r}"
         )
 
     @classmethod

@@ -318,3 +318,41 @@ def test_outliers_are_texts_beyond_gold_range():
     flagged = {i for i, _ in result.outlier_examples}
     assert {50, 51} <= flagged  # the one-word text and a text of words gold never uses
     assert result.outlier_fraction * len(texts) < 10  # and not much else of the human paragraphs
+
+
+def test_audit_judges_once_whatever_the_patience_and_refuses_too_little_data():
+    gold = GoldSet.from_texts(train_gold_split()[1])
+    lenient = audit_texts(collapsed_corpus(8, 300), gold, thresholds="lenient")  # patience 2 in the preset
+    assert any("self_bleu" in f for f in lenient.failures)
+    tiny = audit_texts(train_gold_split()[0][:5], gold, max_near_duplicates=1.0, max_outliers=1.0)
+    assert not tiny.passed and "fewer than min_outputs" in tiny.failures[0]
+    with pytest.raises(ValueError, match="labels has 2 entries for 5 texts"):
+        audit_texts(train_gold_split()[0][:5], gold, labels=["human", "human"])
+
+
+def test_demo_takes_any_floor_and_leaves_the_logger_as_it_found_it(tmp_path):
+    import logging
+
+    from collapseguard.demo import run_demo
+
+    log = logging.getLogger("collapseguard")
+    before = log.isEnabledFor(logging.WARNING)
+    rows = run_demo(1, floor=0.05, out_dir=tmp_path, samples_per_generation=200, num_prompts=32)
+    assert log.isEnabledFor(logging.WARNING) == before
+    config = json.loads((tmp_path / "reweight" / "alerts.jsonl").read_text().splitlines()[0])
+    assert config["guard"]["human_floor"] == 0.05  # exactly the floor asked for
+    assert all(r.human_fraction >= 0.05 - 1e-9 for r in rows if r.track == "reweight")
+
+
+def test_report_reads_hf_tensorboard_tags(tmp_path):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path / "tb")) as writer:  # the tags HF's TensorBoardCallback writes
+        for step, (health, loss) in enumerate([(0.9, 3.0), (0.6, 2.5)], start=1):
+            writer.add_scalar("train/collapseguard/health", health, step)
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("eval/loss", loss + 0.5, step)
+    run = read_run(tmp_path)[0]
+    assert [v for _, v in run.series["health"]] == pytest.approx([0.9, 0.6])
+    assert [v for _, v in run.series["eval_loss"]] == pytest.approx([3.5, 3.0])
