@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from collapseguard.alertlog import json_safe as jsonable
 from collapseguard.experiment import REGIMES, GenerationRecord
 
 DEGRADATION_FACTOR = 1.10
@@ -213,17 +214,6 @@ def _series(values: Sequence[float], fmt: str, most: int = 11) -> str:
 
 def _gen(value: int | None) -> str:
     return "never" if value is None else str(value)
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by ``None`` (strict JSON has no NaN or Infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    return obj
 
 
 def markdown(summary: dict[str, Any]) -> str:

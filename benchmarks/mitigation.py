@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from collapseguard.alertlog import json_safe as jsonable
 from collapseguard.experiment import GenerationRecord
 
 FLOORS = (0.0, 0.1, 0.2, 0.5)
@@ -77,17 +78,6 @@ def per_generation(records: Sequence[GenerationRecord], floors: Sequence[float] 
                 row[key] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "values": vals}
             rows.append(row)
     return rows
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by ``None`` (strict JSON has no NaN or Infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    return obj
 
 
 def _cell(stat: dict[str, Any]) -> str:
@@ -204,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
+        Path(args.out).mkdir(parents=True, exist_ok=True)
         write_report(saved["rows"], saved["meta"], Path(args.out))
         return 0
     seeds = args.seeds if args.seeds is not None else (1 if args.smoke else 3)

@@ -18,13 +18,18 @@ from typing import Any
 from collapseguard.alerts import Alert, logger
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON has no NaN or Infinity).
+
+    >>> json_safe({"a": [1.0, float("nan")], "b": (float("inf"), 2)})
+    {'a': [1.0, None], 'b': [None, 2]}
+    """
     if isinstance(value, float) and not math.isfinite(value):
-        return None  # strict JSON
+        return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -46,7 +51,7 @@ class AlertLog:
 
     def write(self, record: dict[str, Any]) -> bool:
         """Append one record; False (and one error in the log) when the file cannot be written."""
-        line = json.dumps(_clean({"time": time.time(), **record}), sort_keys=True, allow_nan=False, default=str) + "\n"
+        line = json.dumps(json_safe({"time": time.time(), **record}), sort_keys=True, allow_nan=False, default=str) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as fh:
