@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -61,11 +62,31 @@ class Alert:
         return f"[collapseguard {self.severity} | {self.phase}: {PHASE_NAMES[self.phase]}] {self.message}"
 
 
+# Frames of these packages are skipped when a warning is attributed: the user's own line (the
+# ``trainer.fit(...)`` or ``monitor.check(...)`` call) is what a warning should point at.
+_LIBRARY_MODULES = ("collapseguard", "lightning", "pytorch_lightning", "lightning_fabric", "transformers",
+                    "accelerate", "trl", "torch", "datatrove", "ray", "contextlib", "threading", "runpy")
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes ``warnings.warn`` (called by the caller of this function) name the first
+    frame outside collapseguard and the training frameworks: the user's own code."""
+    frame = sys._getframe(2)  # the caller of the function that calls warnings.warn (stacklevel 2)
+    level = 2
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not any(module == m or module.startswith(m + ".") for m in _LIBRARY_MODULES):
+            return level
+        frame, level = frame.f_back, level + 1
+    return 1
+
+
 def emit(alert: Alert, new: bool) -> None:
-    """Log every alert; raise a CollapseWarning only for a new one."""
+    """Log every alert (the log keeps the whole trail); issue a CollapseWarning only when the alert is new,
+    attributed to the user's own code rather than to a line of this library."""
     logger.log(logging.ERROR if alert.severity == "critical" else logging.WARNING, "%s", alert)
     if new:
-        warnings.warn(str(alert), CollapseWarning, stacklevel=3)
+        warnings.warn(str(alert), CollapseWarning, stacklevel=user_stacklevel())
 
 
 @contextlib.contextmanager

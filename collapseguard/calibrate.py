@@ -11,12 +11,12 @@ Model-side bounds (perplexity rises) need a model and keep their defaults.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from collapseguard.alerts import silenced_alerts
+from collapseguard.alerts import logger, silenced_alerts
 from collapseguard.goldset import GoldSet
 from collapseguard.monitor import CollapseMonitor
 from collapseguard.thresholds import Thresholds
@@ -40,11 +40,22 @@ class Calibration:
         scores: metric -> detector score of each round (ratio to reference, or excess over it).
         thresholds: the suggested :class:`Thresholds` (``base`` with output-side bounds moved).
         quantile: the tail quantile the warn bounds were set at.
+        texts: gold items the calibration split (the gold set's size).
+        prompts: outputs judged per round (a round's reference is half the gold set, so at most half of what
+            the guard's checks judge).
+        guard_prompts: prompts a check of the guard judges on the whole gold set at these settings: fewer than
+            ``num_samples`` when the gold set yields fewer.
+        notes: fields calibration left at the base preset because the gold set is too small to estimate them,
+            each with the number of gold texts it would need.
     """
 
     scores: dict[str, list[float]]
     thresholds: Thresholds
     quantile: float
+    texts: int = 0
+    prompts: int = 0
+    guard_prompts: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def rows(self) -> list[tuple[str, str, float, float, float]]:
         """(metric, kind, median, the quantile's value, the worst round) for each metric."""
@@ -82,6 +93,7 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
     if n < 16:
         raise ValueError(f"the gold set has {n} items; calibration needs at least 16 to split in halves")
     scores: dict[str, list[float]] = {}
+    prompts = 0
     with silenced_alerts():
         for _ in range(rounds):
             order = rng.permutation(n)
@@ -97,6 +109,7 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
             else:
                 judge = CollapseMonitor(GoldSet.from_arrays(gold.array[half_b]), base_th)
                 outputs = gold.array[half_a][:num_samples]
+            prompts = max(prompts, len(outputs))
             result = judge.check(outputs)
             for metric, (_, kind) in _FIELDS.items():
                 if metric in result.metrics and metric in result.reference:
@@ -106,12 +119,29 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
                     score = value / ref_value if kind == "ratio" and ref_value > 0 else value - ref_value
                     if math.isfinite(score):
                         scores.setdefault(metric, []).append(score)
-    return Calibration(scores, _suggest(scores, base_th, quantile, margin), quantile)
+    thresholds, notes = _suggest(scores, base_th, quantile, margin, n)
+    for note in notes:
+        logger.warning("calibrate: %s", note)
+    if gold.kind == "text":
+        guard_prompts = min(num_samples, len(CollapseMonitor(gold, base_th, tokenizer=tokenizer,
+                                                             prompt_length=prompt_length,
+                                                             max_new_tokens=max_new_tokens).split))
+    else:
+        guard_prompts = num_samples
+    return Calibration(scores, thresholds, quantile, n, prompts, guard_prompts, notes)
 
 
-def _suggest(scores: dict[str, list[float]], base: Thresholds, quantile: float, margin: float) -> Thresholds:
+def _suggest(scores: dict[str, list[float]], base: Thresholds, quantile: float, margin: float,
+             texts: int) -> tuple[Thresholds, list[str]]:
+    """The calibrated thresholds, and a note for each field left at ``base`` because its split-half spread
+    reaches past the base critical bound: a warn bound beyond that spread would switch the signal off.
+
+    Split-half spreads shrink as one over the square root of the gold set's size, which gives the number
+    of texts at which the spread would leave room for a warn bound above (below) the critical one.
+    """
     changes: dict[str, float] = {}
-    for field_name in {f for f, _ in _FIELDS.values()}:
+    notes: list[str] = []
+    for field_name in sorted({f for f, _ in _FIELDS.values()}):
         metrics = [m for m, (f, _) in _FIELDS.items() if f == field_name and m in scores]
         if not metrics:
             continue
@@ -119,14 +149,23 @@ def _suggest(scores: dict[str, list[float]], base: Thresholds, quantile: float, 
         warn_key, crit_key = f"{field_name}_warn", f"{field_name}_critical"
         crit = getattr(base, crit_key)
         if kind == "ratio":
-            warn = min(float(np.quantile(scores[m], quantile)) for m in metrics) - margin
-            warn = round(min(max(warn, 0.05), 0.99), 2)
-            if warn <= crit:  # the domain is noisier than the base critical bound allows
-                changes[crit_key] = round(warn * 0.6, 2)
+            tail = min(float(np.quantile(scores[m], quantile)) for m in metrics)
+            spread, room = 1.0 - tail, 1.0 - crit - margin  # how far human text falls, how far it may
+            warn = round(min(max(tail - margin, 0.05), 0.99), 2)
+            fits = warn > crit
         else:
-            warn = max(float(np.quantile(scores[m], 1 - quantile)) for m in metrics) + margin
-            warn = round(min(max(warn, 0.01), 0.95), 2)
-            if warn >= crit:
-                changes[crit_key] = round(min(warn + 0.2, 0.99), 2)
+            tail = max(float(np.quantile(scores[m], 1 - quantile)) for m in metrics)
+            spread, room = max(tail, 0.0), crit - margin
+            warn = round(min(max(tail + margin, 0.01), 0.95), 2)
+            fits = warn < crit
+        if not fits:
+            needed = math.ceil(texts * (spread / room) ** 2) if room > 0 else None
+            notes.append(
+                f"{', '.join(metrics)}: on {texts} gold texts human text itself reaches {tail:.2f} in "
+                f"{quantile:.0%} of split-half rounds, beyond the {crit_key}={crit} bound, so a calibrated bound "
+                f"would never fire; {warn_key} and {crit_key} keep the base values "
+                f"{getattr(base, warn_key)} / {crit}" +
+                (f" (calibrating them needs about {needed} gold texts)" if needed else ""))
+            continue
         changes[warn_key] = warn
-    return base.replace(**changes)
+    return base.replace(**changes), notes

@@ -146,16 +146,24 @@ def _cmd_thresholds(args: argparse.Namespace) -> int:
         from collapseguard.goldset import GoldSet
 
         gold = GoldSet.from_jsonl(args.calibrate, text_field=args.text_field)
-        cal = calibrate(gold, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, base=th)
+        from collapseguard.alerts import silenced_alerts
+
+        with silenced_alerts():  # its notes are printed below, once
+            cal = calibrate(gold, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, base=th)
         if not cal.scores:
             raise ValueError(f"{args.calibrate}: no gold text is long enough for a prompt and a continuation of "
                              f"{args.max_new_tokens} tokens; lower --max-new-tokens")
+        fewer = (f", fewer than --num-samples {args.num_samples}: the gold set yields no more"
+                 if cal.guard_prompts < args.num_samples else "")
         print(f"split-half calibration on {gold.name} ({len(gold)} texts, {len(next(iter(cal.scores.values())))} "
-              f"rounds of {args.num_samples} outputs x {args.max_new_tokens} tokens):", file=sys.stderr)
+              f"rounds of {cal.prompts} outputs x {args.max_new_tokens} tokens; the guard's checks on this gold "
+              f"set judge {cal.guard_prompts} prompts{fewer}):", file=sys.stderr)
         print(f"{'metric':<20} {'kind':<7} {'median':>8} {'q' + format(cal.quantile, '.0%'):>8} {'worst':>8}",
               file=sys.stderr)
         for metric, kind, med, q, worst in cal.rows():
             print(f"{metric:<20} {kind:<7} {med:>8.3f} {q:>8.3f} {worst:>8.3f}", file=sys.stderr)
+        for note in cal.notes:
+            print(f"warning: {note}", file=sys.stderr)
         print(file=sys.stderr)
         th = cal.thresholds
     if args.format == "yaml":

@@ -72,7 +72,7 @@ class DemoRow:
 TRACKS = ("replace", "reweight")
 
 
-def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation: int = 600, num_prompts: int = 64,
+def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation: int = 400, num_prompts: int = 64,
              seed: int = 0, thresholds: str = "balanced", out_dir: str | Path | None = None,
              on_row: Callable[[DemoRow], None] | None = None) -> list[DemoRow]:
     """Run both tracks for ``generations`` generations after generation 0; return every check.

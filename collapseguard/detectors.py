@@ -13,10 +13,11 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from collapseguard.alerts import Phase, Severity
 from collapseguard.thresholds import Thresholds
+from collapseguard.trajectory import Anchor
 
 Kind = Literal["ratio", "inverse_ratio", "excess", "rise", "log_rise"]
 _LOWER_IS_WORSE = ("ratio", "inverse_ratio")
@@ -38,6 +39,8 @@ class Signal:
     kind: Kind
     warn: float
     critical: float
+    anchored: bool = False  # also judged against the run's best point (collapseguard.trajectory), not gold alone
+    from_start: bool = False  # a rise also counts from the model before training (the baseline check)
 
     def score(self, value: float, reference: float) -> float:
         if value == math.inf and self.kind in (*_RISES, "excess") and math.isfinite(reference):
@@ -125,20 +128,25 @@ class Detector:
 
     name = "Detector"
     phase: Phase = "mid"
-    advice = ""
+    advice: ClassVar[dict[str, str]] = {"text": "", "array": ""}  # what the alert says it means, by gold kind
 
     def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
         raise NotImplementedError
 
     def judge(self, metrics: Mapping[str, float], reference: Mapping[str, float],
               history: Sequence[Mapping[str, float]], th: Thresholds, kind: str,
-              profile: Mapping[str, float] | None = None) -> list[Finding]:
+              profile: Mapping[str, float] | None = None, anchor: Anchor | None = None,
+              baseline: Mapping[str, float] | None = None) -> list[Finding]:
         """Findings for this check.
 
         ``reference`` holds gold's metrics, ``history`` earlier checks' metrics (oldest
-        first), ``profile`` a trusted reference model's metrics (may be empty). Rises are
-        measured from the best of the run and the profile; diversity is judged against
-        gold, or against the profile where the trusted model itself sits below gold.
+        first), ``profile`` a trusted reference model's metrics (may be empty), ``anchor`` the
+        run's point closest to the human data (:func:`~collapseguard.trajectory.find_anchor`). Rises
+        are measured from the best of the run and the profile; output-side signals are judged against
+        the least demanding of gold, the profile and the anchor, so a model that is still learning
+        (the anchor is the current check) is not judged on what it has not learned yet. ``baseline``
+        holds the metrics of the model before training, a starting point for rises that declare
+        ``from_start``.
         """
         profile = profile or {}
         findings = []
@@ -146,32 +154,60 @@ class Detector:
             if sig.metric not in metrics:
                 continue
             value = metrics[sig.metric]
-            past = [h[sig.metric] for h in history if math.isfinite(h.get(sig.metric, math.nan))]
-            ref = self._reference(sig, value, past, reference, profile)
-            score = self._score(sig, value, ref, metrics, history, profile)
+            start = [baseline] if baseline is not None and sig.from_start else []
+            past = [h[sig.metric] for h in (*start, *history) if math.isfinite(h.get(sig.metric, math.nan))]
+            ref, source = self._reference(sig, value, past, reference, profile, anchor, baseline)
+            score = self._score(sig, value, ref, metrics, history, profile, anchor)
             severity = sig.severity(score)
-            trend = self._trend_drop(sig, [*past, value], th) if severity is None and score < 1 else None
+            trend = None
+            if severity is None and score < 1:
+                series = [h[sig.metric] for h in self._since_anchor(history, anchor)
+                          if math.isfinite(h.get(sig.metric, math.nan))]
+                trend = self._trend_drop(sig, [*series, value], th)
             if trend is not None:
                 severity = "warn"
-            msg = self._message(sig, value, ref, score, severity, past, trend, metrics, history, profile, th)
+            msg = self._message(sig, value, ref, source, score, severity, past, trend, metrics, history, profile,
+                                th, reference, kind, anchor)
             findings.append(Finding(self.name, self.phase, sig, value, ref, score, severity,
                                     sig.health(score, ref), msg))
         return findings
 
     @staticmethod
+    def _since_anchor(history: Sequence[Mapping[str, float]], anchor: Anchor | None) -> Sequence[Mapping[str, float]]:
+        """The checks a steady fall is counted over: from the run's best point on (before it the model was
+        still learning; at it, there is nothing to fall from yet)."""
+        if anchor is None or anchor.source in ("profile", "baseline"):
+            return history
+        return [] if anchor.index is None else history[anchor.index:]
+
+    @staticmethod
     def _reference(sig: Signal, value: float, past: list[float], gold: Mapping[str, float],
-                   profile: Mapping[str, float]) -> float:
+                   profile: Mapping[str, float], anchor: Anchor | None = None,
+                   baseline: Mapping[str, float] | None = None) -> tuple[float, str]:
+        """(reference, how a message names it)."""
         trusted = profile.get(sig.metric, math.nan)
         if sig.kind in _RISES:
-            return min(v for v in (*past, trusted, value) if math.isfinite(v))
-        ref = gold.get(sig.metric, math.nan)
-        if not math.isfinite(trusted):
-            return ref
-        # lower is worse for ratios: the less demanding of gold and the trusted model
-        return min(ref, trusted) if sig.kind == "ratio" else max(ref, trusted)
+            if sig.anchored and anchor is not None and sig.metric not in anchor.alerted:
+                # from the run's best point: a rise while the model still got closer to gold is how learning
+                # looks (frequent tokens first), and before it the model had nothing to lose yet
+                past = [anchor.metrics.get(sig.metric, math.nan)]
+            return min(v for v in (*past, trusted, value) if math.isfinite(v)), "baseline"
+        options = [(gold.get(sig.metric, math.nan), "gold reference"), (trusted, "reference profile")]
+        if sig.from_start and baseline is not None:  # what the model already was before training is not news
+            options.append((baseline.get(sig.metric, math.nan), "level before training"))
+        # the run's best point relaxes the reference unless this signal alerted there itself (a run that was
+        # already collapsed at its best point is still judged against gold)
+        if sig.anchored and anchor is not None and anchor.source != "profile" and sig.metric not in anchor.alerted:
+            options.append((anchor.metrics.get(sig.metric, math.nan), anchor.describe()))
+        options = [(v, name) for v, name in options if math.isfinite(v)]
+        if not options:
+            return math.nan, "gold reference"
+        # lower is worse for ratios: the least demanding reference; higher is worse otherwise
+        return min(options, key=lambda o: o[0]) if sig.kind == "ratio" else max(options, key=lambda o: o[0])
 
     def _score(self, sig: Signal, value: float, ref: float, metrics: Mapping[str, float],
-               history: Sequence[Mapping[str, float]], profile: Mapping[str, float]) -> float:
+               history: Sequence[Mapping[str, float]], profile: Mapping[str, float],
+               anchor: Anchor | None = None) -> float:
         return sig.score(value, ref)
 
     @staticmethod
@@ -185,15 +221,14 @@ class Detector:
         drop = 1.0 - window[-1] / window[0]
         return drop if drop >= th.trend_drop_warn else None
 
-    def _message(self, sig: Signal, value: float, ref: float, score: float, severity: Severity | None,
-                 past: list[float], trend: float | None, metrics: Mapping[str, float],
-                 history: Sequence[Mapping[str, float]], profile: Mapping[str, float], th: Thresholds) -> str:
+    def _message(self, sig: Signal, value: float, ref: float, source: str, score: float,
+                 severity: Severity | None, past: list[float], trend: float | None, metrics: Mapping[str, float],
+                 history: Sequence[Mapping[str, float]], profile: Mapping[str, float], th: Thresholds,
+                 reference: Mapping[str, float], kind: str = "text", anchor: Anchor | None = None) -> str:
         since = ""
         if past and past[0] != 0 and math.isfinite(past[0]):
             since = f"; {value / past[0] - 1:+.0%} since the first check"
         bound = sig.critical if severity == "critical" else sig.warn
-        trusted = profile.get(sig.metric, math.nan)
-        source = "reference profile" if math.isfinite(trusted) and trusted == ref else "gold reference"
         if trend is not None:
             head = (f"{sig.metric} fell {trend:.0%} over the last {th.trend_window} checks to {value:.4g} "
                     f"({score:.0%} of the {source} {ref:.4g}; the trend bound is a {th.trend_drop_warn:.0%} drop)")
@@ -208,19 +243,20 @@ class Detector:
             head = (f"{sig.metric} is {value:.4g}, {score:+.3f} over the {source} {ref:.4g} "
                     f"({severity or 'ok'} above +{bound:g}{since})")
         elif sig.kind == "log_rise":
-            head = (f"{sig.metric} is {value:.4g} nats, {value - ref:+.3f} over its baseline {ref:.4g} "
-                    f"(likelihood x{1 / score:.2f}; {severity or 'ok'} at perplexity x{bound:g})")
+            head = (f"{sig.metric} is {value:.4g} nats per dimension, {value - ref:+.3f} over its baseline "
+                    f"{ref:.4g} (the best of the run or of the reference profile: perplexity per dimension "
+                    f"x{score:.2f}; {severity or 'ok'} at x{bound:g})")
         else:
             head = (f"{sig.metric} is {value:.4g}, {sig.score(value, ref):.2f}x its baseline {ref:.4g} (the best of the "
                     f"run or of the reference profile; {severity or 'ok'} at {bound:g}x)"
-                    f"{self._rise_context(sig, metrics, history, profile, th)}")
-        return f"{head}: {self.advice}{self._note(metrics, th)}"
+                    f"{self._rise_context(sig, metrics, history, profile, th, anchor)}")
+        return f"{head}: {self.advice[kind]}{self._note(metrics, reference, th)}"
 
     def _rise_context(self, sig: Signal, metrics: Mapping[str, float], history: Sequence[Mapping[str, float]],
-                      profile: Mapping[str, float], th: Thresholds) -> str:
+                      profile: Mapping[str, float], th: Thresholds, anchor: Anchor | None = None) -> str:
         return ""
 
-    def _note(self, metrics: Mapping[str, float], th: Thresholds) -> str:
+    def _note(self, metrics: Mapping[str, float], reference: Mapping[str, float], th: Thresholds) -> str:
         return ""
 
 
@@ -229,39 +265,46 @@ class TailLoss(Detector):
 
     name = "TailLoss"
     phase: Phase = "early"
-    advice = "the model is losing the rare tokens of the human data; raise the share of human (anchor) data or cut synthetic data"
+    advice: ClassVar[dict[str, str]] = {
+        "text": "the model is losing the rare tokens of the human data; raise the share of human (anchor) data or "
+                "cut synthetic data",
+        "array": "samples no longer reach the tails of the human data; raise the share of real (anchor) data or "
+                 "cut synthetic data"}
 
     def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
         if kind == "array":
-            return [Signal("tail_mass", "ratio", th.tail_coverage_warn, th.tail_coverage_critical)]
+            return [Signal("tail_mass", "ratio", th.tail_coverage_warn, th.tail_coverage_critical, anchored=True)]
         return [
-            Signal("tail_coverage", "ratio", th.tail_coverage_warn, th.tail_coverage_critical),
-            Signal("gold_ppl_tail", "rise", th.tail_ppl_rise_warn, th.tail_ppl_rise_critical),
+            Signal("tail_coverage", "ratio", th.tail_coverage_warn, th.tail_coverage_critical, anchored=True),
+            Signal("gold_ppl_tail", "rise", th.tail_ppl_rise_warn, th.tail_ppl_rise_critical, anchored=True),
         ]
 
     def _score(self, sig: Signal, value: float, ref: float, metrics: Mapping[str, float],
-               history: Sequence[Mapping[str, float]], profile: Mapping[str, float]) -> float:
+               history: Sequence[Mapping[str, float]], profile: Mapping[str, float],
+               anchor: Anchor | None = None) -> float:
         """Tail perplexity's rise beyond the head band's: a rise shared by all bands is not tail loss
         (VarianceShrinkage judges the overall ``gold_ppl`` for that)."""
         score = sig.score(value, ref)
         if sig.metric != "gold_ppl_tail":
             return score
-        return score / max(self._head_rise(metrics, history, profile), 1.0)
+        return score / max(self._head_rise(metrics, history, profile, anchor), 1.0)
 
     def _head_rise(self, metrics: Mapping[str, float], history: Sequence[Mapping[str, float]],
-                   profile: Mapping[str, float]) -> float:
+                   profile: Mapping[str, float], anchor: Anchor | None = None) -> float:
+        """The head band's rise, measured from the same point as the tail's."""
         head = metrics.get("gold_ppl_head", math.nan)
         if not math.isfinite(head):
             return 1.0
         past = [h["gold_ppl_head"] for h in history if math.isfinite(h.get("gold_ppl_head", math.nan))]
-        base = self._reference(Signal("gold_ppl_head", "rise", 0, 0), head, past, {}, profile)
+        base, _ = self._reference(Signal("gold_ppl_head", "rise", 0, 0, anchored=True), head, past, {}, profile,
+                                  anchor)
         return head / base if base > 0 else 1.0
 
     def _rise_context(self, sig: Signal, metrics: Mapping[str, float], history: Sequence[Mapping[str, float]],
-                      profile: Mapping[str, float], th: Thresholds) -> str:
+                      profile: Mapping[str, float], th: Thresholds, anchor: Anchor | None = None) -> str:
         if sig.metric != "gold_ppl_tail" or not math.isfinite(metrics.get("gold_ppl_head", math.nan)):
             return ""
-        rise = self._head_rise(metrics, history, profile)
+        rise = self._head_rise(metrics, history, profile, anchor)
         if rise <= th.head_ppl_tolerance:
             return f"; head-band perplexity held ({rise:.2f}x its baseline), so the loss is specific to rare tokens"
         return f"; head-band perplexity rose {rise:.2f}x too, and the tail rose faster than the head"
@@ -272,19 +315,24 @@ class VarianceShrinkage(Detector):
 
     name = "VarianceShrinkage"
     phase: Phase = "mid"
-    advice = "outputs are narrowing toward generic text; mix in more human anchor data or roll back to an earlier checkpoint"
+    advice: ClassVar[dict[str, str]] = {
+        "text": "outputs are narrowing toward generic text; mix in more human anchor data or roll back to an earlier "
+                "checkpoint",
+        "array": "samples are narrowing toward a few common modes; mix in more real anchor data or roll back to an "
+                 "earlier checkpoint"}
 
     def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
         lo, crit = th.diversity_warn, th.diversity_critical
         if kind == "array":
-            return [*(Signal(m, "ratio", lo, crit) for m in ("vendi", "total_variance", "effective_rank")),
-                    Signal("gold_nll", "log_rise", th.ppl_rise_warn, th.ppl_rise_critical)]
+            return [*(Signal(m, "ratio", lo, crit, anchored=True) for m in ("vendi", "total_variance", "effective_rank")),
+                    Signal("gold_nll", "log_rise", th.ppl_rise_warn, th.ppl_rise_critical, from_start=True)]
         return [
-            Signal("gold_ppl", "rise", th.ppl_rise_warn, th.ppl_rise_critical),
-            Signal("distinct_2", "ratio", lo, crit),
-            Signal("vendi", "ratio", lo, crit),
-            Signal("compression_ratio", "inverse_ratio", lo, crit),
-            Signal("self_bleu", "excess", th.self_bleu_rise_warn, th.self_bleu_rise_critical),
+            Signal("gold_ppl", "rise", th.ppl_rise_warn, th.ppl_rise_critical, from_start=True),
+            Signal("overconfidence", "excess", th.overconfidence_warn, th.overconfidence_critical, from_start=True),
+            Signal("distinct_2", "ratio", lo, crit, anchored=True),
+            Signal("vendi", "ratio", lo, crit, anchored=True),
+            Signal("compression_ratio", "inverse_ratio", lo, crit, anchored=True),
+            Signal("self_bleu", "excess", th.self_bleu_rise_warn, th.self_bleu_rise_critical, anchored=True),
         ]
 
 
@@ -293,15 +341,23 @@ class RepetitionLoop(Detector):
 
     name = "RepetitionLoop"
     phase: Phase = "late"
-    advice = "outputs degenerate into repetition; stop and roll back to the last healthy checkpoint"
+    advice: ClassVar[dict[str, str]] = {
+        "text": "outputs degenerate into repetition; stop and roll back to the last healthy checkpoint",
+        "array": "samples degenerate (identical samples, or samples far outside the real data); stop and roll back "
+                 "to the last healthy checkpoint"}
 
     def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
-        names = ("duplicate_fraction",) if kind == "array" else ("seq_rep_4", "loop_fraction", "duplicate_fraction")
+        names = ("duplicate_fraction", "far_mass") if kind == "array" else \
+            ("seq_rep_4", "loop_fraction", "duplicate_fraction")
         return [Signal(m, "excess", th.repetition_warn, th.repetition_critical) for m in names]
 
-    def _note(self, metrics: Mapping[str, float], th: Thresholds) -> str:
+    def _note(self, metrics: Mapping[str, float], reference: Mapping[str, float], th: Thresholds) -> str:
         share = metrics.get("length_limit_fraction", math.nan)
-        if not (math.isfinite(share) and share >= th.length_limit_note):
+        gold_share = reference.get("length_limit_fraction", math.nan)
+        # only where gold itself ends within the limit: gold documents longer than max_new_tokens run to the
+        # limit too, and outputs that do the same are healthy
+        if not (math.isfinite(share) and share >= th.length_limit_note
+                and math.isfinite(gold_share) and gold_share < th.length_limit_note):
             return ""
         return (f" ({share:.0%} of outputs hit the length limit without EOS: if that was so from the first check, "
                 "suspect a setup fault -- EOS masked out of the loss, or pad token equal to EOS -- rather than collapse)")

@@ -28,6 +28,7 @@ from collapseguard.suite import MetricSuite
 from collapseguard.thresholds import Thresholds
 
 ENGINE_STATE_VERSION = 1
+BASELINE_SEED_OFFSET = 1_000_003  # the check before training samples from seed + this
 ON_COLLAPSE = ("warn", "halt", "reweight")
 ON_ERROR = ("warn", "raise")
 DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
@@ -104,6 +105,9 @@ class GuardEngine:
             every check against this trusted model as well.
         save_profile: write a reference profile of the final model to this path at the end of training.
         alert_log: append a JSONL trail here (one line per check and per alert; written by rank 0).
+        check_on_train_start: measure the model once before training starts (same prompts and settings, not
+            judged): the run's starting point, so that a model which gets worse than where it started is
+            judged against it from the first check (see :mod:`collapseguard.trajectory`). Skipped on resume.
 
     Raises:
         TypeError / ValueError: naming the argument, its value and the valid choices.
@@ -117,7 +121,7 @@ class GuardEngine:
                  reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None,
                  alert_log: str | Path | None = None, sampler: Any = None, max_human_fraction: float = 0.8,
                  reweight_step: float = 0.1, recovery_checks: int = 2, provenance: Any = None,
-                 data_monitor: Any = None) -> None:
+                 data_monitor: Any = None, check_on_train_start: bool = True) -> None:
         if not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
         self.gold = gold
@@ -173,6 +177,10 @@ class GuardEngine:
         if data_monitor is not None and gold.kind != "text":
             raise ValueError("data_monitor watches token streams: it needs a text gold set")
         self.data_monitor = data_monitor
+        if not isinstance(check_on_train_start, bool):
+            raise TypeError(f"check_on_train_start must be True or False, got {check_on_train_start!r}")
+        self.check_on_train_start = check_on_train_start
+        self._baseline_running = False
         self._data_alerts: set[tuple[str, str]] = set()
         self.monitor: CollapseMonitor | None = None
         self.checks_done = 0
@@ -199,12 +207,11 @@ class GuardEngine:
                                        prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
                                        reference=self.reference)
         # the gold reference at the check size, computed now rather than inside the first check
-        self.monitor.reference(min(self.num_samples, len(self.monitor.split)) if self.gold.kind == "text"
-                               else self.num_samples)
-        if self.gold.kind == "text" and len(self.monitor.split) < self.num_samples:
+        self.monitor.reference(self.prompts_per_check)
+        if self.prompts_per_check < self.num_samples:
             logger.warning("num_samples=%d but the gold set yields %d prompts (half of its texts long enough for "
                            "prompt_length + a continuation; the other half estimates the tail): each check uses %d",
-                           self.num_samples, len(self.monitor.split), len(self.monitor.split))
+                           self.num_samples, self.prompts_per_check, self.prompts_per_check)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
         if self.alert_log is not None and rank == 0:
@@ -220,13 +227,22 @@ class GuardEngine:
                      "fingerprint": self.gold.fingerprint},
             "thresholds": self.thresholds.to_dict(),
             "guard": {"on_collapse": self.on_collapse, "on_error": self.on_error, "every_n_epochs": self.every_n_epochs,
-                      "num_samples": self.num_samples, "prompt_length": self.prompt_length,
+                      "num_samples": self.num_samples, "prompts_per_check": self.prompts_per_check,
+                      "prompt_length": self.prompt_length,
                       "max_new_tokens": self.max_new_tokens, "patience": self.patience, "seed": self.seed,
                       "model_stats": self.model_stats, "generation": dict(self.generation_kwargs),
                       "reference_profile": self.reference.source if self.reference is not None else None,
                       "human_floor": self.human_floor if self.human_fraction is not None else None,
                       "max_human_fraction": self.max_human_fraction if self.human_fraction is not None else None},
         }
+
+    @property
+    def prompts_per_check(self) -> int:
+        """Prompts (array gold: samples) a check actually judges: ``num_samples``, or fewer when the gold set
+        yields fewer prompts (half of its texts that are long enough; the other half estimates the tail)."""
+        if self.monitor is None or self.gold.kind != "text":
+            return self.num_samples
+        return min(self.num_samples, len(self.monitor.split))
 
     def settings(self) -> dict[str, Any]:
         """The generation settings a reference profile must share with this run."""
@@ -237,7 +253,7 @@ class GuardEngine:
         """Save a reference profile of the latest successful check to ``save_profile`` (if set)."""
         if self.save_profile is None:
             return None
-        if self.monitor is None or not self.monitor.history:
+        if self.monitor is None or not self.monitor.checks:
             logger.warning("save_profile=%s: no check ran, so no profile was written", self.save_profile)
             return None
         return self.monitor.profile(settings=self.settings(), source=source).save(self.save_profile)
@@ -263,7 +279,39 @@ class GuardEngine:
 
     @property
     def check_seed(self) -> int:
-        return self.seed + self.checks_done
+        """The generation seed of the current check (the baseline draws from a stream of its own, so a run's
+        checks sample the same way with and without it)."""
+        return self.seed + (BASELINE_SEED_OFFSET if self._baseline_running else self.checks_done)
+
+    def run_baseline(self, produce: Callable[[], Generation],
+                     gather: Callable[[MetricSuite | Alert], list[MetricSuite | Alert]] = lambda local: [local], *,
+                     step: int | None) -> bool:
+        """Measure the model before training (``check_on_train_start``); every rank calls it, like a check.
+
+        Recorded in the monitor's history as the run's starting point, never judged and never halting. Skipped
+        when disabled or when the run already has a history (a resumed run). Returns whether it ran.
+        """
+        assert self.monitor is not None, "call setup() first"
+        if not self.check_on_train_start or self.monitor.history:
+            return False
+        self._baseline_running = True
+        try:
+            measured = gather(self.measure(produce))
+        finally:
+            self._baseline_running = False
+        faults = [m for m in measured if isinstance(m, Alert)]
+        if faults:
+            logger.warning("collapseguard: the check before training failed (%s); the run is judged without "
+                           "its starting point", faults[0].message)
+            return False
+        merged = measured[0].copy()
+        for other in measured[1:]:
+            merged.merge(other)
+        metrics = merged.compute()
+        self.monitor.record_baseline(metrics, step=step)
+        if self.alert_log is not None and self.rank == 0:
+            self.alert_log.write({"type": "baseline", "step": step, "metrics": metrics})
+        return True
 
     # ------------------------------------------------------------------ check
     def measure(self, produce: Callable[[], Generation]) -> MetricSuite | Alert:

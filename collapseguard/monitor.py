@@ -10,7 +10,7 @@ distributed caller merges the suites of all ranks in between.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from collapseguard.profile import ReferenceProfile
 from collapseguard.suite import ArraySuite, MetricSuite, TextGoldContext, TextSuite
 from collapseguard.thresholds import Thresholds
 from collapseguard.tokenize import TokenizerAdapter, to_sequences
+from collapseguard.trajectory import Anchor, find_anchor
 
 STATE_VERSION = 1
 
@@ -43,6 +44,8 @@ class CheckResult:
         judged: False when the check had too few outputs to judge (no alerts then).
         bounds: per judged metric, its reference and warn/critical bounds in the metric's units,
             and ``direction`` (``"low"``: bad below the bounds; ``"high"``: bad above).
+        anchor: the run's point closest to the human data (``source``, ``step``, ``distance``, ``value``; see
+            :mod:`collapseguard.trajectory`), against which output-side signals are judged as well as gold.
     """
 
     step: int | None
@@ -53,6 +56,13 @@ class CheckResult:
     alerts: list[Alert] = field(default_factory=list)
     judged: bool = True
     bounds: dict[str, dict[str, float | str]] = field(default_factory=dict)
+    anchor: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def learning(self) -> bool:
+        """True when this check is the run's closest approach to the human data so far (see
+        :mod:`collapseguard.trajectory`): the model is still getting better, and output-side signals hold."""
+        return self.anchor.get("source") == "current"
 
     @property
     def critical(self) -> bool:
@@ -68,7 +78,7 @@ class CheckResult:
             "step": self.step, "health": self.health, "phase_health": dict(self.phase_health),
             "metrics": dict(self.metrics), "reference": dict(self.reference),
             "alerts": [a.to_dict() for a in self.alerts], "judged": self.judged,
-            "bounds": {k: dict(v) for k, v in self.bounds.items()},
+            "bounds": {k: dict(v) for k, v in self.bounds.items()}, "anchor": dict(self.anchor),
         }
 
     def summary(self) -> str:
@@ -144,8 +154,8 @@ class CollapseMonitor:
         """
         if result is not None:
             metrics = result.metrics
-        elif self.history:
-            metrics = self.history[-1]["metrics"]
+        elif self.checks:
+            metrics = self.checks[-1]["metrics"]
         else:
             raise ValueError("no check to profile yet: run check() first or pass result=")
         return ReferenceProfile(self.gold.fingerprint, {**self.settings(), **(settings or {})}, dict(metrics),
@@ -184,12 +194,18 @@ class CollapseMonitor:
         if m not in self._reference_cache:
             suite = self.new_suite()
             if self.kind == "text":
-                suite.update(list(self.split.continuations[:m]))
+                conts = list(self.split.continuations[:m])
+                # a gold text that ends before the length limit "finished": the share that did not is the
+                # reference for outputs that hit the limit without EOS
+                suite.update(conts, finished=[c.size < self.max_new_tokens for c in conts])
             else:
                 n = self.gold.array.shape[0]
                 rows = np.random.default_rng(0).choice(n, size=m, replace=False) if m < n else np.arange(n)
                 suite.update(self.gold.array[np.sort(rows)])
-            self._reference_cache[m] = suite.compute()
+            reference = suite.compute()
+            if self.kind == "text":
+                reference["overconfidence"] = 0.0  # human text is its own distribution: no excess confidence
+            self._reference_cache[m] = reference
         return self._reference_cache[m]
 
     # ------------------------------------------------------------- judging
@@ -201,13 +217,34 @@ class CollapseMonitor:
 
     def evaluate(self, suite: MetricSuite, step: int | None = None) -> CheckResult:
         """Judge merged metric states; appends to :attr:`history`."""
-        metrics = suite.compute()
-        n = suite.num_outputs
+        return self.judge(suite.compute(), step=step)
+
+    def record_baseline(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Keep the metrics of the model as it was before training, unjudged: the run's starting point.
+
+        A model that gets worse than where it started (a fine-tuned checkpoint trained on its own samples,
+        a model trained on degenerate data) is then judged against it from the first check on.
+        """
+        self.history.append({"step": step, "baseline": True, "health": None, "phase_health": {},
+                             "metrics": dict(metrics), "raw": {}, "alerts": []})
+
+    @property
+    def checks(self) -> list[dict[str, Any]]:
+        """The judged checks of :attr:`history` (without the baseline)."""
+        return [h for h in self.history if not h.get("baseline")]
+
+    def judge(self, metrics: Mapping[str, float], step: int | None = None) -> CheckResult:
+        """Judge one check's computed metrics (``num_outputs`` among them); appends to :attr:`history`."""
+        metrics = dict(metrics)
+        n = int(metrics["num_outputs"])
         reference = self.reference(n)
-        past = [h["metrics"] for h in self.history]
+        checks = self.checks
+        past = [h["metrics"] for h in checks]
+        baseline = next((h["metrics"] for h in self.history if h.get("baseline")), None)
         profile = self.reference_profile.metrics if self.reference_profile is not None else None
+        anchor = find_anchor(metrics, checks, baseline, profile, self.kind)
         findings = [f for d in self.detectors
-                    for f in d.judge(metrics, reference, past, self.thresholds, self.kind, profile)]
+                    for f in d.judge(metrics, reference, past, self.thresholds, self.kind, profile, anchor, baseline)]
         judged = n >= self.thresholds.min_outputs
         if not judged:
             logger.warning("check at step %s had %d outputs, fewer than min_outputs=%d: reported, not judged",
@@ -216,7 +253,7 @@ class CollapseMonitor:
         phase_health = {p: min([f.health for f in findings if f.phase == p], default=1.0) for p in PHASES}
         bounds = {f.signal.metric: f.bounds() for f in findings}
         result = CheckResult(step, min(phase_health.values()), phase_health, metrics, reference, alerts, judged,
-                             bounds)
+                             bounds, _anchor_summary(anchor))
         previous = {tuple(a[k] for k in ("detector", "metric")): a["severity"]
                     for a in (self.history[-1]["alerts"] if self.history else [])}
         for alert in alerts:
@@ -224,7 +261,7 @@ class CollapseMonitor:
         self.history.append({
             "step": step, "health": result.health, "phase_health": phase_health, "metrics": metrics,
             "raw": {f"{f.detector}/{f.signal.metric}": f.severity for f in findings} if judged else {},
-            "alerts": [a.to_dict() for a in alerts],
+            "alerts": [a.to_dict() for a in alerts], "anchor": result.anchor,
         })
         return result
 
@@ -259,6 +296,12 @@ class CollapseMonitor:
             raise ValueError("this state was saved with another gold set (fingerprints differ); "
                              "resume with the same gold set or start a fresh monitor")
         self.history = [dict(h) for h in state["history"]]
+
+
+def _anchor_summary(anchor: Anchor | None) -> dict[str, Any]:
+    if anchor is None:
+        return {}
+    return {"source": anchor.source, "step": anchor.step, "distance": anchor.distance, "value": anchor.value}
 
 
 def _finite(x: float) -> float:

@@ -174,6 +174,10 @@ def _config_html(run: RunLog) -> str:
              f"items, sha256 <code>{html.escape(str(gold.get('fingerprint', ''))[:16])}…</code>; "
              f"collapseguard {html.escape(str(cfg.get('collapseguard')))}, {cfg.get('world_size', 1)} process(es)</p>"]
     guard = cfg.get("guard", {})
+    asked, judged = guard.get("num_samples"), guard.get("prompts_per_check")
+    if judged is not None:
+        fewer = f" (<code>num_samples={asked}</code> asks for more than the gold set yields)" if judged != asked else ""
+        parts.append(f"<p>each check judges <b>{judged}</b> prompts{fewer}</p>")
     parts.append(_table(["setting", "value"], [[k, json.dumps(v) if isinstance(v, dict) else _fmt(v)]
                                                for k, v in guard.items() if v is not None]))
     parts.append(_table(["threshold", "value"], [[k, _fmt(v)] for k, v in cfg.get("thresholds", {}).items()]))

@@ -142,7 +142,7 @@ class TextSuite(MetricSuite):
     def compute(self) -> dict[str, float]:
         out = super().compute()
         if not self.metrics["gold_likelihood"].count.any():
-            for key in [k for k in out if k.startswith("gold_ppl") or k == "next_token_entropy"]:
+            for key in [k for k in out if k.startswith("gold_ppl") or k in ("next_token_entropy", "overconfidence")]:
                 out.pop(key)
         return out
 
@@ -151,8 +151,10 @@ class ArraySuite(MetricSuite):
     """Every embedding/sample metric of one check."""
 
     def __init__(self, ellipsoid: GoldEllipsoid, dim: int) -> None:
+        self.dim = dim
         super().__init__({
-            "embedding": EmbeddingMoments(dim, center=ellipsoid.mean), "tail_mass": TailMass(ellipsoid),
+            "embedding": EmbeddingMoments(dim, center=ellipsoid.mean, gold_cov_sqrt=ellipsoid.cov_sqrt),
+            "tail_mass": TailMass(ellipsoid),
             "duplicate_fraction": DuplicateFraction(), "gold_nll": GoldNLL(),
         })
 
@@ -170,4 +172,6 @@ class ArraySuite(MetricSuite):
         out = super().compute()
         if not self.metrics["gold_nll"].count:
             out.pop("gold_nll")
+        else:  # score_fn gives a log-likelihood per row: judged per dimension, as a perplexity per dimension
+            out["gold_nll"] /= self.dim
         return out

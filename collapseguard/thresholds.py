@@ -41,6 +41,8 @@ class Thresholds:
     ppl_rise_critical: float = _f(2.0, 1, 100, "critical at this multiple of the baseline gold perplexity")
     diversity_warn: float = _f(0.75, 0, 1, "warn when distinct-2, Vendi, total variance, effective rank or inverse compression ratio fall below this share of gold")
     diversity_critical: float = _f(0.5, 0, 1, "critical below this share of gold")
+    overconfidence_warn: float = _f(1.0, 0, 50, "warn when the model's mean NLL of gold tokens exceeds its mean next-token entropy there by this many nats (a model sure of a narrower distribution than human text; 0 for a model that writes like gold), beyond where it started")
+    overconfidence_critical: float = _f(2.0, 0, 50, "critical at this many nats of overconfidence")
     self_bleu_rise_warn: float = _f(0.15, 0, 1, "warn when self-BLEU exceeds gold's by this much (absolute)")
     self_bleu_rise_critical: float = _f(0.35, 0, 1, "critical when self-BLEU exceeds gold's by this much")
     # late phase: functional collapse
@@ -59,6 +61,7 @@ class Thresholds:
         ("tail_ppl_rise_warn", "tail_ppl_rise_critical", "above"),
         ("ppl_rise_warn", "ppl_rise_critical", "above"),
         ("self_bleu_rise_warn", "self_bleu_rise_critical", "above"),
+        ("overconfidence_warn", "overconfidence_critical", "above"),
         ("repetition_warn", "repetition_critical", "above"),
     )
 
@@ -185,14 +188,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "strict": {
         "tail_coverage_warn": 0.8, "tail_coverage_critical": 0.55,
         "tail_ppl_rise_warn": 1.15, "tail_ppl_rise_critical": 1.6, "ppl_rise_warn": 1.15, "ppl_rise_critical": 1.6,
-        "diversity_warn": 0.85, "diversity_critical": 0.65,
+        "diversity_warn": 0.85, "diversity_critical": 0.65, "overconfidence_warn": 0.75, "overconfidence_critical": 1.5,
         "self_bleu_rise_warn": 0.1, "self_bleu_rise_critical": 0.25,
         "repetition_warn": 0.1, "repetition_critical": 0.25, "trend_drop_warn": 0.1,
     },
     "lenient": {
         "tail_coverage_warn": 0.5, "tail_coverage_critical": 0.25,
         "tail_ppl_rise_warn": 1.5, "tail_ppl_rise_critical": 3.0, "ppl_rise_warn": 1.5, "ppl_rise_critical": 3.0,
-        "diversity_warn": 0.6, "diversity_critical": 0.35,
+        "diversity_warn": 0.6, "diversity_critical": 0.35, "overconfidence_warn": 1.5, "overconfidence_critical": 3.0,
         "self_bleu_rise_warn": 0.25, "self_bleu_rise_critical": 0.5,
         "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "patience": 2,
     },

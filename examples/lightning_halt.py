@@ -57,7 +57,7 @@ def main() -> None:
     data = SwitchingData(TokenBlocks(train, tok), TokenBlocks(DEGENERATE, tok), args.switch)
     trainer.fit(lightning_module(tiny_gpt2(tok)), datamodule=data)
     print(f"\nstopped after epoch {trainer.current_epoch} of {args.epochs} (should_stop={trainer.should_stop})")
-    for h in guard.engine.monitor.history:
+    for h in guard.engine.monitor.checks:
         alerts = ", ".join(f"{a['severity']}:{a['metric']}" for a in h["alerts"]) or "-"
         print(f"step {h['step']:>4}  health {h['health']:.2f}  {alerts}")
     print(f"report: {write_report(out)}")

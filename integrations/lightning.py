@@ -139,6 +139,9 @@ class CollapseGuard(Callback):
         return self.engine.run_check(self._produce(trainer, pl_module), gather_measurements,
                                      step=trainer.global_step, epoch=trainer.current_epoch)
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.engine.run_baseline(self._produce(trainer, pl_module), gather_measurements, step=trainer.global_step)
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         monitor = self.engine.data_monitor

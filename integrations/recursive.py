@@ -94,7 +94,7 @@ def run_recursive(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: 
             lg.setLevel(logging.ERROR)
         try:
             base, guard0 = fit(train, seed * 1000, save_profile=profile)
-            gen0 = guard0.engine.monitor.history[-1]
+            gen0 = guard0.engine.monitor.checks[-1]
             results.append(GenerationResult("gen0", 0, gen0["metrics"], dict(gen0["metrics"]), gen0["alerts"]))
             for regime in regimes:
                 model = base
@@ -103,7 +103,7 @@ def run_recursive(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: 
                         if regime == "replace" else list(train)
                     model, guard = fit(data, seed * 1000 + g, reference=profile)
                     ref = guard.engine.reference
-                    last = guard.engine.monitor.history[-1]
+                    last = guard.engine.monitor.checks[-1]
                     results.append(GenerationResult(regime, g, last["metrics"], dict(ref.metrics), last["alerts"]))
         finally:
             for lg, level in zip(quiet, levels, strict=True):
@@ -155,7 +155,7 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
         warnings.simplefilter("ignore", CollapseWarning)
         base = tiny_gpt2(tokenizer, seed=seed)
         guard0 = fit(base, train, (), seed * 1000, 4 * epochs, save_profile=profile, every_n_epochs=4 * epochs)
-        gen0 = guard0.engine.monitor.history[-1]
+        gen0 = guard0.engine.monitor.checks[-1]
         results.append(GenerationResult("gen0", 0, gen0["metrics"], dict(gen0["metrics"]), gen0["alerts"]))
         for regime in ("replace", "reweight"):
             model = copy.deepcopy(base)
@@ -166,7 +166,7 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
                     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1000 + g))
                     anchors = [train[i] for i in pick[: samples // 8].tolist()]
                 guard = fit(model, data, anchors, seed * 1000 + g, epochs, reference=profile)
-                last = guard.engine.monitor.history[-1]
+                last = guard.engine.monitor.checks[-1]
                 results.append(GenerationResult(regime, g, last["metrics"], dict(guard.engine.reference.metrics),
                                                 last["alerts"]))
     return results
@@ -339,7 +339,7 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
         trainer.fit(lightning_module(model, lr=lr), loader)
 
     def record(generation: int, model: Any, guard: CollapseGuard, val_loss: float) -> GenerationRecord:
-        last = guard.engine.monitor.history[-1]
+        last = guard.engine.monitor.checks[-1]
         metrics = {k: float(v) for k, v in last["metrics"].items()}
         if guard.engine.human_fraction is not None:
             metrics["human_fraction_target"] = float(guard.engine.human_fraction)

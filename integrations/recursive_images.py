@@ -39,8 +39,9 @@ What the guard sees (4 seeds x 8 generations, balanced thresholds, default setti
   so judged against gold alone (``reference="gold"``) ``accumulate`` -- whose variance drifts ~15% down while
   test perplexity rises 3-14% -- warns at most generations. The default ``reference="gen0"`` judges diversity
   against generation 0's own check (the library's reference profile); then the controls raise no alert.
-* The gold ELBO must go per pixel: per image (~100 nats) a 0.22-nat rise already means perplexity x1.25,
-  and the controls' run-to-run noise turns ``gold_nll`` critical (``per_pixel=False`` shows it).
+* The guard judges the gold ELBO per pixel (it divides the per-image log-likelihood by the dimension): per
+  image (~100 nats) a 0.22-nat rise would already mean perplexity x1.25, and the controls' run-to-run noise
+  would turn ``gold_nll`` critical.
 * In a PCA feature space of gold (``features=16``) ``tail_mass`` is critical from generation 0 on: the VAE
   never reaches gold's tails along its principal axes (in pixel space, pixel noise lands samples outside
   the gold ellipsoid, which hides that).
@@ -244,7 +245,7 @@ def run_vae(regime: str = "replace", seed: int = 0, generations: int = 5, *, sam
             reference: Literal["gen0", "gold"] = "gen0", latent: int = 8, hidden: int = 128, lr: float = 5e-3,
             check_size: int | None = None,
             sampling: Literal["sample", "mean"] = "sample", warm_start: bool = False, pool_epochs: bool = False,
-            features: int | None = None, per_pixel: bool = True, quiet: bool = True,
+            features: int | None = None, quiet: bool = True,
             callback: Callable[[int, DigitsVAE, np.ndarray], None] | None = None) -> list[GenerationRecord]:
     """Run generation 0 and ``generations`` more of one regime; one record per generation.
 
@@ -271,9 +272,6 @@ def run_vae(regime: str = "replace", seed: int = 0, generations: int = 5, *, sam
         pool_epochs: in ``accumulate``, run ``epochs`` passes over the whole growing pool (as Gerstgrasser et
             al. do; generation ``g`` then costs ``g + 1`` times as much) instead of over ``samples`` images.
         features: judge in the top ``features`` principal axes of gold (fit once) instead of raw pixels.
-        per_pixel: pass the gold ELBO per pixel as ``gold_loglik``, so the guard's perplexity bounds read per
-            pixel (as per token for text); ``False`` passes it per image, where a 0.22-nat rise in a ~100-nat
-            quantity already warns.
         quiet: keep alert log lines out of the ``collapseguard`` logger (``CollapseWarning`` is always silenced).
         callback: called as ``callback(generation, model, check_images)`` after each generation's check
             (e.g. to keep sample images for a plot).
@@ -296,7 +294,9 @@ def run_vae(regime: str = "replace", seed: int = 0, generations: int = 5, *, sam
     steps = epochs * math.ceil(samples / BATCH_SIZE)
     project = _Pca(data.gold, features) if features else (lambda x: np.asarray(x, dtype=np.float64))
     monitor = CollapseMonitor(GoldSet.from_arrays(project(data.gold), name="digits-gold"), thresholds)
-    scale = PIXELS if per_pixel else 1
+    # the guard reads gold_loglik per row and judges it per dimension of what it sees: in a feature space of
+    # ``features`` axes, rescale the per-image ELBO so that the judged figure stays per pixel
+    scale = (features or PIXELS) / PIXELS
     pool: list[np.ndarray] = [_human(seed, samples, _TRAIN)]
     models: list[DigitsVAE] = []
     records = []
@@ -323,7 +323,7 @@ def run_vae(regime: str = "replace", seed: int = 0, generations: int = 5, *, sam
             models.append(model)
             check = model.sample(check_size, torch.Generator().manual_seed(_seed(seed, _CHECK, g)), sampling)
             result = monitor.check(project(check), step=g,
-                                   gold_loglik=mean_elbo(model, data.gold, _seed(seed, _EVAL)) / scale)
+                                   gold_loglik=mean_elbo(model, data.gold, _seed(seed, _EVAL)) * scale)
             if g == 0 and reference == "gen0":
                 monitor.reference_profile = monitor.profile(result, source=f"{SCENARIO} generation 0, seed {seed}")
             test_elbo = mean_elbo(model, data.test, _seed(seed, _EVAL))

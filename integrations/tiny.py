@@ -13,20 +13,25 @@ from typing import Any
 import torch
 
 EOS = "<|endoftext|>"
+PAD = "<|pad|>"
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 512) -> Any:
-    """A ``PreTrainedTokenizerFast`` (byte-level BPE) trained on ``texts`` in memory; EOS doubles as pad."""
+    """A ``PreTrainedTokenizerFast`` (byte-level BPE) trained on ``texts`` in memory.
+
+    EOS ends every text; padding has a token of its own, so that a loss masked on padding never masks the
+    end of a text (the setup fault the guard's length-limit hint warns about).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=PAD)
 
 
 def tiny_gpt2(tokenizer: Any, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 128,
@@ -40,7 +45,7 @@ def tiny_gpt2(tokenizer: Any, n_layer: int = 2, n_embd: int = 64, n_head: int = 
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
                         n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.eos_token_id, resid_pdrop=dropout, embd_pdrop=dropout,
+                        pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout, embd_pdrop=dropout,
                         attn_pdrop=dropout)
     return GPT2LMHeadModel(config)
 

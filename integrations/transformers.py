@@ -93,16 +93,20 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
         if model is not None and self.generate_fn is None and self.sample_fn is None:
             check_tokenizer_fits(model, self.engine.tokenizer)
         self._move_to_front()
+        if model is not None:
+            self.engine.run_baseline(self._produce(args, model), gather_measurements, step=state.global_step)
 
-    def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int) -> Any:
+    def _produce(self, args: TrainingArguments, model: Any) -> Callable[[], Any]:
         rank, world = args.process_index, args.world_size
         if self.sample_fn is not None:
-            produce = produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world, self.score_fn)
-        elif self.generate_fn is not None:
-            produce = produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
-        else:
-            produce = produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world)
-        return self.engine.run_check(produce, gather_measurements, step=state.global_step, epoch=epoch)
+            return produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world, self.score_fn)
+        if self.generate_fn is not None:
+            return produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
+        return produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world)
+
+    def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int) -> Any:
+        return self.engine.run_check(self._produce(args, model), gather_measurements, step=state.global_step,
+                                     epoch=epoch)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      model: Any = None, **kwargs: Any) -> None:

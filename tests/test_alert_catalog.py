@@ -32,6 +32,8 @@ ACTIONS = {
     "seq_rep_4": "Outputs repeat their own 4-grams: loops. Stop; roll back to the last healthy checkpoint. If most outputs hit the length limit from the first check, suspect EOS handling instead.",
     "loop_fraction": "Outputs end in a span repeated 3 or more times. As above.",
     "duplicate_fraction": "Different prompts get identical outputs. As above.",
+    "overconfidence": "The model is surer of its next tokens than human text warrants (its NLL of gold tokens exceeds its own entropy there): its distribution narrowed. Mix in human data or roll back; a model fine-tuned long on little data shows it too (overfitting).",
+    "far_mass": "Samples land far outside the real data (beyond the ellipsoid holding 99% of gold): garbage. As above.",
 }
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from collapseguard import GoldSet, Thresholds
+from collapseguard.alertlog import read_alert_log
 from collapseguard.audit import audit_texts, minhash_signatures, near_duplicate_pairs, read_texts
 from collapseguard.calibrate import calibrate
 from collapseguard.cli import Progress, main
@@ -121,6 +122,44 @@ def test_calibration_sets_bounds_beyond_split_half_noise_and_still_catches_colla
     assert Thresholds.from_file(tmp_path / "cal.yaml").diversity_warn > 0.5
 
 
+def test_calibration_of_a_small_gold_set_keeps_what_it_cannot_estimate_and_says_how_many_texts(tmp_path, capsys):
+    """60 texts: tail coverage's split-half spread reaches past its critical bound, so a calibrated bound would
+    switch the early phase off; it keeps the preset's bounds and says how many texts calibration needs."""
+    small = train_gold_split()[1][:60]
+    cal = calibrate(GoldSet.from_texts(small), rounds=10)
+    assert cal.thresholds.tail_coverage_warn == Thresholds().tail_coverage_warn
+    assert cal.thresholds.tail_coverage_critical == Thresholds().tail_coverage_critical
+    note, = [n for n in cal.notes if n.startswith("tail_coverage")]
+    needed = int(note.split("needs about ")[1].split()[0])
+    assert needed > 60 and "60 gold texts" in note
+    # half of the texts long enough give prompts (one of the 60 is too short); a round judges half of a half
+    assert cal.guard_prompts == 29 and cal.prompts <= 15
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in small), encoding="utf-8")
+    assert main(["thresholds", "--calibrate", str(path), "--format", "yaml", "--out", str(tmp_path / "c.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "judge 29 prompts, fewer than --num-samples 64" in err and err.count("warning: tail_coverage") == 1
+    assert f"needs about {needed} gold texts" in err
+
+
+def test_the_trail_and_the_report_give_the_prompts_a_check_judges(tmp_path):
+    """num_samples=64 on a 60-text gold set judges 30 prompts (with this tokenizer): the trail and report say 30."""
+    pytest.importorskip("lightning")
+    from collapseguard.integrations.lightning import CollapseGuard
+    from tests import tiny_runs as tr
+
+    run_dir = tmp_path / "run"
+    guard = CollapseGuard(GoldSet.from_texts(train_gold_split()[1][:60]), tokenizer=tr.tokenizer(),
+                          alert_log=run_dir / "alerts.jsonl", num_samples=64)
+    tr.lightning_fit(run_dir, "varied", 1, [guard])
+    config = next(r for r in read_alert_log(run_dir / "alerts.jsonl") if r["type"] == "config")
+    assert config["guard"]["num_samples"] == 64 and config["guard"]["prompts_per_check"] == 30
+    assert guard.engine.monitor.checks[0]["metrics"]["num_outputs"] == 30
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    assert "each check judges <b>30</b> prompts" in page and "num_samples=64" in page
+
+
 # ------------------------------------------------------------------ progress bar
 def test_progress_bar_draws_on_a_terminal_and_stays_silent_in_logs():
     stream = io.StringIO()
@@ -226,7 +265,7 @@ def test_report_reads_lightning_csv_tensorboard_and_the_trail(tmp_path):
     run = read_run(run_dir)[0]
     assert any(s.endswith("metrics.csv") for s in run.sources)
     assert any("tfevents" in s for s in run.sources) and not run.notes
-    history = guard.engine.monitor.history
+    history = guard.engine.monitor.checks
     assert [v for _, v in run.series["health"]] == pytest.approx([h["health"] for h in history])
     assert len(run.series["train_loss"]) == 2  # from the framework's logs, once per epoch
     # with no trail, the guard's metrics come from the framework's own logs

@@ -24,7 +24,7 @@ def test_lightning_guard_on_cuda_keeps_every_rng_stream(tmp_path):
     module = lightning_module(tr.model())
     trainer = tr.lightning_trainer(tmp_path, 2, [guard], accelerator="gpu", deterministic=False)
     trainer.fit(module, torch.utils.data.DataLoader(tr.blocks("varied"), batch_size=16))
-    history = guard.engine.monitor.history
+    history = guard.engine.monitor.checks
     assert len(history) == 2 and all(math.isfinite(h["metrics"]["gold_ppl"]) for h in history)
     # the check itself leaves the CPU and CUDA generators where it found them
     from collapseguard.integrations._torch import produce_from_hf_model

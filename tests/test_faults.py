@@ -34,7 +34,7 @@ def test_tokenizer_without_pad_token_falls_back_to_eos(tmp_path):
     assert tok.pad_token_id is None
     guard = CollapseGuard(tr.gold(), tokenizer=tok, **tr.GUARD_KWARGS)
     tr.lightning_fit(tmp_path, "varied", 1, [guard])
-    assert guard.engine.monitor.history[0]["metrics"]["num_outputs"] == 32
+    assert guard.engine.monitor.checks[0]["metrics"]["num_outputs"] == 32
 
 
 def test_outputs_longer_than_expected_are_truncated_and_reported(tmp_path, caplog):
@@ -44,7 +44,7 @@ def test_outputs_longer_than_expected_are_truncated_and_reported(tmp_path, caplo
     guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=long_outputs, **tr.GUARD_KWARGS)
     with caplog.at_level(logging.WARNING, logger="collapseguard"):
         tr.lightning_fit(tmp_path, "varied", 1, [guard])
-    assert guard.engine.monitor.history[0]["metrics"]["mean_length"] == 32
+    assert guard.engine.monitor.checks[0]["metrics"]["mean_length"] == 32
     assert any("32 of 32 outputs on rank 0 are longer than max_new_tokens=32" in r.getMessage() for r in caplog.records)
 
 
@@ -68,7 +68,7 @@ def test_gold_file_changed_mid_run(tmp_path, caplog, on_collapse):
     with caplog.at_level(logging.WARNING, logger="collapseguard"):
         trainer, _ = tr.lightning_fit(tmp_path, "varied", 3, [guard, EditGold(path)])
     assert guard.engine.checks_done == (2 if on_collapse == "halt" else 3)
-    assert len(guard.engine.monitor.history) == 1  # the checks after the edit are faults, never verdicts
+    assert len(guard.engine.monitor.checks) == 1  # the checks after the edit are faults, never verdicts
     assert any("changed on disk" in r.getMessage() for r in caplog.records)
     assert trainer.current_epoch == (2 if on_collapse == "halt" else 3)
 
@@ -90,7 +90,7 @@ def test_alert_log_is_an_append_only_trail(tmp_path):
     # a second run appends
     guard2 = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), alert_log=log, **tr.GUARD_KWARGS)
     tr.lightning_fit(tmp_path / "again", "varied", 1, [guard2])
-    assert [r["type"] for r in read_alert_log(log)[len(records):]] == ["config", "check"]
+    assert [r["type"] for r in read_alert_log(log)[len(records):]] == ["config", "baseline", "check"]
 
 
 def test_alert_log_on_a_full_disk_never_stops_training(tmp_path, caplog):
@@ -98,7 +98,7 @@ def test_alert_log_on_a_full_disk_never_stops_training(tmp_path, caplog):
                           **tr.GUARD_KWARGS)
     with caplog.at_level(logging.ERROR, logger="collapseguard"):
         trainer, _ = tr.lightning_fit(tmp_path, "varied", 2, [guard])
-    assert trainer.current_epoch == 2 and len(guard.engine.monitor.history) == 2
+    assert trainer.current_epoch == 2 and len(guard.engine.monitor.checks) == 2
     errors = [r.getMessage() for r in caplog.records if "alert log" in r.getMessage()]
     assert len(errors) == 1 and "No space left on device" in errors[0]
     raising = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=_stuck, alert_log="/dev/full",

@@ -754,6 +754,8 @@ def test_banded_perplexity_hand_computed():
     assert out["gold_ppl_mid"] == pytest.approx(math.exp(2.0))
     assert out["gold_ppl_tail"] == pytest.approx(math.exp(4.0))
     assert out["next_token_entropy"] == pytest.approx((1 + 1 + 2 + 4 + 2) / 5)
+    # overconfidence: mean NLL minus mean entropy over the same (finite) tokens
+    assert out["overconfidence"] == pytest.approx((0.5 + 1.5 + 2.0 + 3.0 + 5.0) / 5 - (1 + 1 + 2 + 4 + 2) / 5)
     metric = GoldLikelihood(bands)
     metric.update(stats)
     assert metric.compute_all() == pytest.approx(out)
@@ -883,7 +885,7 @@ def test_array_suite_equals_references(array_setup):
     dist = lambda z: np.sqrt(np.sum((z - mean) @ prec * (z - mean), axis=1))  # noqa: E731
     assert out["tail_mass"] == pytest.approx(np.mean(dist(x) > np.quantile(dist(gold), 0.9)), abs=1e-12)
     assert out["duplicate_fraction"] == pytest.approx(2 / 70)
-    assert out["gold_nll"] == pytest.approx(3.0)
+    assert out["gold_nll"] == pytest.approx(3.0 / x.shape[1])  # mean NLL per row (3 nats), judged per dimension
     assert out["num_outputs"] == 70
     assert "gold_nll" not in mon.measure(x).compute()
 
@@ -1006,3 +1008,29 @@ def test_suite_bad_inputs(text_monitor, array_setup):
         mon.measure(np.full((2, 4), np.nan))
     with pytest.raises(TypeError, match="different metrics"):
         text_monitor.new_suite().merge(mon.new_suite())
+
+
+def test_frechet_distance_equals_scipy_sqrtm_reference():
+    from scipy.linalg import sqrtm
+
+    from collapseguard.metrics.embedding import frechet_distance
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
+    g = rng.normal(size=(300, 5)) + 0.5
+    cx, cg = np.cov(x, rowvar=False, bias=True), np.cov(g, rowvar=False, bias=True)
+    ref = float(((x.mean(0) - g.mean(0)) ** 2).sum() + np.trace(cx + cg - 2 * sqrtm(cx @ cg).real))
+    assert frechet_distance(x, g) == pytest.approx(ref, rel=1e-9)
+    assert frechet_distance(g, g) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_array_suite_far_mass_and_frechet_against_hand_computed(array_setup):
+    mon, gold, x = array_setup
+    mean, prec = gold.mean(axis=0), np.linalg.inv(np.cov(gold.T))
+    dist = lambda z: np.sqrt(np.sum((z - mean) @ prec * (z - mean), axis=1))  # noqa: E731
+    far = x * 6.0  # most rows well outside the ellipsoid that holds 99% of gold
+    out = mon.measure(far).compute()
+    assert out["far_mass"] == pytest.approx(np.mean(dist(far) > np.quantile(dist(gold), 0.99)), abs=1e-12)
+    assert out["far_mass"] > 0.5
+    from collapseguard.metrics.embedding import frechet_distance
+    assert out["frechet_distance"] == pytest.approx(frechet_distance(far, gold), rel=1e-6)

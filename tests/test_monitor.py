@@ -78,13 +78,28 @@ def test_same_output_for_every_prompt_is_late_phase(monitor, corpus):
     assert dup.value == pytest.approx(63 / 64)
 
 
-def test_length_limit_hint_separates_setup_fault_from_collapse(monitor):
+def test_length_limit_hint_separates_setup_fault_from_collapse(corpus):
+    """The EOS/padding hint needs outputs that run to the limit where gold texts themselves end within it."""
+    from collapseguard.corpora import sentences
+
+    short = GoldSet.from_texts([s for p in corpus[0] for s in sentences(p)][:400])  # sentences end early
+    monitor = CollapseMonitor(short, tokenizer=SimpleTokenizer(), prompt_length=8, max_new_tokens=32)
+    assert monitor.reference(64)["length_limit_fraction"] < 0.5
     outputs = [[7, 8] * 16 for _ in range(64)]
     result = monitor.check(outputs, step=0, finished=[False] * 64)
     late = [a for a in result.alerts if a.phase == "late"]
     assert late and all("EOS masked out of the loss" in a.message for a in late)
     result = monitor.check(outputs, step=1, finished=[True] * 64)
     assert all("EOS masked" not in a.message for a in result.alerts)
+
+
+def test_length_limit_hint_is_silent_where_gold_runs_past_the_limit(corpus):
+    """Gold paragraphs longer than prompt + max_new_tokens run to the limit too: outputs that do so are healthy."""
+    monitor = CollapseMonitor(corpus[1], tokenizer=SimpleTokenizer(), prompt_length=16, max_new_tokens=12)
+    assert monitor.reference(64)["length_limit_fraction"] > 0.8
+    result = monitor.check([[7, 8] * 6 for _ in range(64)], step=0, finished=[False] * 64)
+    late = [a for a in result.alerts if a.phase == "late"]
+    assert late and all("EOS masked" not in a.message for a in late)
 
 
 def test_tail_loss_is_seen_when_only_rare_tokens_vanish(monitor, corpus):
@@ -119,7 +134,7 @@ def test_model_side_tail_rise_with_head_held_is_early_phase(monitor):
     def stats(tail_nll):
         ids = seqs
         nll = [np.where(bands.lookup(s.astype(np.uint64)) == 2, tail_nll, 2.0) for s in ids]
-        return ModelStats(ids, nll, [np.ones(s.size) for s in ids])
+        return ModelStats(ids, nll, [np.full(s.size, 2.0) for s in ids])  # about as sure as it is right
 
     first = monitor.check(seqs, step=0, model_stats=stats(4.0))
     assert first.alerts == []
@@ -213,3 +228,25 @@ def test_a_gold_sample_the_model_deems_impossible_is_critical_not_ignored():
     assert result.metrics["gold_nll"] == float("inf")
     nll = [a for a in result.alerts if a.metric == "gold_nll"]
     assert nll and nll[0].severity == "critical" and result.phase_health["mid"] == 0.0
+
+
+def test_a_warning_names_the_callers_line_not_the_library(monitor):
+    """The CollapseWarning points at the user's call (this file), once per new alert; the log keeps every line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor.check(["same words again and again"] * 64, step=0)
+    ours = [w for w in caught if issubclass(w.category, CollapseWarning)]
+    assert ours and {w.filename for w in ours} == {__file__}
+
+
+def test_array_samples_far_outside_gold_are_late_phase_garbage_in_array_words():
+    """tail_mass of 1.0 (every sample outside gold's ellipsoid) is not healthy: far_mass turns critical, and the
+    message speaks of samples, not text."""
+    rng = np.random.default_rng(0)
+    monitor = CollapseMonitor(GoldSet.from_arrays(rng.normal(size=(300, 4))))
+    result = monitor.check(rng.normal(size=(64, 4)) * 8.0, step=0)
+    assert result.metrics["tail_mass"] == 1.0
+    far = next(a for a in result.alerts if a.metric == "far_mass")
+    assert far.phase == "late" and far.severity == "critical"
+    assert all("text" not in a.message and "token" not in a.message for a in result.alerts)
+    assert "samples" in far.message

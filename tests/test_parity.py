@@ -17,14 +17,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 
 
 def scripted_outputs():
-    """Healthy gold continuations for two checks, then one repeated sentence for every prompt."""
+    """Healthy gold continuations before training and for two checks, then one repeated sentence for every prompt."""
     calls = {"n": 0}
     tok = tr.tokenizer()
     stuck = tok.encode(" The object is returned. The object is returned. The object is returned.")
 
     def generate_fn(model, prompts):
         calls["n"] += 1
-        if calls["n"] <= 2:
+        if calls["n"] <= 3:  # the check before training and checks 0 and 1
             split = tr.gold().split(tok, 16, 32).halves()[0]  # the monitor's own prompt half
             return [split.continuations[i] for i in range(len(prompts))]
         return [stuck for _ in prompts]
@@ -33,7 +33,7 @@ def scripted_outputs():
 
 
 def _histories(guard_engine) -> list[tuple]:
-    return [(h["metrics"], h["alerts"], h["health"]) for h in guard_engine.monitor.history]
+    return [(h["metrics"], h["alerts"], h["health"]) for h in guard_engine.monitor.checks]
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_same_outputs_same_metrics_alerts_and_halt(tmp_path):
     hf_trainer = tr.hf_trainer(tmp_path / "hf", "varied", 8, [hf_guard])
     hf_trainer.train()
 
-    assert len(pl_guard.engine.monitor.history) == len(hf_guard.engine.monitor.history) == 4
+    assert len(pl_guard.engine.monitor.checks) == len(hf_guard.engine.monitor.checks) == 4
     assert pl_trainer.current_epoch == round(hf_trainer.state.epoch) == 4  # both halted after check 4
     pl_hist, hf_hist = _histories(pl_guard.engine), _histories(hf_guard.engine)
     for (m1, a1, h1), (m2, a2, h2) in zip(pl_hist, hf_hist, strict=True):

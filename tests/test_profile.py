@@ -101,9 +101,12 @@ def test_array_models_use_a_held_out_likelihood():
     trusted = CollapseMonitor(gold)
     trusted.check(rng.normal(size=(100, 3)), step=0, gold_loglik=np.full(100, -4.0))
     guarded = CollapseMonitor(gold, reference=trusted.profile())
-    result = guarded.check(rng.normal(size=(100, 3)), step=0, gold_loglik=np.full(100, -4.0 - math.log(1.5)))
+    # score_fn's log-likelihood per row (3 dimensions): judged per dimension, so a rise of 3 log 1.5 nats
+    # per row is perplexity x1.5 per dimension -- a warn
+    result = guarded.check(rng.normal(size=(100, 3)), step=0, gold_loglik=np.full(100, -4.0 - 3 * math.log(1.5)))
     alert = next(a for a in result.alerts if a.metric == "gold_nll")
-    assert alert.severity == "warn" and alert.value == pytest.approx(4.0 + math.log(1.5))
+    assert alert.severity == "warn" and alert.value == pytest.approx(4.0 / 3 + math.log(1.5))
+    assert "per dimension" in alert.message
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def test_varied_human_text_trains_without_critical_alert(tmp_path):
     guard = CollapseGuardCallback(tr.gold(), on_collapse="halt", **tr.GUARD_KWARGS)
     trainer = tr.hf_trainer(tmp_path, "varied", 4, [guard])
     trainer.train()
-    history = guard.engine.monitor.history
+    history = guard.engine.monitor.checks
     assert trainer.state.epoch == 4 and len(history) == 4
     assert "critical" not in tr.severities(history)
     rows = _guard_rows(trainer)
@@ -40,7 +40,7 @@ def test_degenerate_corpus_is_flagged_critical_and_halted(tmp_path, caplog):
     trainer = tr.hf_trainer(tmp_path, "degenerate", 12, [guard])
     with caplog.at_level(logging.WARNING, logger="collapseguard"):
         trainer.train()
-    history = guard.engine.monitor.history
+    history = guard.engine.monitor.checks
     assert trainer.state.epoch < 12, "the guard should have halted training"
     assert tr.severities(history)[-2:] == ["critical", "critical"]
     assert sum("halted training" in r.getMessage() for r in caplog.records) == 1
@@ -54,7 +54,7 @@ def test_warn_mode_trains_bit_for_bit_like_no_guard(tmp_path):
     guard = CollapseGuardCallback(tr.gold(), on_collapse="warn", **tr.GUARD_KWARGS)
     guarded = tr.hf_trainer(tmp_path / "b", "varied", 2, [guard])
     guarded.train()
-    assert len(guard.engine.monitor.history) == 2
+    assert len(guard.engine.monitor.checks) == 2
     a, b = plain.model.state_dict(), guarded.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -88,7 +88,7 @@ def test_health_serves_as_metric_for_best_model(tmp_path):
                             metric_for_best_model="collapseguard/health", greater_is_better=True,
                             load_best_model_at_end=True, eval_dataset=tr.blocks("varied"))
     trainer.train()
-    assert trainer.state.best_metric == pytest.approx(max(h["health"] for h in guard.engine.monitor.history))
+    assert trainer.state.best_metric == pytest.approx(max(h["health"] for h in guard.engine.monitor.checks))
 
 
 def test_metrics_reach_report_to_integrations(tmp_path):

@@ -8,6 +8,7 @@ state merges by addition, never needing the n x n kernel.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import numpy as np
@@ -107,6 +108,41 @@ def _effective_rank_compute(n: int, sx: np.ndarray, sxx: np.ndarray) -> float:
     return _entropy_exp(sigma / total) if total > 0 else 0.0
 
 
+def _frechet_compute(n: int, sx: np.ndarray, sxx: np.ndarray, gold_cov_sqrt: np.ndarray) -> float:
+    """Squared Fréchet distance between Gaussian fits of the outputs and of gold (as FID reports it), from
+    moments taken about gold's mean: ``|mu|^2 + tr(S_o) + tr(S_g) - 2 tr((S_g^1/2 S_o S_g^1/2)^1/2)``."""
+    if n == 0:
+        return math.nan
+    mu = sx / n
+    cov = sxx / n - np.outer(mu, mu)
+    root = eigvalsh(gold_cov_sqrt @ cov @ gold_cov_sqrt)
+    cross = float(np.sqrt(np.clip(root, 0.0, None)).sum())
+    gold_trace = float(np.square(gold_cov_sqrt).sum())  # tr(S_g) = ||S_g^1/2||_F^2
+    return float(max(mu @ mu + np.trace(cov) + gold_trace - 2.0 * cross, 0.0))
+
+
+def frechet_distance(x: Any, gold: Any) -> float:
+    r"""Squared Fréchet distance between Gaussians fitted to ``x`` and to ``gold`` (population covariances).
+
+    .. math:: \|\mu_x - \mu_g\|^2 + \mathrm{tr}\big(\Sigma_x + \Sigma_g - 2 (\Sigma_g^{1/2} \Sigma_x \Sigma_g^{1/2})^{1/2}\big)
+
+    >>> round(frechet_distance([[1.0], [3.0]], [[0.0], [2.0]]), 6)
+    1.0
+    """
+    m, g = as_matrix(x), as_matrix(gold, "gold")
+    centre = g.mean(axis=0)
+    st = _moments_update(m, center=centre)
+    return _frechet_compute(st["n"], st["sx"], st["sxx"], covariance_sqrt(np.cov(g, rowvar=False, bias=True)))
+
+
+def covariance_sqrt(cov: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a covariance matrix (negative rounding noise clipped to 0)."""
+    cov = np.atleast_2d(cov)
+    with _one_blas_thread():
+        lam, vec = np.linalg.eigh(cov)
+    return (vec * np.sqrt(np.clip(lam, 0.0, None))) @ vec.T
+
+
 def vendi_score(x: Any) -> float:
     r"""Vendi score (Friedman & Dieng, 2023) with the cosine kernel.
 
@@ -162,11 +198,14 @@ class EmbeddingMoments(Metric):
 
     name = "embedding_moments"
 
-    def __init__(self, dim: int, full: bool = True, center: np.ndarray | None = None) -> None:
+    def __init__(self, dim: int, full: bool = True, center: np.ndarray | None = None,
+                 gold_cov_sqrt: np.ndarray | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.full = full
         self.center = None if center is None else np.asarray(center, dtype=np.float64)
+        # with the gold mean as centre and the square root of gold's covariance: also the Fréchet distance
+        self.gold_cov_sqrt = gold_cov_sqrt
         self.add_state("n", 0, "sum")
         self.add_state("suu", np.zeros((dim, dim)), "sum")
         if full:
@@ -184,6 +223,8 @@ class EmbeddingMoments(Metric):
         if self.full:
             out["total_variance"] = _total_variance_compute(self.n, self.sx, self.sxx)
             out["effective_rank"] = _effective_rank_compute(self.n, self.sx, self.sxx)
+            if self.gold_cov_sqrt is not None:
+                out["frechet_distance"] = _frechet_compute(self.n, self.sx, self.sxx, self.gold_cov_sqrt)
         return out
 
     def compute(self) -> float:
@@ -192,15 +233,20 @@ class EmbeddingMoments(Metric):
 
 # ------------------------------------------------------------------- tail mass
 class GoldEllipsoid:
-    """Gold mean and whitening, plus the Mahalanobis radius that leaves
-    ``tail_quantile`` of gold outside: the gold set's tail region."""
+    """Gold mean and whitening, plus the Mahalanobis radius that leaves ``tail_quantile`` of gold outside (the
+    gold set's tail region) and the radius that leaves ``far_quantile`` outside (beyond it: far from gold)."""
 
-    def __init__(self, gold: np.ndarray, tail_quantile: float = 0.1) -> None:
+    def __init__(self, gold: np.ndarray, tail_quantile: float = 0.1, far_quantile: float = 0.01) -> None:
         blas_controller()  # built here, once per monitor, rather than inside the first check
         self.mean = gold.mean(axis=0)
-        self.precision = np.linalg.pinv(np.atleast_2d(np.cov(gold, rowvar=False)))
+        cov = np.atleast_2d(np.cov(gold, rowvar=False))
+        self.precision = np.linalg.pinv(cov)
+        # population covariance, as the outputs' moments are: the reference of the Fréchet distance
+        self.cov_sqrt = covariance_sqrt(cov * (gold.shape[0] - 1) / max(gold.shape[0], 1))
         self.tail_quantile = tail_quantile
-        self.radius = float(np.quantile(self.distance(gold), 1.0 - tail_quantile))
+        distances = self.distance(gold)
+        self.radius = float(np.quantile(distances, 1.0 - tail_quantile))
+        self.far_radius = float(np.quantile(distances, 1.0 - far_quantile))
 
     def distance(self, x: np.ndarray) -> np.ndarray:
         c = x - self.mean
@@ -208,10 +254,12 @@ class GoldEllipsoid:
 
 
 class TailMass(Metric):
-    """Share of outputs outside the gold ellipsoid that holds 1 - q of gold (q for gold itself).
+    """Share of outputs outside the gold ellipsoid that holds 1 - q of gold (q for gold itself), and
+    (``far_mass``) the share beyond the ellipsoid that holds 99% of gold.
 
-    As variance collapses, samples stop reaching the gold tails and this falls
-    toward 0 -- the early phase for continuous data.
+    As variance collapses, samples stop reaching the gold tails and ``tail_mass`` falls toward 0 -- the
+    early phase for continuous data. Samples that leave the human data altogether (garbage) push both up:
+    ``far_mass`` near 1 means almost no sample looks like gold, the late phase.
     """
 
     name = "tail_mass"
@@ -220,14 +268,21 @@ class TailMass(Metric):
         super().__init__()
         self.ellipsoid = ellipsoid
         self.add_state("outside", 0, "sum")
+        self.add_state("far", 0, "sum")
         self.add_state("count", 0, "sum")
 
     def update(self, x: Any) -> None:
-        m = as_matrix(x)
-        self._fold(outside=int((self.ellipsoid.distance(m) > self.ellipsoid.radius).sum()), count=m.shape[0])
+        distance = self.ellipsoid.distance(as_matrix(x))
+        self._fold(outside=int((distance > self.ellipsoid.radius).sum()),
+                   far=int((distance > self.ellipsoid.far_radius).sum()), count=distance.size)
+
+    def compute_all(self) -> dict[str, float]:
+        if not self.count:
+            return {"tail_mass": 0.0, "far_mass": 0.0}
+        return {"tail_mass": self.outside / self.count, "far_mass": self.far / self.count}
 
     def compute(self) -> float:
-        return self.outside / self.count if self.count else 0.0
+        return self.compute_all()["tail_mass"]
 
 
 # ----------------------------------------------- hashed n-gram features (text)

@@ -65,11 +65,15 @@ def _gold_likelihood_compute(nll_sum: np.ndarray, entropy_sum: np.ndarray, count
         out[f"gold_ppl_{name}"] = ppl(nll_sum[i], count[i])
     total = count.sum()
     out["next_token_entropy"] = float(entropy_sum.sum() / total) if total > 0 else float("nan")
+    # mean NLL minus mean entropy: 0 for a model whose next-token distribution is the human one (in
+    # expectation), positive when it is surer of itself than human text warrants -- a narrowed distribution
+    out["overconfidence"] = float((nll_sum.sum() - entropy_sum.sum()) / total) if total > 0 else float("nan")
     return out
 
 
 def banded_perplexity(stats: ModelStats, bands: FrequencyBands) -> dict[str, float]:
-    r"""Gold perplexity overall and per band, and mean next-token entropy.
+    r"""Gold perplexity overall and per band, mean next-token entropy, and overconfidence (mean NLL minus mean
+    entropy, in nats: how much surer of itself the model is than the human text warrants).
 
     .. math:: \mathrm{PPL}_b = \exp\Big(\frac{\sum_{t \in b} \mathrm{nll}_t}{|b|}\Big)
 
