@@ -33,6 +33,12 @@ ON_ERROR = ("warn", "raise")
 DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
+class UnrecoverableCheckError(RuntimeError):
+    """A check failed where the processes can no longer agree: one rank failed inside a collective
+    (a forward of a sharded model) that the others are still waiting in. Never turned into a
+    fault, whatever ``on_error``: the process stops, so the launcher can end the others."""
+
+
 @dataclass
 class Generation:
     """What an adapter's ``produce`` returns for its shard of prompts.
@@ -292,6 +298,8 @@ class GuardEngine:
                 suite = self.monitor.measure(gen.sequences, finished=gen.finished, model_stats=gen.model_stats)
             self.timing = {"generation": generated - start, "metrics": time.perf_counter() - generated}
             return suite
+        except UnrecoverableCheckError:
+            raise
         except Exception as exc:  # a failing check must not kill training unless asked to
             if self.on_error == "raise":
                 raise

@@ -94,22 +94,25 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
             check_tokenizer_fits(model, self.engine.tokenizer)
         self._move_to_front()
 
-    def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int) -> Any:
+    def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int,
+               optimizer: Any = None) -> Any:
         rank, world = args.process_index, args.world_size
         if self.sample_fn is not None:
             produce = produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world, self.score_fn)
         elif self.generate_fn is not None:
             produce = produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
         else:
-            produce = produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world)
+            # under DeepSpeed ZeRO-3 the optimizer reaches the parameter coordinator (gathered generation)
+            produce = produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world,
+                                            holders=(optimizer,))
         return self.engine.run_check(produce, gather_measurements, step=state.global_step, epoch=epoch)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     model: Any = None, **kwargs: Any) -> None:
+                     model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
         if self.engine.save_profile is None:
             return
         if self.engine.last_step != state.global_step:  # profile the final model, not an earlier one
-            self._check(args, state, model, round(state.epoch or 0) - 1)
+            self._check(args, state, model, round(state.epoch or 0) - 1, optimizer)
         if state.is_world_process_zero:
             self.engine.write_profile(source=f"transformers:{type(model).__name__}@step{state.global_step}")
 
@@ -120,11 +123,11 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
             sampler.set_epoch(round(state.epoch or 0))
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     model: Any = None, **kwargs: Any) -> TrainerControl:
+                     model: Any = None, optimizer: Any = None, **kwargs: Any) -> TrainerControl:
         epoch = round(state.epoch or 0) - 1
         if not self.engine.should_check(epoch):
             return control
-        outcome = self._check(args, state, model, epoch)
+        outcome = self._check(args, state, model, epoch, optimizer)
         self._latest = dict(outcome.log_metrics)
         self._pending_logs = dict(outcome.log_metrics)
         state.log_history.append({**outcome.log_metrics, "epoch": state.epoch, "step": state.global_step})
