@@ -142,7 +142,7 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
     """
 
     def produce() -> Generation:
-        sharding = detect_sharding(model, holders)
+        sharding = detect_sharding(model, holders, zero3_gather=engine.zero3_gather)
         try:
             prompts = engine.prompts(rank, world_size)
             continuations = engine.gold_continuations(rank, world_size) if engine.model_stats else None

@@ -14,9 +14,9 @@ sharded and gives the two things a check needs to run in step on every rank:
 engine     during the check                            forwards while generating
 =========  ==========================================  =============================================
 FSDP2      ``fully_shard`` hooks all-gather per module  collective (``synced_gpus``, equal batches)
-FSDP1      ``summon_full_params(writeback=False)``      collective (nested units still all-gather)
+FSDP1      root ``summon_full_params``, no writeback   collective (nested units all-gather per forward)
 ZeRO-3     ``GatheredParameters`` + hooks removed       local (needs the engine or its optimizer)
-ZeRO-3     no engine known: DeepSpeed's own hooks      collective (``synced_gpus``, equal batches)
+ZeRO-3     ``zero3_gather=False`` or no engine known    collective (``synced_gpus``, equal batches)
 =========  ==========================================  =============================================
 
 Failures: :func:`agree_ready` runs before anything collective, so a rank that cannot prepare
@@ -91,12 +91,13 @@ def _zero3_coordinator(holders: Sequence[Any]) -> Any | None:
     return None
 
 
-def detect_sharding(model: torch.nn.Module, holders: Sequence[Any] = ()) -> Sharding | None:
+def detect_sharding(model: torch.nn.Module, holders: Sequence[Any] = (), *, zero3_gather: bool = True) -> Sharding | None:
     """How ``model`` is sharded, or None when every rank holds its full parameters (DDP, ZeRO-1/2).
 
     ``holders`` are objects a framework keeps around the model that may own the sharding: the
     strategy's wrapped model (an FSDP1 root around a LightningModule, a ``DeepSpeedEngine``) or
-    the optimizer (DeepSpeed's, which reaches its parameter coordinator).
+    the optimizer (DeepSpeed's, which reaches its parameter coordinator). ZeRO-3 parameters are
+    gathered once when ``zero3_gather`` and the coordinator is found, else fetched per module.
     """
     modules = list(model.modules())
     fsdp2 = _fsdp2_class()
@@ -108,7 +109,7 @@ def detect_sharding(model: torch.nn.Module, holders: Sequence[Any] = ()) -> Shar
         if outer or any(isinstance(m, fsdp1) for m in modules):
             return Sharding("fsdp1", collective=True, root=outer[0] if outer else model)
     if any(hasattr(p, "ds_id") and hasattr(p, "ds_status") for p in model.parameters()):
-        offload = _zero3_coordinator(holders)
+        offload = _zero3_coordinator(holders) if zero3_gather else None
         return Sharding("zero3", collective=offload is None, root=offload)
     return None
 
@@ -186,7 +187,8 @@ def generation_context(sharding: Sharding, rank: int) -> Iterator[None]:
     stack = contextlib.ExitStack()
     try:
         if sharding.kind == "fsdp1":
-            stack.enter_context(_fsdp1_class().summon_full_params(sharding.root, writeback=False))
+            # the root's own parameters only: nested units gather theirs in their forwards, as in training
+            stack.enter_context(_fsdp1_class().summon_full_params(sharding.root, recurse=False, writeback=False))
         elif sharding.kind == "zero3" and sharding.root is not None:
             stack.enter_context(_zero3_gathered(sharding.root))
     except Exception as exc:

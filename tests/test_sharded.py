@@ -69,8 +69,9 @@ def test_raw_sharded_training_checked_through_the_hf_callback(kind, tmp_path):
     if kind == "zero3":
         pytest.importorskip("deepspeed")
     r0, r1 = run_ranks([*TORCHRUN, "-m", "tests.mp.sharded", kind, str(tmp_path)], tmp_path)
-    assert r0["sharding"] == r1["sharding"]
-    assert r0["sharding"].startswith(kind) and ("gathered" in r0["sharding"]) == (kind == "zero3")
+    assert r0["modes"] == r1["modes"]
+    assert all(mode.startswith(kind) for mode in r0["modes"].values())
+    assert ("gathered" in r0["modes"]["0"]) == (kind == "zero3")
     assert_merged_equals_single_process(r0, r1)
     # unequal shares: rank 0 continued 5 prompts in 3 batches, rank 1 4 prompts in 2 (padded to 3)
     assert [len(r["records"]["0"]["sequences"]) for r in (r0, r1)] == [5, 4]
@@ -83,7 +84,8 @@ def test_raw_sharded_training_checked_through_the_hf_callback(kind, tmp_path):
         assert any("could not prepare on purpose on rank 1" in f for f in r["faults"]["2"])
         assert any("rank(s) [1] could not prepare" in f for f in r["faults"]["2"])
     if kind == "zero3":
-        assert_rank1_ended_early(r0, r1, "3")  # no optimizer given: DeepSpeed's hooks stream, synced_gpus
+        assert_rank1_ended_early(r0, r1, "3")  # zero3_gather=False: DeepSpeed's hooks fetch, synced_gpus
+        assert "collectives" in r0["modes"]["3"]
         for r in (r0, r1):  # forwards were local in gathered generation: a mid-generation failure is a fault
             assert any("failed on purpose in the middle of a batch on rank 1" in f for f in r["faults"]["4"])
     checks = 5 if kind == "zero3" else 3

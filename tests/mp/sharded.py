@@ -10,7 +10,7 @@ prompts over 2 ranks and batches of 2: rank 0 holds 5 prompts (3 batches), rank 
 check 0  greedy; each rank also generates and scores its prompts with an unsharded copy of the weights
 check 1  sampling; rank 1 is forced to EOS after 2 tokens, rank 0 samples all 16
 check 2  rank 1 cannot prepare its generation: a fault on both ranks, nobody generates
-check 3  (zero3) no optimizer passed, so DeepSpeed's own hooks stream the parameters: rank 1 ends early again
+check 3  (zero3) ``zero3_gather=False``: DeepSpeed's own hooks fetch the parameters; rank 1 ends early again
 check 4  (zero3) rank 1 fails in the middle of gathered generation: a fault on both ranks
 
 ``midfail``: rank 1 fails in the middle of generation at check 0, inside the sharded forwards;
@@ -182,7 +182,7 @@ def main() -> None:
 
     engine.prompts = prompts
     blocks = tr.blocks("varied")
-    steps, losses, faults, report = 0, [], {}, {"rank": rank, "sharding": detect_sharding(model, (optimizer,)).describe()}
+    steps, losses, faults, modes, report = 0, [], {}, {}, {"rank": rank}
 
     def train(n: int) -> None:
         nonlocal steps
@@ -200,10 +200,12 @@ def main() -> None:
         if rank == 1 and check == 4:
             kwargs["logits_processor"] = LogitsProcessorList([ForceEOS(eos, 3, fail=True)])
         engine.generation_kwargs = {**engine.generation_kwargs, **kwargs}
+        engine.zero3_gather = check != 3
         state.global_step, state.epoch = steps, float(check + 1)
-        guard.on_epoch_end(args, state, control, model=model, optimizer=None if check == 3 else optimizer)
+        guard.on_epoch_end(args, state, control, model=model, optimizer=optimizer)
         engine.generation_kwargs = {k: v for k, v in engine.generation_kwargs.items() if k not in kwargs}
         faults[check] = [f.message for f in engine.last_outcome.faults]
+        modes[check] = detect_sharding(model, (optimizer,), zero3_gather=engine.zero3_gather).describe()
         if check == 0:
             seqs, stats = unsharded_outputs(kind, model, engine, rank, world)
             mine = records[0]
@@ -212,7 +214,7 @@ def main() -> None:
                 float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(stats.nll, mine["model_stats"]["nll"],
                                                                                       strict=True))
     train(1)  # the model still trains in step after the checks
-    report.update(state=engine.state_dict(), records=records, faults=faults, losses=losses)
+    report.update(state=engine.state_dict(), records=records, faults=faults, losses=losses, modes=modes)
     (out / f"rank{rank}.json").write_text(json.dumps(report))
 
 
