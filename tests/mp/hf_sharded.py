@@ -23,6 +23,7 @@ from transformers import LogitsProcessorList, Trainer, TrainerCallback, Training
 from collapseguard.integrations.sharded import detect_sharding
 from collapseguard.integrations.transformers import CollapseGuardCallback
 from tests import tiny_runs as tr
+from tests.mp import exit_in_step
 from tests.mp.sharded import GUARD, ForceEOS, spy_on_measure, without_deepspeed_shm
 
 ZERO3 = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "train_batch_size": "auto",
@@ -73,7 +74,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # a live gloo group at interpreter exit can abort the process
+    exit_in_step()

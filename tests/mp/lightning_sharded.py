@@ -25,6 +25,7 @@ from collapseguard.integrations.lightning import CollapseGuard
 from collapseguard.integrations.sharded import detect_sharding
 from collapseguard.integrations.tiny import _tiny_lm_class
 from tests import tiny_runs as tr
+from tests.mp import exit_in_step
 from tests.mp.sharded import GUARD, ForceEOS, spy_on_measure, without_deepspeed_shm
 
 
@@ -95,7 +96,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # a live gloo group at interpreter exit can abort the process
+    exit_in_step()

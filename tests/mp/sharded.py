@@ -32,6 +32,7 @@ from collapseguard.integrations._torch import generate_continuations, gold_model
 from collapseguard.integrations.sharded import detect_sharding
 from collapseguard.integrations.transformers import CollapseGuardCallback
 from tests import tiny_runs as tr
+from tests.mp import exit_in_step
 
 GUARD = {"num_samples": 9, "batch_size": 2, "prompt_length": 16, "max_new_tokens": 16, "on_collapse": "warn"}
 
@@ -220,7 +221,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # a live gloo group at interpreter exit can abort the process
+    exit_in_step()
