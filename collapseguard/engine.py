@@ -34,6 +34,12 @@ ON_ERROR = ("warn", "raise")
 DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
+class UnrecoverableCheckError(RuntimeError):
+    """A check failed where the processes can no longer agree: one rank failed inside a collective
+    (a forward of a sharded model) that the others are still waiting in. Never turned into a
+    fault, whatever ``on_error``: the process stops, so the launcher can end the others."""
+
+
 @dataclass
 class Generation:
     """What an adapter's ``produce`` returns for its shard of prompts.
@@ -101,6 +107,9 @@ class GuardEngine:
         generation_kwargs: overrides of the sampling settings (default: pure sampling, temperature 1).
         model_stats: also score gold continuations teacher-forced (banded perplexity, entropy).
         batch_size: prompts per generation batch.
+        zero3_gather: DeepSpeed ZeRO-3 only: gather the whole model once for a check (fast, and a rank
+            failing while generating is a fault; needs the full parameters' memory on each device), or
+            ``False``: fetch them module by module as training does (every forward a collective).
         reference: a :class:`~collapseguard.profile.ReferenceProfile` or the path of its JSON: judge
             every check against this trusted model as well.
         save_profile: write a reference profile of the final model to this path at the end of training.
@@ -117,7 +126,7 @@ class GuardEngine:
                  on_collapse: Literal["warn", "halt"] = "warn", on_error: Literal["warn", "raise"] = "warn",
                  every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
                  patience: int = 1, seed: int = 0, generation_kwargs: dict[str, Any] | None = None,
-                 model_stats: bool = True, batch_size: int = 32,
+                 model_stats: bool = True, batch_size: int = 32, zero3_gather: bool = True,
                  reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None,
                  alert_log: str | Path | None = None, sampler: Any = None, max_human_fraction: float = 0.8,
                  reweight_step: float = 0.1, recovery_checks: int = 2, provenance: Any = None,
@@ -140,6 +149,7 @@ class GuardEngine:
             raise TypeError(f"generation_kwargs must be a dict, got {type(generation_kwargs).__name__}")
         self.generation_kwargs = {**DEFAULT_GENERATION, **(generation_kwargs or {})}
         self.model_stats = bool(model_stats)
+        self.zero3_gather = bool(zero3_gather)
         self.reference = ReferenceProfile.coerce(reference)
         if self.reference is not None:  # the tokenizer part is checked at setup, once it is known
             self.reference.require_compatible(gold.fingerprint, self.settings())
@@ -340,6 +350,8 @@ class GuardEngine:
                 suite = self.monitor.measure(gen.sequences, finished=gen.finished, model_stats=gen.model_stats)
             self.timing = {"generation": generated - start, "metrics": time.perf_counter() - generated}
             return suite
+        except UnrecoverableCheckError:
+            raise
         except Exception as exc:  # a failing check must not kill training unless asked to
             if self.on_error == "raise":
                 raise

@@ -16,6 +16,13 @@ import numpy as np
 import torch
 
 from collapseguard.engine import Generation, GuardEngine
+from collapseguard.integrations.sharded import (
+    agree_ready,
+    detect_sharding,
+    equalise,
+    generation_context,
+    generation_target,
+)
 from collapseguard.metrics import ModelStats
 
 
@@ -122,23 +129,51 @@ def gold_model_stats(model: Callable[..., Any], prompts: Sequence[np.ndarray], c
     return ModelStats(ids_out, nll_out, ent_out)
 
 
-def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank: int = 0,
-                          world_size: int = 1) -> Callable[[], Generation]:
-    """A ``produce`` for the engine that drives a Hugging Face causal LM (``generate`` + forward)."""
+def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank: int = 0, world_size: int = 1,
+                          holders: Sequence[Any] = ()) -> Callable[[], Generation]:
+    """A ``produce`` for the engine that drives a Hugging Face causal LM (``generate`` + forward).
+
+    A sharded model (FSDP2, FSDP1, DeepSpeed ZeRO-3; see :mod:`collapseguard.integrations.sharded`)
+    is run in step on every rank: the ranks first agree that each could prepare, then every rank
+    runs as many generation and scoring batches (shorter shares padded with a gold prompt whose
+    outputs are dropped) with ``synced_gpus`` where forwards are collectives. ``holders`` are what
+    the framework keeps around the model (its wrapped model, the optimizer), where the sharding
+    machinery may live.
+    """
 
     def produce() -> Generation:
-        device = model_device(model)
-        prompts = engine.prompts(rank, world_size)
-        eos, pad = special_ids(tokenizer, model)
-        with isolated_check(model, engine.check_seed):
+        sharding = detect_sharding(model, holders, zero3_gather=engine.zero3_gather)
+        try:
+            prompts = engine.prompts(rank, world_size)
+            continuations = engine.gold_continuations(rank, world_size) if engine.model_stats else None
+            eos, pad = special_ids(tokenizer, model)
+            kwargs = dict(engine.generation_kwargs)
+            target, keep = model, len(prompts)
+            if sharding is not None:
+                target = generation_target(model)
+                if sharding.collective:  # every rank runs as many batches, as long as any rank generates
+                    share = len(engine.prompts(0, world_size))  # rank 0 holds the largest share
+                    prompts = equalise(prompts, share, engine.prompts(0, 1)[0])
+                    if continuations is not None:
+                        continuations = equalise(continuations, share, engine.gold_continuations(0, 1)[0])
+                kwargs["synced_gpus"] = sharding.collective and world_size > 1
+            device = model_device(model)
+        except Exception:
+            if sharding is not None:
+                agree_ready(True, model)
+            raise
+        if sharding is not None:
+            agree_ready(False, model)
+        with isolated_check(model, engine.check_seed), (
+                generation_context(sharding, rank) if sharding is not None else contextlib.nullcontext()):
             seqs, finished = generate_continuations(
-                model.generate, prompts, device=device, max_new_tokens=engine.max_new_tokens, eos_token_id=eos,
-                pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=engine.generation_kwargs)
+                target.generate, prompts, device=device, max_new_tokens=engine.max_new_tokens, eos_token_id=eos,
+                pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=kwargs)
             stats = None
-            if engine.model_stats:
-                stats = gold_model_stats(model, prompts, engine.gold_continuations(rank, world_size), device=device,
-                                         batch_size=engine.batch_size)
-        return Generation(sequences=seqs, finished=finished, model_stats=stats)
+            if continuations is not None:
+                stats = gold_model_stats(target, prompts, continuations, device=device, batch_size=engine.batch_size)
+                stats = ModelStats(stats.token_ids[:keep], stats.nll[:keep], stats.entropy[:keep])
+        return Generation(sequences=seqs[:keep], finished=finished[:keep], model_stats=stats)
 
     return produce
 

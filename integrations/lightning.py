@@ -127,7 +127,9 @@ class CollapseGuard(Callback):
             return produce_from_callable(self.engine, pl_module, self.generate_fn, "generate", rank, world)
         hf = find_hf_model(pl_module)
         if hf is not None:
-            return produce_from_hf_model(self.engine, hf, self.engine.tokenizer, rank, world)
+            # the strategy's wrapped model may own the sharding (an FSDP root, a DeepSpeedEngine)
+            return produce_from_hf_model(self.engine, hf, self.engine.tokenizer, rank, world,
+                                         holders=(trainer.strategy.model,))
         if callable(getattr(pl_module, "generate", None)):
             return produce_from_callable(
                 self.engine, pl_module,

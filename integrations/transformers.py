@@ -94,26 +94,29 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
             check_tokenizer_fits(model, self.engine.tokenizer)
         self._move_to_front()
         if model is not None:
-            self.engine.run_baseline(self._produce(args, model), gather_measurements, step=state.global_step)
+            self.engine.run_baseline(self._produce(args, model, kwargs.get("optimizer")), gather_measurements,
+                                     step=state.global_step)
 
-    def _produce(self, args: TrainingArguments, model: Any) -> Callable[[], Any]:
+    def _produce(self, args: TrainingArguments, model: Any, optimizer: Any = None) -> Callable[[], Any]:
         rank, world = args.process_index, args.world_size
         if self.sample_fn is not None:
             return produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world, self.score_fn)
         if self.generate_fn is not None:
             return produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
-        return produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world)
+        # under DeepSpeed ZeRO-3 the optimizer reaches the parameter coordinator (gathered generation)
+        return produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world, holders=(optimizer,))
 
-    def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int) -> Any:
-        return self.engine.run_check(self._produce(args, model), gather_measurements, step=state.global_step,
-                                     epoch=epoch)
+    def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int,
+               optimizer: Any = None) -> Any:
+        return self.engine.run_check(self._produce(args, model, optimizer), gather_measurements,
+                                     step=state.global_step, epoch=epoch)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     model: Any = None, **kwargs: Any) -> None:
+                     model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
         if self.engine.save_profile is None:
             return
         if self.engine.last_step != state.global_step:  # profile the final model, not an earlier one
-            self._check(args, state, model, round(state.epoch or 0) - 1)
+            self._check(args, state, model, round(state.epoch or 0) - 1, optimizer)
         if state.is_world_process_zero:
             self.engine.write_profile(source=f"transformers:{type(model).__name__}@step{state.global_step}")
 
@@ -124,11 +127,11 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
             sampler.set_epoch(round(state.epoch or 0))
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     model: Any = None, **kwargs: Any) -> TrainerControl:
+                     model: Any = None, optimizer: Any = None, **kwargs: Any) -> TrainerControl:
         epoch = round(state.epoch or 0) - 1
         if not self.engine.should_check(epoch):
             return control
-        outcome = self._check(args, state, model, epoch)
+        outcome = self._check(args, state, model, epoch, optimizer)
         self._latest = dict(outcome.log_metrics)
         self._pending_logs = dict(outcome.log_metrics)
         state.log_history.append({**outcome.log_metrics, "epoch": state.epoch, "step": state.global_step})

@@ -7,11 +7,7 @@ and a rank whose generation raises must not hang the others.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,17 +16,10 @@ pytest.importorskip("transformers")
 
 from collapseguard import CollapseMonitor
 from tests import tiny_runs as tr
+from tests.mp import run_ranks as _run
 from tests.mp.scripted import continuation_table, outputs_for
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")]
-
-
-def _run(args: list[str], out: Path) -> tuple[dict, dict]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return tuple(json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
 
 
 def _single_process_metrics(check: int) -> dict:

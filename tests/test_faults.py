@@ -126,3 +126,20 @@ def test_alert_log_on_a_read_only_disk_never_stops_training(tmp_path, read_only_
         trainer, _ = tr.lightning_fit(tmp_path, "varied", 1, [guard])
     assert trainer.current_epoch == 1
     assert any("Read-only file system" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("on_error", ["warn", "raise"])
+def test_failure_inside_a_collective_is_never_turned_into_a_fault(on_error):
+    """A rank that failed while the others wait in a collective of a sharded model must stop, not go
+    on to gather faults: the others could never answer (tests/test_sharded.py runs the real case)."""
+    from collapseguard.engine import GuardEngine, UnrecoverableCheckError
+
+    engine = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), on_error=on_error, **tr.GUARD_KWARGS)
+    engine.setup()
+
+    def produce():
+        raise UnrecoverableCheckError("generation failed on rank 1 inside a collective")
+
+    with pytest.raises(UnrecoverableCheckError):
+        engine.run_check(produce, step=0, epoch=0)
+    assert engine.checks_done == 0
