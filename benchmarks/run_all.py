@@ -150,8 +150,37 @@ def _table_only(md: str) -> str:
     return "\n\n".join(b for b in blocks[1:3])
 
 
+def healthy_floors(out: Path) -> list[tuple[str, str, bool | None]]:
+    """The trust floors: silent on healthy runs, every collapsing twin halted no later than before."""
+    path = out / "healthy.json"
+    if not path.is_file():
+        return []
+    summary = json.loads(path.read_text())["summary"]
+    ours, bare = summary["healthy"]["collapseguard (callbacks)"], summary["healthy"]["bare CollapseMonitor"]
+    rows: list[tuple[str, str, bool | None]] = [
+        ("healthy runs: no false halt", f"{ours['halted_runs']} of {ours['runs']} runs halted", ours["halted_runs"] == 0),
+        ("healthy runs: no critical alert", f"{ours['critical_checks']} critical checks of {ours['checks']}",
+         ours["critical_checks"] == 0),
+        ("healthy runs: at most 1 warn per 10 checks", f"{ours['warns_per_check']:.3f} warns per check "
+         f"({ours['warn_checks']} of {ours['checks']})", ours["warns_per_check"] <= 0.1),
+        ("healthy runs, bare CollapseMonitor (no model statistics): no warn",
+         f"{bare['warn_checks'] + bare['critical_checks']} alerting checks of {bare['checks']}",
+         bare["warn_checks"] + bare["critical_checks"] == 0)]
+    twins = summary["twins"]
+    before = next((k for k in summary["healthy"] if k.startswith("rules of")), None)
+    halted = sum(t["collapseguard (callbacks)"]["halt"] is not None for t in twins)
+    rows.append(("every collapsing twin halted", f"{halted}/{len(twins)}", halted == len(twins)))
+    if before is not None:
+        same = sum(t["collapseguard (callbacks)"]["halt"] is not None and
+                   (t[before]["halt"] is None or t["collapseguard (callbacks)"]["halt"] <= t[before]["halt"])
+                   for t in twins)
+        rows.append((f"every twin halted at the same check as {before.split(' (')[0]} or earlier",
+                     f"{same}/{len(twins)}", same == len(twins)))
+    return rows
+
+
 def floors(out: Path) -> list[tuple[str, str, bool | None]]:
-    rows: list[tuple[str, str, bool | None]] = []
+    rows: list[tuple[str, str, bool | None]] = healthy_floors(out)
     tables = []
     for name in DETECTION:
         path = out / f"detection_{name}.json"
@@ -163,6 +192,11 @@ def floors(out: Path) -> list[tuple[str, str, bool | None]]:
     rows.append(("every collapsing run flagged before the late phase (quality ≥ 1.5× gen 0)",
                  f"{flagged}/{seeds} runs (" + ", ".join(f"{t['scenario']} {t['flagged_before_late']}/{t['seeds']}"
                                                          for t in replace) + ")", flagged == seeds if seeds else None))
+    text = [t for t in replace if t["scenario"].startswith("text")]
+    leads = [t["lead_time"]["median"] for t in text if t["lead_time"]["median"] is not None]
+    if leads:
+        rows.append(("text scenario: median lead time ≥ 0 (first warn no later than 10% degradation)",
+                     ", ".join(f"{lead:+g}" for lead in leads), min(leads) >= 0))
     controls = [t for t in tables if t["control"]]
     crit = sum(t["critical_alerts"] for t in controls)
     warn = sum(t["warn_alerts"] for t in controls)
@@ -209,11 +243,19 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
         missed += [why for key, why in MISSED.items() if met is False and label.startswith(key)]
     if missed:
         parts += ["", "Where a floor is missed, why, and what would close it:", "", *(f"- {why}" for why in missed)]
-    parts += ["", "## 1. Closed form: the Gaussian's variance decay", "",
+    if (out / "healthy.md").is_file():
+        parts += ["", "## 1. Healthy training: silent while a model learns, early when it collapses", "",
+                  "Ordinary training runs through the real callbacks at their defaults (`on_collapse=\"halt\"`, a "
+                  "check every epoch and one before training), each beside a collapsing twin with the same settings "
+                  "(`python benchmarks/healthy.py`; the grid and the twins are described in its docstring and in "
+                  "[thresholds.md](thresholds.md#learning-aware-judging)). The same recorded checks are judged again "
+                  "as a bare `CollapseMonitor` would (no model statistics, no check before training) and by the "
+                  "rules before learning-aware judging, side by side.", "", (out / "healthy.md").read_text().strip()]
+    parts += ["", "## 2. Closed form: the Gaussian's variance decay", "",
               "A 1-D Gaussian refit by maximum likelihood (variance divided by n) on n samples of the previous fit: "
               "E[σ²ₜ] = ((n−1)/n)ᵗ σ²₀ after t fits. Mean over chains against the closed form, with the exact "
               "standard error:", "", closed_form_md(closed), "", f"![variance decay]({rel}/closed_form.png)", "",
-              "## 2. Detection: does the guard catch collapse, early, without false alarms?", "",
+              "## 3. Detection: does the guard catch collapse, early, without false alarms?", "",
               "Each scenario is retrained generation after generation in the collapsing `replace` regime "
               "(only the previous generation's samples) and two controls that must not alarm: `fresh` (fresh "
               "human data every generation) and `accumulate` (human data plus every generation's samples, "
@@ -230,9 +272,9 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
             command = json.loads(variant.with_suffix(".json").read_text())["meta"]["command"]
             parts += [f"### {name}, {variant.stem.split('-', 1)[1]} thresholds (`{command}`, not part of this "
                       "command)", "", _table_only(variant.read_text()), ""]
-    for name, title in (("mitigation_text", "## 3. Mitigation: human floors 0 / 10 / 20 / 50%"),
-                        ("metrics_speed", "## 4. Speed, side by side with the peers"),
-                        ("overhead", "## 5. Overhead inside real training")):
+    for name, title in (("mitigation_text", "## 4. Mitigation: human floors 0 / 10 / 20 / 50%"),
+                        ("metrics_speed", "## 5. Speed, side by side with the peers"),
+                        ("overhead", "## 6. Overhead inside real training")):
         path = out / f"{name}.md"
         if path.is_file():
             body = path.read_text().replace("](mitigation_text.png)", f"]({rel}/mitigation_text.png)")
@@ -246,7 +288,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes for CI: checks that every part runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: detection,mitigation,speed,overhead")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: healthy,detection,mitigation,speed,overhead")
     args = parser.parse_args()
     out, skip = Path(args.out).resolve(), set(filter(None, args.skip.split(",")))
     out.mkdir(parents=True, exist_ok=True)
@@ -258,6 +301,8 @@ def main() -> None:
     closed = closed_form(out, args.smoke)
     seconds["closed form"] = time.perf_counter() - start
     smoke = ["--smoke"] if args.smoke else []
+    if "healthy" not in skip:
+        seconds["healthy training"] = run("healthy.py", "--out", out_arg, *smoke, timeout=3 * 3600)
     if "detection" not in skip:
         for name, (gens, seeds) in (SMOKE_DETECTION if args.smoke else DETECTION).items():
             long = ["--no-records"] if gens > 20 else []  # the summaries keep every run's quality series

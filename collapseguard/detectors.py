@@ -151,7 +151,7 @@ class Detector:
         profile = profile or {}
         findings = []
         for sig in self.signals(th, kind, metrics):
-            if sig.metric not in metrics:
+            if sig.metric not in metrics or not self._enough_evidence(sig, reference, th):
                 continue
             value = metrics[sig.metric]
             start = [baseline] if baseline is not None and sig.from_start else []
@@ -159,11 +159,16 @@ class Detector:
             ref, source = self._reference(sig, value, past, reference, profile, anchor, baseline)
             score = self._score(sig, value, ref, metrics, history, profile, anchor)
             severity = sig.severity(score)
+            if sig.anchored and anchor is None and severity == "warn" and not history and baseline is None:
+                # nothing to compare with (a bare monitor's first check): a deficit short of the critical bound
+                # may be an unfinished model; only one beyond it says collapse from the start
+                severity = None
             trend = None
             if severity is None and score < 1:
-                series = [h[sig.metric] for h in self._since_anchor(history, anchor)
-                          if math.isfinite(h.get(sig.metric, math.nan))]
-                trend = self._trend_drop(sig, [*series, value], th)
+                since = [h for h in self._since_anchor(history, anchor) if math.isfinite(h.get(sig.metric, math.nan))]
+                trend = self._trend_drop(sig, [*(h[sig.metric] for h in since), value], th)
+                if trend is not None and anchor is not None and not self._moving_away(since, metrics, anchor, th):
+                    trend = None  # a steady fall counts only while the model also moves away from gold
             if trend is not None:
                 severity = "warn"
             msg = self._message(sig, value, ref, source, score, severity, past, trend, metrics, history, profile,
@@ -171,6 +176,21 @@ class Detector:
             findings.append(Finding(self.name, self.phase, sig, value, ref, score, severity,
                                     sig.health(score, ref), msg))
         return findings
+
+    @staticmethod
+    def _enough_evidence(sig: Signal, reference: Mapping[str, float], th: Thresholds) -> bool:
+        """Tail coverage needs gold itself to cover ``min_tail_types`` rare types at this check size."""
+        covered = reference.get("tail_types_covered", math.inf) if sig.metric == "tail_coverage" else math.inf
+        return covered >= th.min_tail_types
+
+    @staticmethod
+    def _moving_away(since: Sequence[Mapping[str, float]], metrics: Mapping[str, float], anchor: Anchor,
+                     th: Thresholds) -> bool:
+        """Whether the distance to gold rose at every check of the trend window (noise on a plateau does not)."""
+        series = [h.get(anchor.distance, math.nan) for h in since[-(th.trend_window - 1):]]
+        series.append(metrics.get(anchor.distance, math.nan))
+        return len(series) >= 2 and all(math.isfinite(a) and math.isfinite(b) and b > a
+                                        for a, b in itertools.pairwise(series))
 
     @staticmethod
     def _since_anchor(history: Sequence[Mapping[str, float]], anchor: Anchor | None) -> Sequence[Mapping[str, float]]:
@@ -187,18 +207,19 @@ class Detector:
         """(reference, how a message names it)."""
         trusted = profile.get(sig.metric, math.nan)
         if sig.kind in _RISES:
-            if sig.anchored and anchor is not None and sig.metric not in anchor.alerted:
+            if sig.anchored and anchor is not None:
                 # from the run's best point: a rise while the model still got closer to gold is how learning
                 # looks (frequent tokens first), and before it the model had nothing to lose yet
-                past = [anchor.metrics.get(sig.metric, math.nan)]
+                level = anchor.level(sig.metric, higher_is_worse=True)
+                past = [level] if math.isfinite(level) else past
             return min(v for v in (*past, trusted, value) if math.isfinite(v)), "baseline"
         options = [(gold.get(sig.metric, math.nan), "gold reference"), (trusted, "reference profile")]
         if sig.from_start and baseline is not None:  # what the model already was before training is not news
             options.append((baseline.get(sig.metric, math.nan), "level before training"))
-        # the run's best point relaxes the reference unless this signal alerted there itself (a run that was
-        # already collapsed at its best point is still judged against gold)
-        if sig.anchored and anchor is not None and anchor.source != "profile" and sig.metric not in anchor.alerted:
-            options.append((anchor.metrics.get(sig.metric, math.nan), anchor.describe()))
+        # the levels the run reached on its way to its best point relax the reference (not where this signal
+        # alerted: a run that was collapsed on its way is still judged against gold)
+        if sig.anchored and anchor is not None and anchor.source != "profile":
+            options.append((anchor.level(sig.metric, higher_is_worse=sig.kind != "ratio"), anchor.describe()))
         options = [(v, name) for v, name in options if math.isfinite(v)]
         if not options:
             return math.nan, "gold reference"
@@ -325,7 +346,7 @@ class VarianceShrinkage(Detector):
         lo, crit = th.diversity_warn, th.diversity_critical
         if kind == "array":
             return [*(Signal(m, "ratio", lo, crit, anchored=True) for m in ("vendi", "total_variance", "effective_rank")),
-                    Signal("gold_nll", "log_rise", th.ppl_rise_warn, th.ppl_rise_critical, from_start=True)]
+                    Signal("gold_nll", "log_rise", th.nll_rise_warn, th.nll_rise_critical, from_start=True)]
         return [
             Signal("gold_ppl", "rise", th.ppl_rise_warn, th.ppl_rise_critical, from_start=True),
             Signal("overconfidence", "excess", th.overconfidence_warn, th.overconfidence_critical, from_start=True),

@@ -9,6 +9,7 @@ distributed caller merges the suites of all ranks in between.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -205,6 +206,8 @@ class CollapseMonitor:
             reference = suite.compute()
             if self.kind == "text":
                 reference["overconfidence"] = 0.0  # human text is its own distribution: no excess confidence
+                # how much evidence tail coverage has at this check size (thresholds.min_tail_types)
+                reference["tail_types_covered"] = reference["tail_coverage"] * self._context.tail_bands.tail_keys.size
             self._reference_cache[m] = reference
         return self._reference_cache[m]
 
@@ -249,6 +252,7 @@ class CollapseMonitor:
         if not judged:
             logger.warning("check at step %s had %d outputs, fewer than min_outputs=%d: reported, not judged",
                            step, n, self.thresholds.min_outputs)
+        findings = self._corroborate(findings)
         alerts = self._apply_patience(findings, step) if judged else []
         phase_health = {p: min([f.health for f in findings if f.phase == p], default=1.0) for p in PHASES}
         bounds = {f.signal.metric: f.bounds() for f in findings}
@@ -264,6 +268,18 @@ class CollapseMonitor:
             "alerts": [a.to_dict() for a in alerts], "anchor": result.anchor,
         })
         return result
+
+    def _corroborate(self, findings: list[Finding]) -> list[Finding]:
+        """Warns from ``corroboration`` or more different signals at one check are critical: each alone may be
+        noise, several kinds of evidence agreeing rarely are (on the healthy-training benchmark no check warns on
+        more than one)."""
+        need = self.thresholds.corroboration
+        warns = [f for f in findings if f.severity == "warn"]
+        if not need or len(warns) < need:
+            return findings
+        note = f" (critical: {len(warns)} signals warn at once, corroboration={need})"
+        return [dataclasses.replace(f, severity="critical", message=f.message + note) if f.severity == "warn" else f
+                for f in findings]
 
     def _apply_patience(self, findings: list[Finding], step: int | None) -> list[Alert]:
         """Raise a finding's alert once it held ``patience`` consecutive checks (at its mildest severity)."""

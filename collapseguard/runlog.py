@@ -20,7 +20,7 @@ from typing import Any
 from collapseguard.alertlog import read_alert_log
 
 PREFIX = "collapseguard/"
-_TRAIL_TYPES = {"config", "check", "alert", "halt"}
+_TRAIL_TYPES = {"config", "baseline", "check", "alert", "halt"}
 # framework keys shown beside the guard's metrics (training and validation loss)
 LOSS_KEYS = ("loss", "train_loss", "val_loss", "eval_loss", "train_loss_epoch", "train_loss_step")
 
@@ -116,6 +116,9 @@ def read_trail(path: str | Path, run: RunLog) -> None:
                 name = _metric_name(key)
                 if name and name not in LOSS_KEYS:
                     run.add(name, step, value, trail=True)
+        elif kind == "baseline":  # the model before training: the plots' starting point, never judged
+            for key, value in (rec.get("metrics") or {}).items():
+                run.add(key, step, value, trail=True)
         elif kind == "alert":
             run.alerts.append(rec)
         elif kind == "halt":

@@ -54,7 +54,9 @@ class Anchor:
         index: its position among the run's judged checks (``None`` for the others).
         step: its training step, when known.
         distance: the metric that chose it (``gold_ppl``, ``js_2``, ``gold_nll`` or ``frechet_distance``).
-        alerted: metrics whose signal alerted at that check: they are not relaxed to its level.
+        path: the points whose levels the run reached on its way to the anchor -- the checks up to and including
+            it (the learning phase), or the baseline or profile alone -- each with the metrics whose signal
+            alerted there.
     """
 
     metrics: Mapping[str, float]
@@ -62,11 +64,21 @@ class Anchor:
     index: int | None
     step: int | None
     distance: str
-    alerted: frozenset[str] = frozenset()
+    path: tuple[tuple[Mapping[str, float], frozenset[str]], ...] = ()
 
     @property
     def value(self) -> float:
         return float(self.metrics[self.distance])
+
+    def level(self, metric: str, higher_is_worse: bool) -> float:
+        """The least demanding level of ``metric`` the run reached on its way to the anchor: a level it already
+        passed through while still getting closer to gold is no evidence of loss. Points where the metric's own
+        signal alerted do not count (a run collapsed on its way is judged against gold)."""
+        values = [m.get(metric, math.nan) for m, alerted in self.path if metric not in alerted]
+        values = [v for v in values if _finite(v)]
+        if not values:
+            return math.nan
+        return max(values) if higher_is_worse else min(values)
 
     def describe(self) -> str:
         """How an alert message names it."""
@@ -76,7 +88,7 @@ class Anchor:
             return "level before training"
         if self.source == "current":
             return "current level"
-        return f"level of the run's best check (step {self.step}, lowest {self.distance})"
+        return f"run's own level up to its best check (step {self.step}, lowest {self.distance})"
 
 
 def _finite(x: Any) -> bool:
@@ -94,18 +106,19 @@ def find_anchor(metrics: Mapping[str, float], checks: Sequence[Mapping[str, Any]
     distance = next((d for d in DISTANCES[kind] if _finite(metrics.get(d))), None)
     if distance is None:
         return None
-    best = Anchor(metrics, "current", None, None, distance)
+    path = [(entry["metrics"], frozenset(key.split("/", 1)[1] for key, sev in entry.get("raw", {}).items() if sev))
+            for entry in checks]
+    best = Anchor(metrics, "current", None, None, distance, (*path, (metrics, frozenset())))
     compared = False  # a model is "still learning" only against an earlier point: none, no anchor
     for i, entry in enumerate(checks):
         value = entry["metrics"].get(distance)
         if _finite(value):
             compared = True
             if value <= best.value:  # an earlier point wins ties: learning means getting strictly closer
-                alerted = frozenset(key.split("/", 1)[1] for key, sev in entry.get("raw", {}).items() if sev)
-                best = Anchor(entry["metrics"], "check", i, entry.get("step"), distance, alerted)
+                best = Anchor(entry["metrics"], "check", i, entry.get("step"), distance, tuple(path[: i + 1]))
     for source, other in (("baseline", baseline), ("profile", profile)):
         if other is not None and _finite(other.get(distance)):
             compared = True
             if other[distance] <= best.value:
-                best = Anchor(other, source, None, None, distance)  # type: ignore[arg-type]
+                best = Anchor(other, source, None, None, distance, ((other, frozenset()),))  # type: ignore[arg-type]
     return best if compared else None
