@@ -529,7 +529,8 @@ def _key(record: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- summary
 RANK = {None: 0, "warn": 1, "critical": 2}
 DEGRADED = 1.10
-"""A twin has degraded once its held-out perplexity is this many times its healthy twin's at the same check."""
+"""A twin has degraded once its held-out perplexity is this many times its own best so far (its healthy twin's
+at the first check)."""
 
 
 def onset(record: dict[str, Any]) -> int:
@@ -538,6 +539,16 @@ def onset(record: dict[str, Any]) -> int:
     if cfg["data"] == "self" and cfg.get("init", "scratch") == "scratch":
         return cfg["epochs"] // 3
     return 0
+
+
+def degradation(test_ppl: Sequence[float], healthy_ppl: Sequence[float], start: int) -> int | None:
+    """The first check from ``start`` on at which a twin's held-out perplexity is :data:`DEGRADED` times its own
+    best before that check -- worse than it has been -- or, with no earlier check, times its healthy twin's."""
+    for i in range(start, len(test_ppl)):
+        ref = min(test_ppl[:i]) if i > 0 else (healthy_ppl[0] if healthy_ppl else math.nan)
+        if test_ppl[i] >= DEGRADED * ref:
+            return i
+    return None
 
 
 def _first(verdicts: list[dict[str, Any]], severity: str, start: int = 0) -> int | None:
@@ -575,8 +586,7 @@ def summarize(records: list[dict[str, Any]], judged: dict[str, dict[str, list[di
         start = onset(record)
         degraded = None
         if twin_of is not None:
-            pairs = list(zip(record["test_ppl"], twin_of["test_ppl"], strict=False))
-            degraded = next((i for i, (a, b) in enumerate(pairs) if i >= start and a >= DEGRADED * b), None)
+            degraded = degradation(record["test_ppl"], twin_of["test_ppl"], start)
         row = {"name": record["name"], "kind": record.get("kind", "text"), "data": record["config"]["data"],
                "onset": start, "checks": len(record["test_ppl"]), "degraded": degraded}
         for label, verdicts in judged.items():
@@ -604,7 +614,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     twins = summary["twins"]
     lines += ["", "Collapsing twins (the check at which each rule set halts; `-` = not within the run; onset = the "
               "first check on collapsing data; degraded = the first check whose held-out perplexity is "
-              f"{DEGRADED:.2f}x the healthy twin's):", "",
+              f"{DEGRADED:.2f}x the twin's own best so far, or its healthy twin's at the first check):", "",
               "| rules | twins halted | halted at or before onset + 1 | median halt - onset | halted no later than "
               f"{labels[-1] if len(labels) > 1 else labels[0]} | halted before degradation |", "|---|---|---|---|---|---|"]
     base = labels[-1]

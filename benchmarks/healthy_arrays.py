@@ -11,9 +11,9 @@ defaults (``on_collapse="halt"``, a check at the end of every epoch), judged thr
   mixture (:data:`collapseguard.recursion.TRUE_GMM`, whose rarest component is the farthest out).
 
 ``score_fn`` returns each gold row's log-likelihood (the VAE's ELBO per image), which the guard judges per
-dimension. The collapsing twins train, from a third of the way in, on the model's own samples
-(``self``) or from the start on five images repeated (``degenerate``, VAE only). Ground truth: the
-per-dimension perplexity of held-out real data.
+dimension. The collapsing twins train, from a third of the way in, on the model's own samples drawn at half
+temperature (``self``: the VAE's latent, the mixture's component spreads), or from the start on five images
+repeated (``degenerate``, VAE). Ground truth: the per-dimension perplexity of held-out real data.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from benchmarks.healthy import RunRecord, _quiet
 
 STEPS_PER_EPOCH = 40
 BATCH = 128
+SELF_TEMPERATURE = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,10 @@ class ArrayConfig:
         return f"li-{self.model}-s{self.seed}"
 
     def twin(self) -> ArrayConfig:
-        kind = "degenerate" if self.model.startswith("vae") and self.seed == 0 else "self"
-        return dataclasses.replace(self, data=kind)
+        """Five images repeated from the start (VAE, seed 0), else the model's own low-temperature samples from a
+        third of the way in."""
+        return dataclasses.replace(self, data="degenerate" if self.model.startswith("vae") and self.seed == 0
+                                   else "self")
 
 
 def grid(smoke: bool = False) -> list[ArrayConfig]:
@@ -71,9 +74,12 @@ class Rows(torch.utils.data.Dataset):
 
     @torch.no_grad()
     def refresh(self, model: Any, seed: int) -> None:
+        """Replace the rows by the model's own samples, drawn as synthetic data usually is: at a lower temperature
+        (:data:`SELF_TEMPERATURE`: the latent's or the components' spread scaled down), typical rather than diverse."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.x = torch.as_tensor(np.asarray(model.draw(len(self), mode="sample")), dtype=torch.float32)
+            rows = model.draw(len(self), temperature=SELF_TEMPERATURE)
+            self.x = torch.as_tensor(np.asarray(rows, dtype=np.float32).reshape(len(self), -1))
 
 
 class GaussianMixture(torch.nn.Module):
@@ -95,9 +101,10 @@ class GaussianMixture(torch.nn.Module):
         return -self.loglik(batch).mean()
 
     @torch.no_grad()
-    def draw(self, n: int, mode: str = "sample") -> np.ndarray:
+    def draw(self, n: int, temperature: float = 1.0) -> np.ndarray:
         which = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True)
-        return (self.means[which] + self.log_std.exp()[which] * torch.randn(n)).reshape(-1, 1).numpy()
+        noise = self.log_std.exp()[which] * torch.randn(n) * temperature
+        return (self.means[which] + noise).reshape(-1, 1).numpy()
 
 
 class VAE(torch.nn.Module):
@@ -118,8 +125,14 @@ class VAE(torch.nn.Module):
         return self.vae.elbo(x)  # a lower bound on log p(x), per image
 
     @torch.no_grad()
-    def draw(self, n: int, mode: str | None = None) -> np.ndarray:
-        return self.vae.sample(n, None, mode or self.mode)
+    def draw(self, n: int, temperature: float = 1.0) -> np.ndarray:
+        """``n`` images decoded from z ~ N(0, temperature^2 I): sampled grey levels or decoder means (``mode``)."""
+        p = torch.sigmoid(self.vae.decoder(torch.randn(n, self.vae.latent) * temperature))
+        if self.mode == "mean":
+            return p.numpy()
+        from collapseguard.integrations.recursive_images import LEVELS
+
+        return (torch.binomial(torch.full_like(p, float(LEVELS)), p) / LEVELS).numpy()
 
 
 def _data(cfg: ArrayConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -174,13 +187,14 @@ def run_array(cfg: ArrayConfig) -> RunRecord:
 
         def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
             with torch.no_grad():
-                record.test_ppl.append(math.exp(-float(model.loglik(test_x).mean()) / dim))
+                nll = -float(model.loglik(test_x).mean()) / dim
+                record.test_ppl.append(math.exp(min(nll, 700.0)))  # a collapsed variance makes it overflow
             if trainer.should_stop and record.halted_at is None:
                 record.halted_at = len(record.test_ppl) - 1
                 record.halt_reason = guard.engine.last_outcome.reason if guard.engine.last_outcome else None
 
     guard = CollapseGuard(GoldSet.from_arrays(gold_rows, name=f"{cfg.model}-gold"),
-                          sample_fn=lambda module, n: module.model.draw(n),
+                          sample_fn=lambda module, n: module.model.draw(n),  # temperature 1: the model itself
                           score_fn=lambda module, rows: module.model.loglik(rows),
                           on_collapse=os.environ.get("COLLAPSEGUARD_BENCH_ON_COLLAPSE", "halt"))
     sampler = torch.utils.data.RandomSampler(data, num_samples=STEPS_PER_EPOCH * BATCH,

@@ -159,9 +159,9 @@ class Detector:
             ref, source = self._reference(sig, value, past, reference, profile, anchor, baseline)
             score = self._score(sig, value, ref, metrics, history, profile, anchor)
             severity = sig.severity(score)
-            if sig.anchored and anchor is None and severity == "warn" and not history and baseline is None:
-                # nothing to compare with (a bare monitor's first check): a deficit short of the critical bound
-                # may be an unfinished model; only one beyond it says collapse from the start
+            if sig.anchored and anchor is None and not history and baseline is None:
+                # nothing to compare with (a bare monitor's first check): a deficit may be an unfinished or a
+                # small model's as well as collapse; the next check tells which way the run goes
                 severity = None
             trend = None
             if severity is None and score < 1:

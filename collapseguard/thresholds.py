@@ -33,8 +33,8 @@ class Thresholds:
     # early phase: tail loss
     tail_coverage_warn: float = _f(0.65, 0, 1, "warn when outputs cover less than this share of the gold tail types that an equal gold sample covers")
     tail_coverage_critical: float = _f(0.4, 0, 1, "critical below this share of gold's tail coverage")
-    tail_ppl_rise_warn: float = _f(1.25, 1, 100, "warn when tail-band gold perplexity rises this many times more than the head band's, against its baseline (the best of the run or the reference profile)")
-    tail_ppl_rise_critical: float = _f(2.0, 1, 100, "critical at this tail-beyond-head rise")
+    tail_ppl_rise_warn: float = _f(1.5, 1, 100, "warn when tail-band gold perplexity rises this many times more than the head band's, against its baseline (the best of the run or the reference profile)")
+    tail_ppl_rise_critical: float = _f(2.5, 1, 100, "critical at this tail-beyond-head rise")
     head_ppl_tolerance: float = _f(1.05, 1, 100, "the alert message calls a tail rise rare-token-specific while head-band perplexity stays within this multiple of its baseline")
     # mid phase: modes narrowing
     ppl_rise_warn: float = _f(1.15, 1, 100, "warn when gold perplexity over all bands reaches this multiple of its baseline: the best of the run (the model before training included) or the reference profile")
@@ -44,7 +44,7 @@ class Thresholds:
     diversity_warn: float = _f(0.75, 0, 1, "warn when distinct-2, Vendi, total variance, effective rank or inverse compression ratio fall below this share of gold")
     diversity_critical: float = _f(0.5, 0, 1, "critical below this share of gold")
     overconfidence_warn: float = _f(1.0, 0, 50, "warn when the model's mean NLL of gold tokens exceeds its mean next-token entropy there by this many nats (a model sure of a narrower distribution than human text; 0 for a model that writes like gold), beyond where it started")
-    overconfidence_critical: float = _f(2.0, 0, 50, "critical at this many nats of overconfidence")
+    overconfidence_critical: float = _f(1.5, 0, 50, "critical at this many nats of overconfidence")
     self_bleu_rise_warn: float = _f(0.15, 0, 1, "warn when self-BLEU exceeds gold's by this much (absolute)")
     self_bleu_rise_critical: float = _f(0.35, 0, 1, "critical when self-BLEU exceeds gold's by this much")
     # late phase: functional collapse
@@ -55,7 +55,7 @@ class Thresholds:
     trend_window: int = _f(3, 2, 1000, "checks in the trend window", integer=True)
     trend_drop_warn: float = _f(0.2, 0, 1, "warn when a metric already below gold fell by this share across the trend window, even above the ratio bound")
     patience: int = _f(1, 1, 1000, "consecutive checks a condition must hold before its alert is raised", integer=True)
-    corroboration: int = _f(3, 0, 1000, "a check where this many different signals warn at once is critical: independent evidence that agrees (0 switches it off)", integer=True)
+    corroboration: int = _f(2, 0, 1000, "a check where this many different signals warn at once is critical: independent evidence that agrees (0 switches it off)", integer=True)
     min_outputs: int = _f(8, 2, 10**6, "fewer outputs than this make a check unreliable: it is reported, not judged", integer=True)
     min_tail_types: int = _f(10, 0, 10**6, "tail coverage is judged only where gold's own continuations at the check size cover at least this many rare types: with fewer, a word or two swings the ratio", integer=True)
 
@@ -192,17 +192,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "balanced": {},
     "strict": {
         "tail_coverage_warn": 0.8, "tail_coverage_critical": 0.55,
-        "tail_ppl_rise_warn": 1.15, "tail_ppl_rise_critical": 1.6, "ppl_rise_warn": 1.1, "ppl_rise_critical": 1.35,
+        "tail_ppl_rise_warn": 1.3, "tail_ppl_rise_critical": 2.0, "ppl_rise_warn": 1.1, "ppl_rise_critical": 1.35,
         "nll_rise_warn": 1.15, "nll_rise_critical": 1.35,
-        "diversity_warn": 0.85, "diversity_critical": 0.65, "overconfidence_warn": 0.75, "overconfidence_critical": 1.5,
+        "diversity_warn": 0.85, "diversity_critical": 0.65, "overconfidence_warn": 0.75, "overconfidence_critical": 1.25,
         "self_bleu_rise_warn": 0.1, "self_bleu_rise_critical": 0.25,
         "repetition_warn": 0.1, "repetition_critical": 0.25, "trend_drop_warn": 0.1,
     },
     "lenient": {
         "tail_coverage_warn": 0.5, "tail_coverage_critical": 0.25,
-        "tail_ppl_rise_warn": 1.5, "tail_ppl_rise_critical": 3.0, "ppl_rise_warn": 1.3, "ppl_rise_critical": 2.0,
+        "tail_ppl_rise_warn": 2.0, "tail_ppl_rise_critical": 3.5, "ppl_rise_warn": 1.3, "ppl_rise_critical": 2.0,
         "nll_rise_warn": 1.3, "nll_rise_critical": 2.0,
-        "diversity_warn": 0.6, "diversity_critical": 0.35, "overconfidence_warn": 1.5, "overconfidence_critical": 3.0,
+        "diversity_warn": 0.6, "diversity_critical": 0.35, "overconfidence_warn": 1.5, "overconfidence_critical": 2.5,
         "self_bleu_rise_warn": 0.25, "self_bleu_rise_critical": 0.5,
         "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "patience": 2,
     },

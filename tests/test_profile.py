@@ -27,7 +27,7 @@ def _stats(monitor, head_nll, tail_nll):
     seqs = list(monitor.split.continuations[:32])
     band = [monitor._context.bands.lookup(s.astype(np.uint64)) for s in seqs]
     nll = [np.where(b == 2, tail_nll, head_nll) for b in band]
-    return seqs, ModelStats(seqs, nll, [np.ones(s.size) for s in seqs])
+    return seqs, ModelStats(seqs, nll, [np.full(s.size, 2.5) for s in seqs])  # about as sure as it is right
 
 
 def test_profile_round_trips_as_strict_json(tmp_path, gold):
@@ -101,11 +101,11 @@ def test_array_models_use_a_held_out_likelihood():
     trusted = CollapseMonitor(gold)
     trusted.check(rng.normal(size=(100, 3)), step=0, gold_loglik=np.full(100, -4.0))
     guarded = CollapseMonitor(gold, reference=trusted.profile())
-    # score_fn's log-likelihood per row (3 dimensions): judged per dimension, so a rise of 3 log 1.5 nats
-    # per row is perplexity x1.5 per dimension -- a warn
-    result = guarded.check(rng.normal(size=(100, 3)), step=0, gold_loglik=np.full(100, -4.0 - 3 * math.log(1.5)))
+    # score_fn's log-likelihood per row (3 dimensions): judged per dimension, so a rise of 3 log 1.3 nats
+    # per row is perplexity x1.3 per dimension -- a warn
+    result = guarded.check(rng.normal(size=(100, 3)), step=0, gold_loglik=np.full(100, -4.0 - 3 * math.log(1.3)))
     alert = next(a for a in result.alerts if a.metric == "gold_nll")
-    assert alert.severity == "warn" and alert.value == pytest.approx(4.0 / 3 + math.log(1.5))
+    assert alert.severity == "warn" and alert.value == pytest.approx(4.0 / 3 + math.log(1.3))
     assert "per dimension" in alert.message
 
 

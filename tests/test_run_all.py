@@ -22,9 +22,16 @@ def test_run_all_smoke_writes_every_part_and_the_floors(tmp_path):
                            "--docs", str(docs)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = docs.read_text()
-    for part in ("## Floors", "## 1. Closed form", "### gaussian", "### gmm", "### vae", "### text",
-                 "## 3. Mitigation", "## 4. Speed", "## 5. Overhead"):
+    for part in ("## Floors", "## 1. Healthy training", "## 2. Closed form", "### gaussian", "### gmm", "### vae",
+                 "### text", "## 4. Mitigation", "## 5. Speed", "## 6. Overhead", "healthy runs: no false halt",
+                 "every collapsing twin halted", "bare CollapseMonitor"):
         assert part in page, part
     for name in ("closed_form.png", "mitigation_text.png", "detection_gaussian.json", "detection_vae.json",
-                 "detection_text.json", "metrics_speed.json", "overhead.json"):
+                 "detection_text.json", "metrics_speed.json", "overhead.json", "healthy.json", "healthy.md"):
         assert (tmp_path / name).is_file(), name
+    # the healthy part judged the same recorded checks three ways: the callbacks, a bare monitor, the rules before
+    import json
+
+    summary = json.loads((tmp_path / "healthy.json").read_text())["summary"]
+    assert {"collapseguard (callbacks)", "bare CollapseMonitor"} <= set(summary["healthy"])
+    assert summary["twins"] and all(t["collapseguard (callbacks)"]["judged"] > 0 for t in summary["twins"])
