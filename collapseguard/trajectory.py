@@ -22,8 +22,8 @@ Output-side signals, and the tail band's perplexity rise, are judged against the
   since its best point is judged, with the usual bounds;
 - a signal that alerted at the anchor check itself is not relaxed to that check's level, so a run that was
   collapsed at its best point keeps alerting against gold;
-- the first check of a run with no baseline and no profile has nothing to compare with: it is judged against
-  gold alone, as before.
+- the first check of a run with no baseline and no profile has nothing to compare with: its output-side signals
+  hold (the callbacks measure the model before training, so theirs always compares).
 
 What is never anchored: the overall perplexity rise (it *is* the distance), overconfidence (the model's NLL of
 gold tokens beyond its own entropy there: absolute, from the first check, and judged beyond the level the model

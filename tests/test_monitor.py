@@ -61,7 +61,12 @@ def test_random_init_model_is_healthy(monitor):
 def test_few_repeated_sentences_are_critical_in_every_phase(monitor):
     sentences = ["The value is returned.", "This is not allowed here."]
     outputs = [" ".join([sentences[i % 2]] * 6) for i in range(64)]
-    result = monitor.check(outputs, step=0)
+    first = monitor.check(outputs, step=0)
+    # a bare monitor's first check has nothing to compare with: only the late phase (never healthy) judges it
+    assert {a.phase for a in first.alerts} == {"late"} and first.critical
+    monitor.history.clear()
+    monitor.check(list(monitor.split.continuations[:64]), step=0)  # a healthy check first: now it compares
+    result = monitor.check(outputs, step=1)
     assert result.critical
     assert {a.phase for a in result.alerts if a.severity == "critical"} == {"early", "mid", "late"}
     assert result.health < 0.1
@@ -110,7 +115,8 @@ def test_tail_loss_is_seen_when_only_rare_tokens_vanish(monitor, corpus):
     for seq in monitor.split.continuations[:64]:
         kept = [t for t in seq.tolist() if t not in tail]
         clean.append(np.asarray(kept, dtype=np.int64))
-    result = monitor.check(clean, step=0)
+    monitor.check(list(monitor.split.continuations[:64]), step=0)  # the run's healthy start
+    result = monitor.check(clean, step=1)
     assert result.metrics["tail_coverage"] == 0.0
     assert [a.phase for a in result.alerts] == ["early"]
 

@@ -51,9 +51,11 @@ def test_tail_deficit_of_a_model_still_learning_holds(gold):
         assert result.metrics["tail_coverage"] == 0.0
         assert step == 0 or result.learning  # the first check has nothing to compare with
     assert early(result) == [] and result.anchor["source"] == "current"
-    # judged against gold alone (no model-side evidence), the same outputs are critical
+    # a bare monitor that saw a healthy check first judges the same outputs critical
     bare = make_monitor(gold)
-    assert [a.severity for a in early(bare.check(outputs, step=0))] == ["critical"]
+    bare.check(list(bare.split.continuations[:64]), step=0)
+    assert [a.severity for a in early(bare.check(outputs, step=1))] == ["critical"]
+    assert early(make_monitor(gold).check(outputs, step=0)) == []  # its first check compares with nothing
 
 
 def test_a_model_moving_away_is_judged_from_its_best_point(gold):
@@ -77,7 +79,7 @@ def test_a_small_model_is_judged_against_its_own_best_level(gold):
     first = monitor.judge(metrics_of(monitor, weak, 100.0), step=0)
     ratio = first.metrics["tail_coverage"] / first.reference["tail_coverage"]
     assert 0.4 < ratio < 0.65 and first.learning and early(first) == []  # below gold's warn bound, learning
-    # a bare monitor's first check has nothing to compare with: short of the critical bound it stays silent
+    # a bare monitor's first check has nothing to compare with: it stays silent on output-side signals
     assert early(make_monitor(gold).check(weak, step=0)) == []
     same = monitor.judge(metrics_of(monitor, tailless(monitor, keep_rare=0.5, seed=2), 101.0), step=1)
     assert early(same) == []  # the same level, a little further from gold: judged against its own best
