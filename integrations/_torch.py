@@ -74,24 +74,30 @@ def special_ids(tokenizer: Any, model: Any) -> tuple[int | None, int | None]:
 def generate_continuations(generate: Callable[..., Any], prompts: Sequence[np.ndarray], *, device: torch.device,
                            max_new_tokens: int, eos_token_id: int | None, pad_token_id: int | None,
                            batch_size: int, generation_kwargs: dict[str, Any]) -> tuple[list[np.ndarray], list[bool]]:
-    """Continue each prompt with a HF-style ``generate``; returns new tokens (cut at EOS) and EOS flags.
+    """Continue each prompt with a HF-style ``generate``; returns new tokens (cut at EOS) and EOS flags, in order.
 
-    Gold prompts all have the same length, so batches need no padding.
+    Prompts are batched by length, so batches need no padding (gold prompts cut from texts all have the same
+    length: one run of batches, in order; chat prompts rendered with a template differ).
     """
     kwargs = dict(generation_kwargs)
     if not kwargs.get("do_sample", True):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_k", "top_p")}
-    sequences: list[np.ndarray] = []
-    finished: list[bool] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = torch.as_tensor(np.stack(prompts[start:start + batch_size]), dtype=torch.long, device=device)
-        out = generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
-                       min_new_tokens=0, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
-        new = out[:, batch.shape[1]:].cpu().numpy()
-        for row in new:
-            hits = np.flatnonzero(row == eos_token_id) if eos_token_id is not None else np.empty(0, int)
-            sequences.append(row[: hits[0]] if hits.size else row)
-            finished.append(bool(hits.size))
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(int(np.asarray(p).size), []).append(i)
+    sequences: list[np.ndarray] = [np.empty(0, np.int64)] * len(prompts)
+    finished: list[bool] = [False] * len(prompts)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            batch = torch.as_tensor(np.stack([prompts[i] for i in chunk]), dtype=torch.long, device=device)
+            out = generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
+                           min_new_tokens=0, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+            new = out[:, batch.shape[1]:].cpu().numpy()
+            for i, row in zip(chunk, new, strict=True):
+                hits = np.flatnonzero(row == eos_token_id) if eos_token_id is not None else np.empty(0, int)
+                sequences[i] = row[: hits[0]] if hits.size else row
+                finished[i] = bool(hits.size)
     return sequences, finished
 
 
@@ -128,7 +134,7 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
 
     def produce() -> Generation:
         device = model_device(model)
-        prompts = engine.prompts(rank, world_size)
+        prompts = engine.prompts(rank, world_size)  # each repeated samples_per_prompt times
         eos, pad = special_ids(tokenizer, model)
         with isolated_check(model, engine.check_seed):
             seqs, finished = generate_continuations(
@@ -136,7 +142,8 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
                 pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=engine.generation_kwargs)
             stats = None
             if engine.model_stats:
-                stats = gold_model_stats(model, prompts, engine.gold_continuations(rank, world_size), device=device,
+                stats = gold_model_stats(model, engine.prompts(rank, world_size, repeat=False),
+                                         engine.gold_continuations(rank, world_size), device=device,
                                          batch_size=engine.batch_size)
         return Generation(sequences=seqs, finished=finished, model_stats=stats)
 
