@@ -353,7 +353,7 @@ class GuardEngine:
             elif not gen.sequences and not (self.gold is None and gen.reported):
                 return self._fault("generation", "generation returned no outputs for this check")
             else:
-                too_long = sum(len(seq) > self.max_new_tokens for seq in gen.sequences or [])
+                too_long = 0 if self.gold is None else sum(len(seq) > self.max_new_tokens for seq in gen.sequences)
                 if too_long:
                     logger.warning("%d of %d outputs on rank %d are longer than max_new_tokens=%d; they are measured "
                                    "truncated to it (check the generate_fn's length settings)", too_long,
