@@ -16,7 +16,7 @@
 (c) **Overhead**: the seconds the GRPO guard spends per step (receiving the groups + its checks) as a share of
     the step, from the collapse runs of (a).
 
-    python benchmarks/bench_grpo.py --out benchmarks/results            # full: 5 seeds, ~25 min on 2 cores
+    python benchmarks/bench_grpo.py --out benchmarks/results            # full: 5 seeds, ~15 min on 2 cores
     python benchmarks/bench_grpo.py --smoke --out /tmp/grpo             # CI size: every part runs
 """
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -47,12 +46,8 @@ WORD = "the"  # the one frequent word the collapsing reward pays for
 COLLAPSED = 1.05  # distinct_k at or below this: (almost) every group of completions is one answer
 FULL = {"seeds": 5, "steps": 120, "pretrain_epochs": 4, "sft_epochs": 4}
 SMOKE = {"seeds": 1, "steps": 6, "pretrain_epochs": 1, "sft_epochs": 1}
-# regime -> GRPOConfig overrides; the healthy twin keeps the policy's entropy near 3 nats with TRL's adaptive
-# entropy bonus (the coefficient rises while entropy is below the target, falls above it)
-REGIMES: dict[str, dict[str, Any]] = {
-    "collapse": {},
-    "entropy_bonus": {"use_adaptive_entropy": True, "entropy_target": 3.0, "entropy_coef_delta": 0.01},
-}
+# regime -> GRPOConfig overrides ("diverse": the diversity-preserving reward instead of the plain one)
+REGIMES: dict[str, dict[str, Any]] = {"collapse": {}, "entropy_bonus": {"entropy_coef": 0.1}}
 PROMPTS_PER_STEP, GENERATIONS, CHECK_EVERY = 4, 4, 5
 
 
@@ -153,14 +148,13 @@ def grpo_run(seed: int, regime: str, steps: int, pretrain_epochs: int, tok: Any,
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             step_times.append(time.perf_counter() - self.start)
 
+    overrides = dict(REGIMES[regime] if overrides is None else overrides)
+    reward = reward_word_diverse if overrides.pop("diverse", False) else reward_word
     args = GRPOConfig(f"/tmp/collapseguard-bench-grpo/{regime}{seed}", max_steps=steps,
                       per_device_train_batch_size=PROMPTS_PER_STEP * GENERATIONS, num_generations=GENERATIONS, max_completion_length=16, learning_rate=2e-3, beta=0.0,
                       use_cpu=True, report_to=[], logging_steps=1,
                       save_strategy="no", disable_tqdm=True, seed=seed, reward_weights=[1.0, 0.0],
-                      temperature=1.0, top_k=0, top_p=1.0)
-    overrides = dict(REGIMES[regime] if overrides is None else overrides)
-    reward = reward_word_diverse if overrides.pop("diverse", False) else reward_word
-    args = dataclasses.replace(args, **overrides) if overrides else args
+                      temperature=1.0, top_k=0, top_p=1.0, **overrides)
     trainer = GRPOTrainer(model=model, reward_funcs=[reward, tap], args=args, train_dataset=prompts,
                           processing_class=tok, callbacks=[guard, StepClock()])
     start = time.perf_counter()
@@ -233,7 +227,7 @@ def summarize(grpo: list[dict[str, Any]], sft: list[dict[str, Any]], meta: dict[
              "### (a) GRPO: one-word reward (collapse) vs the same run with an entropy bonus", "",
              f"GPT-2 2×64 pre-trained {meta['pretrain_epochs']} epochs on CPython's documentation, then GRPO for "
              f"{meta['steps']} steps: {PROMPTS_PER_STEP} prompts × {GENERATIONS} completions of 16 tokens a step, reward = share of the words "
-             f"that are `{WORD}`; healthy twin: TRL's adaptive entropy bonus, "
+             f"that are `{WORD}`; healthy twin: the same with TRL's entropy bonus, "
              f"`{', '.join(f'{k}={v}' for k, v in REGIMES['entropy_bonus'].items())}`. Guard: "
              f"`GRPOCollapseGuard(every_n_steps={CHECK_EVERY})` at balanced thresholds.", "",
              "| seed | collapse: distinct answers reach 1 at step | first warn | first critical | flagged before | "

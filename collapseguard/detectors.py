@@ -395,10 +395,22 @@ class WithinPromptCollapse(Detector):
                    anchored=True, own_start=n),
         ]
 
+    def _note(self, metrics: Mapping[str, float], reference: Mapping[str, float], th: Thresholds) -> str:
+        return _zero_std_note(metrics)
+
+
+def _zero_std_note(metrics: Mapping[str, float]) -> str:
+    """TRL's ``frac_reward_zero_std`` as context: reported, never judged alone (a policy too random to earn any
+    reward has equal rewards in its groups too, and that is no collapse)."""
+    share = metrics.get("frac_reward_zero_std", math.nan)
+    if not math.isfinite(share) or share < 0.5:
+        return ""
+    return f" ({share:.0%} of prompt groups had equal rewards: GRPO gets no learning signal from them)"
+
 
 class EntropyCollapse(Detector):
-    """Mid phase: an RL policy's entropy collapses (Cui et al., 2025: once it nears 0 the attainable score is set)
-    and groups stop giving a learning signal. Judged against the run's own start."""
+    """Mid phase: an RL policy's entropy collapses (Cui et al., 2025: once it nears 0 the attainable score is set).
+    Judged against the run's own start; TRL's ``frac_reward_zero_std`` is added to its message as context."""
 
     name = "EntropyCollapse"
     phase: Phase = "mid"
@@ -411,9 +423,10 @@ class EntropyCollapse(Detector):
         if kind != "text":
             return []
         n = th.own_start_checks
-        return [Signal("policy_entropy", "ratio", th.entropy_warn, th.entropy_critical, own_start=n),
-                Signal("frac_reward_zero_std", "excess", th.reward_zero_std_warn, th.reward_zero_std_critical,
-                       own_start=n)]
+        return [Signal("policy_entropy", "ratio", th.entropy_warn, th.entropy_critical, own_start=n)]
+
+    def _note(self, metrics: Mapping[str, float], reference: Mapping[str, float], th: Thresholds) -> str:
+        return _zero_std_note(metrics)
 
 
 DEFAULT_DETECTORS: tuple[type[Detector], ...] = (TailLoss, VarianceShrinkage, RepetitionLoop, WithinPromptCollapse,

@@ -53,8 +53,6 @@ class Thresholds:
     within_similarity_critical: float = _f(0.5, 0, 1, "critical at this excess of within-prompt similarity")
     entropy_warn: float = _f(0.5, 0, 1, "warn when the policy's mean per-token entropy on its own completions (TRL's entropy) falls below this share of its level at the run's start")
     entropy_critical: float = _f(0.2, 0, 1, "critical below this share of the starting policy entropy")
-    reward_zero_std_warn: float = _f(0.3, 0, 1, "warn when the share of prompt groups whose rewards are all equal (TRL's frac_reward_zero_std: no learning signal) exceeds its starting level by this much (absolute)")
-    reward_zero_std_critical: float = _f(0.6, 0, 1, "critical at this excess of frac_reward_zero_std")
     own_start_checks: int = _f(3, 1, 1000, "where gold has no reference for a signal (policy entropy, within-prompt diversity without several human responses per prompt), the mean of the run's first this many checks (and the check before training) is its reference", integer=True)
     # late phase: functional collapse
     repetition_warn: float = _f(0.15, 0, 1, "warn when seq-rep-4, loop fraction or duplicate fraction exceed gold's by this much (absolute)")
@@ -77,7 +75,6 @@ class Thresholds:
         ("distinct_k_warn", "distinct_k_critical", "below"),
         ("within_similarity_warn", "within_similarity_critical", "above"),
         ("entropy_warn", "entropy_critical", "below"),
-        ("reward_zero_std_warn", "reward_zero_std_critical", "above"),
     )
 
     def __post_init__(self) -> None:
@@ -208,7 +205,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "repetition_warn": 0.1, "repetition_critical": 0.25, "trend_drop_warn": 0.1,
         "distinct_k_warn": 0.85, "distinct_k_critical": 0.65, "within_similarity_warn": 0.15,
         "within_similarity_critical": 0.35, "entropy_warn": 0.65, "entropy_critical": 0.35,
-        "reward_zero_std_warn": 0.2, "reward_zero_std_critical": 0.45,
     },
     "lenient": {
         "tail_coverage_warn": 0.5, "tail_coverage_critical": 0.25,
@@ -218,6 +214,5 @@ PRESETS: dict[str, dict[str, Any]] = {
         "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "patience": 2,
         "distinct_k_warn": 0.6, "distinct_k_critical": 0.35, "within_similarity_warn": 0.35,
         "within_similarity_critical": 0.65, "entropy_warn": 0.35, "entropy_critical": 0.1,
-        "reward_zero_std_warn": 0.4, "reward_zero_std_critical": 0.75,
     },
 }

@@ -84,11 +84,13 @@ class GRPOCollapseGuard(CollapseGuardCallback):
     Judged (against the run's own start -- the mean of its first ``own_start_checks`` checks -- since there is no
     human reference for the trainer's prompts): within-group diversity (``distinct_k``: functionally distinct
     completions among the ``num_generations`` of a prompt; ``within_distinct_2``; ``within_similarity``), TRL's
-    policy ``entropy`` (as ``policy_entropy``) and ``frac_reward_zero_std`` (groups with no learning signal).
+    policy ``entropy`` (as ``policy_entropy``). TRL's ``frac_reward_zero_std`` (groups with no learning signal) is
+    logged and quoted in the alerts, never judged alone: a policy too random to earn any reward has equal rewards in
+    its groups too.
 
     Args:
         thresholds: a :class:`~collapseguard.Thresholds`, preset name, dict or file (``distinct_k_*``,
-            ``within_similarity_*``, ``entropy_*``, ``reward_zero_std_*``, ``own_start_checks``, ``patience``).
+            ``within_similarity_*``, ``entropy_*``, ``own_start_checks``, ``patience``).
         on_collapse: ``"warn"`` or ``"halt"`` (stop training after ``patience`` consecutive critical checks).
         on_error: ``"warn"`` (a check that fails becomes a fault alert) or ``"raise"``.
         every_n_steps: at least this many optimizer steps between checks (a check runs at a TRL log).
