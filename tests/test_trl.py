@@ -11,10 +11,10 @@ import torch
 
 pytest.importorskip("trl")
 
-from collapseguard import GoldSet  # noqa: E402
-from collapseguard.data import pydoc_instructions, train_gold_split  # noqa: E402
-from collapseguard.integrations.tiny import TokenBlocks, tiny_gpt2, train_tokenizer  # noqa: E402
-from collapseguard.integrations.trl import CollapseGuardCallback, GRPOCollapseGuard  # noqa: E402
+from collapseguard import GoldSet
+from collapseguard.data import pydoc_instructions, train_gold_split
+from collapseguard.integrations.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
+from collapseguard.integrations.trl import CollapseGuardCallback, GRPOCollapseGuard
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")]
 COMMON = {"use_cpu": True, "report_to": [], "save_strategy": "no", "disable_tqdm": True}
