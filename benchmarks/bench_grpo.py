@@ -247,13 +247,6 @@ def summarize(grpo: list[dict[str, Any]], sft: list[dict[str, Any]], meta: dict[
                      f"{'yes' if before else 'no'} | {fmt(ent[0] if ent else None)} → {fmt(ent[-1] if ent else None)} | "
                      f"{h_alerts} in {len(h['severities'])} checks | {fmt(h_end[-1] if h_end else None)} | "
                      f"{fmt(h_ent[-1] if h_ent else None)} |")
-    collapse = [r for r in grpo if r["regime"] == "collapse"]
-    if collapse:
-        shares = [r["guard_share"] for r in collapse]
-        lines += ["", "### (c) Overhead of the GRPO guard", "",
-                  f"Seconds the guard spends per step (receiving every group through its reward function, plus its "
-                  f"check) over the step's seconds, collapse runs: mean {sum(shares) / len(shares):.2%}, max "
-                  f"{max(shares):.2%}; mean step {sum(r['mean_step_seconds'] for r in collapse) / len(collapse):.2f} s."]
     if sft:
         lines += ["", "### (b) SFT: healthy instruction pairs vs a narrowed set", "",
                   "`SFTTrainer` on chat-formatted pairs (a question per CPython documentation topic, each of its "
@@ -267,6 +260,13 @@ def summarize(grpo: list[dict[str, Any]], sft: list[dict[str, Any]], meta: dict[
             dk = ", ".join(fmt(c["distinct_k"]) for c in r["checks"])
             lines.append(f"| {r['seed']} | {r['regime']} | {sev} | {', '.join(alerts) or '–'} | {dk} "
                          f"({fmt(r['gold_distinct_k'])}) |")
+    collapse = [r for r in grpo if r["regime"] == "collapse"]
+    if collapse:
+        shares = [r["guard_share"] for r in collapse]
+        lines += ["", "### (c) Overhead of the GRPO guard", "",
+                  f"Seconds the guard spends per step (receiving every group through its reward function, plus its "
+                  f"check) over the step's seconds, collapse runs: mean {sum(shares) / len(shares):.2%}, max "
+                  f"{max(shares):.2%}; mean step {sum(r['mean_step_seconds'] for r in collapse) / len(collapse):.2f} s."]
     return "\n".join(lines) + "\n"
 
 

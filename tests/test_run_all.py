@@ -23,8 +23,8 @@ def test_run_all_smoke_writes_every_part_and_the_floors(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = docs.read_text()
     for part in ("## Floors", "## 1. Closed form", "### gaussian", "### gmm", "### vae", "### text",
-                 "## 3. Mitigation", "## 4. Speed", "## 5. Overhead"):
+                 "## 3. Mitigation", "## 4. Speed", "## 5. Overhead", "## 6. Post-training", "(a) GRPO", "(b) SFT"):
         assert part in page, part
     for name in ("closed_form.png", "mitigation_text.png", "detection_gaussian.json", "detection_vae.json",
-                 "detection_text.json", "metrics_speed.json", "overhead.json"):
+                 "detection_text.json", "metrics_speed.json", "overhead.json", "posttraining.json"):
         assert (tmp_path / name).is_file(), name
