@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -449,19 +449,12 @@ def _read_jsonl_records(path: Path, fields: dict[str, str], where: str) -> list[
     if not path.is_file():
         raise FileNotFoundError(f"{where}: path={str(path)!r}: no such gold file")
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: {path}:{lineno}: not valid JSON ({exc.msg})") from None
-            missing = [(arg, f) for arg, f in fields.items() if not isinstance(record, dict) or f not in record]
-            if missing:
-                arg, f = missing[0]
-                raise ValueError(f"{where}: {path}:{lineno}: no field {f!r}; set {arg} to the field that holds it")
-            records.append(record)
+    for lineno, record in _jsonl_objects(path, f"{where}: "):
+        missing = [(arg, f) for arg, f in fields.items() if not isinstance(record, dict) or f not in record]
+        if missing:
+            arg, f = missing[0]
+            raise ValueError(f"{where}: {path}:{lineno}: no field {f!r}; set {arg} to the field that holds it")
+        records.append(record)
     return records
 
 
@@ -487,19 +480,24 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
-    texts: list[str] = []
+def _jsonl_objects(path: Path, prefix: str = "") -> Iterator[tuple[int, Any]]:
+    """Each non-blank line of a JSONL file parsed, with its line number; a bad line raises naming it."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or text_field not in record:
-                raise ValueError(f"{path}:{lineno}: no field text_field={text_field!r}; set text_field to the field holding the text")
-            if not isinstance(record[text_field], str):
-                raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, expected str")
-            texts.append(record[text_field])
+                raise ValueError(f"{prefix}{path}:{lineno}: not valid JSON ({exc.msg})") from None
+
+
+def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
+    texts: list[str] = []
+    for lineno, record in _jsonl_objects(path):
+        if not isinstance(record, dict) or text_field not in record:
+            raise ValueError(f"{path}:{lineno}: no field text_field={text_field!r}; set text_field to the field holding the text")
+        if not isinstance(record[text_field], str):
+            raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, expected str")
+        texts.append(record[text_field])
     return texts
