@@ -13,7 +13,9 @@ never two at once, since timings on a 2-core machine are only meaningful alone):
    ``EarlyStopping`` on validation loss side by side;
 3. mitigation (``mitigation.py``): the text scenario at human floors 0 / 10 / 20 / 50%;
 4. speed (``bench_metrics.py``): metrics against nltk, vendi-score, diversity and naive passes;
-5. overhead (``bench_overhead.py``): the guard inside real Lightning and HF training.
+5. overhead (``bench_overhead.py``): the guard inside real Lightning and HF training;
+6. post-training (``bench_grpo.py``): TRL's GRPOTrainer collapsing vs an entropy-bonus twin, SFT healthy vs
+   narrowed, and the GRPO guard's overhead per step.
 
 Writes each part's JSON/Markdown (and plots) to ``--out`` and one page, ``--docs``, that gathers them with
 the floors of the benchmark issue and whether each is met.
@@ -274,7 +276,8 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
                       "command)", "", _table_only(variant.read_text()), ""]
     for name, title in (("mitigation_text", "## 4. Mitigation: human floors 0 / 10 / 20 / 50%"),
                         ("metrics_speed", "## 5. Speed, side by side with the peers"),
-                        ("overhead", "## 6. Overhead inside real training")):
+                        ("overhead", "## 6. Overhead inside real training"),
+                        ("posttraining", "## 7. Post-training: TRL's GRPO and SFT")):
         path = out / f"{name}.md"
         if path.is_file():
             body = path.read_text().replace("](mitigation_text.png)", f"]({rel}/mitigation_text.png)")
@@ -288,8 +291,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes for CI: checks that every part runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--skip", default="",
-                        help="comma-separated parts to skip: healthy,detection,mitigation,speed,overhead")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: "
+                        "healthy,detection,mitigation,speed,overhead,posttraining")
     args = parser.parse_args()
     out, skip = Path(args.out).resolve(), set(filter(None, args.skip.split(",")))
     out.mkdir(parents=True, exist_ok=True)
@@ -314,6 +317,8 @@ def main() -> None:
         seconds["speed"] = run("bench_metrics.py", "--out", out_arg, *smoke)
     if "overhead" not in skip:
         seconds["overhead"] = run("bench_overhead.py", "--out", out_arg, *smoke)
+    if "posttraining" not in skip:
+        seconds["posttraining"] = run("bench_grpo.py", "--out", out_arg, *smoke)
     command = "python benchmarks/run_all.py" + (" --smoke" if args.smoke else "")
     compose(out, Path(args.docs), env, seconds, closed, command)
     print(f"wrote {args.docs} ({sum(seconds.values()) / 60:.1f} min)", file=sys.stderr)

@@ -37,3 +37,25 @@ def train_gold_split(gold_every: int = 3, min_chars: int = 120) -> tuple[list[st
     gold = paragraphs[::gold_every]
     train = [p for i, p in enumerate(paragraphs) if i % gold_every]
     return train, gold
+
+
+def pydoc_instructions(min_chars: int = 120) -> list[tuple[str, list[str]]]:
+    """(instruction, human responses) pairs from CPython's documentation topics, one per topic in a fixed order.
+
+    The instruction asks about the topic; each prose paragraph of the topic is a human response to it, so most
+    prompts have several (the gold within-prompt reference for ``samples_per_prompt``).
+
+    >>> pairs = pydoc_instructions()
+    >>> pairs[0][0].startswith("Explain the Python documentation topic") and len(pairs) > 50
+    True
+    """
+    from pydoc_data.topics import topics
+
+    out = []
+    for key in sorted(topics):
+        responses = [_SPACE.sub(" ", b).strip() for b in topics[key].split("\n\n")
+                     if not (b.startswith(" ") or "***" in b or "===" in b)]
+        responses = [r for r in responses if len(r) >= min_chars]
+        if responses:
+            out.append((f"Explain the Python documentation topic '{key}'.", responses))
+    return out

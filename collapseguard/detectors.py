@@ -1,4 +1,5 @@
-"""The three collapse detectors: TailLoss (early), VarianceShrinkage (mid), RepetitionLoop (late).
+"""The collapse detectors: TailLoss (early), VarianceShrinkage (mid), RepetitionLoop (late), and for several samples
+per prompt and RL policies WithinPromptCollapse and EntropyCollapse (mid).
 
 A detector is a list of :class:`Signal` s -- a metric, how it is judged
 against its reference, and its warn/critical bounds -- plus the advice its
@@ -41,6 +42,7 @@ class Signal:
     critical: float
     anchored: bool = False  # also judged against the run's best point (collapseguard.trajectory), not gold alone
     from_start: bool = False  # a rise also counts from the model before training (the baseline check)
+    own_start: int = 0  # no gold value: judged against the mean of the run's first own_start points (baseline first)
 
     def score(self, value: float, reference: float) -> float:
         if value == math.inf and self.kind in (*_RISES, "excess") and math.isfinite(reference):
@@ -154,7 +156,7 @@ class Detector:
             if sig.metric not in metrics or not self._enough_evidence(sig, reference, th):
                 continue
             value = metrics[sig.metric]
-            start = [baseline] if baseline is not None and sig.from_start else []
+            start = [baseline] if baseline is not None and (sig.from_start or sig.own_start) else []
             past = [h[sig.metric] for h in (*start, *history) if math.isfinite(h.get(sig.metric, math.nan))]
             ref, source = self._reference(sig, value, past, reference, profile, anchor, baseline)
             score = self._score(sig, value, ref, metrics, history, profile, anchor)
@@ -221,6 +223,10 @@ class Detector:
         if sig.anchored and anchor is not None and anchor.source != "profile":
             options.append((anchor.level(sig.metric, higher_is_worse=sig.kind != "ratio"), anchor.describe()))
         options = [(v, name) for v, name in options if math.isfinite(v)]
+        if sig.own_start and not any(name in ("gold reference", "reference profile") for _, name in options) and past:
+            # nothing human to compare with (policy entropy; one response per gold prompt): the run's own start
+            early = past[: sig.own_start]
+            options.append((math.fsum(early) / len(early), f"run's own start (mean of its first {len(early)} checks)"))
         if not options:
             return math.nan, "gold reference"
         # lower is worse for ratios: the least demanding reference; higher is worse otherwise
@@ -384,4 +390,65 @@ class RepetitionLoop(Detector):
                 "suspect a setup fault -- EOS masked out of the loss, or pad token equal to EOS -- rather than collapse)")
 
 
-DEFAULT_DETECTORS: tuple[type[Detector], ...] = (TailLoss, VarianceShrinkage, RepetitionLoop)
+class WithinPromptCollapse(Detector):
+    """Mid phase: the k samples of one prompt converge on the same answer (``samples_per_prompt > 1``, GRPO groups).
+
+    Judged against gold's within-prompt reference (k human responses per prompt) where gold has one, else against
+    the run's own start; the diversity across prompts (VarianceShrinkage) cannot see a model that answers each
+    prompt in one fixed way."""
+
+    name = "WithinPromptCollapse"
+    phase: Phase = "mid"
+    advice: ClassVar[dict[str, str]] = {
+        "text": "the samples of each prompt converge on one answer (pass@k falls to pass@1); keep exploration: an "
+                "entropy bonus (GRPOConfig(entropy_coef=...)), a diversity-preserving reward, a higher sampling "
+                "temperature or a KL penalty (beta), or roll back to an earlier checkpoint", "array": ""}
+
+    def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
+        if kind != "text":
+            return []
+        n = th.own_start_checks
+        return [
+            Signal("distinct_k", "ratio", th.distinct_k_warn, th.distinct_k_critical, anchored=True, own_start=n),
+            Signal("within_distinct_2", "ratio", th.diversity_warn, th.diversity_critical, anchored=True,
+                   own_start=n),
+            Signal("within_similarity", "excess", th.within_similarity_warn, th.within_similarity_critical,
+                   anchored=True, own_start=n),
+        ]
+
+    def _note(self, metrics: Mapping[str, float], reference: Mapping[str, float], th: Thresholds) -> str:
+        return _zero_std_note(metrics)
+
+
+def _zero_std_note(metrics: Mapping[str, float]) -> str:
+    """TRL's ``frac_reward_zero_std`` as context: reported, never judged alone (a policy too random to earn any
+    reward has equal rewards in its groups too, and that is no collapse)."""
+    share = metrics.get("frac_reward_zero_std", math.nan)
+    if not math.isfinite(share) or share < 0.5:
+        return ""
+    return f" ({share:.0%} of prompt groups had equal rewards: GRPO gets no learning signal from them)"
+
+
+class EntropyCollapse(Detector):
+    """Mid phase: an RL policy's entropy collapses (Cui et al., 2025: once it nears 0 the attainable score is set).
+    Judged against the run's own start; TRL's ``frac_reward_zero_std`` is added to its message as context."""
+
+    name = "EntropyCollapse"
+    phase: Phase = "mid"
+    advice: ClassVar[dict[str, str]] = {
+        "text": "the policy's entropy is collapsing: it is turning deterministic and stops exploring; add an entropy "
+                "bonus (GRPOConfig(entropy_coef=...) or use_adaptive_entropy=True), raise epsilon_high (clip-higher), "
+                "add a KL penalty (beta) or lower the learning rate", "array": ""}
+
+    def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
+        if kind != "text":
+            return []
+        n = th.own_start_checks
+        return [Signal("policy_entropy", "ratio", th.entropy_warn, th.entropy_critical, own_start=n)]
+
+    def _note(self, metrics: Mapping[str, float], reference: Mapping[str, float], th: Thresholds) -> str:
+        return _zero_std_note(metrics)
+
+
+DEFAULT_DETECTORS: tuple[type[Detector], ...] = (TailLoss, VarianceShrinkage, RepetitionLoop, WithinPromptCollapse,
+                                                 EntropyCollapse)

@@ -54,6 +54,7 @@ class Generation:
     samples: np.ndarray | None = None
     model_stats: ModelStats | None = None
     gold_loglik: np.ndarray | None = None
+    reported: dict[str, list[float]] | None = None  # statistics a trainer reports (guard without gold)
 
 
 @dataclass
@@ -117,6 +118,12 @@ class GuardEngine:
         check_on_train_start: measure the model once before training starts (same prompts and settings, not
             judged): the run's starting point, so that a model which gets worse than where it started is
             judged against it from the first check (see :mod:`collapseguard.trajectory`). Skipped on resume.
+        samples_per_prompt: continue each gold prompt k times (groups kept together when prompts are shared out
+            across ranks): within-prompt diversity is measured on the groups, the metrics across prompts on
+            each group's first sample (see :class:`~collapseguard.monitor.CollapseMonitor`).
+
+    ``gold=None`` is for guards that judge what the trainer generated itself (the GRPO guard): no prompts, groups
+    of ``samples_per_prompt`` samples and trainer-reported statistics, judged against the run's own start.
 
     Raises:
         TypeError / ValueError: naming the argument, its value and the valid choices.
@@ -130,8 +137,8 @@ class GuardEngine:
                  reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None,
                  alert_log: str | Path | None = None, sampler: Any = None, max_human_fraction: float = 0.8,
                  reweight_step: float = 0.1, recovery_checks: int = 2, provenance: Any = None,
-                 data_monitor: Any = None, check_on_train_start: bool = True) -> None:
-        if not isinstance(gold, GoldSet):
+                 data_monitor: Any = None, check_on_train_start: bool = True, samples_per_prompt: int = 1) -> None:
+        if gold is not None and not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
         self.gold = gold
         self.tokenizer = tokenizer
@@ -145,6 +152,9 @@ class GuardEngine:
         self.patience = _positive_int("patience", patience)
         self.seed = _positive_int("seed", seed, 0)
         self.batch_size = _positive_int("batch_size", batch_size)
+        self.samples_per_prompt = _positive_int("samples_per_prompt", samples_per_prompt)
+        if gold is not None and gold.kind == "array" and self.samples_per_prompt > 1:
+            raise ValueError("samples_per_prompt > 1 needs prompts: an array gold set has none; drop samples_per_prompt")
         if generation_kwargs is not None and not isinstance(generation_kwargs, dict):
             raise TypeError(f"generation_kwargs must be a dict, got {type(generation_kwargs).__name__}")
         self.generation_kwargs = {**DEFAULT_GENERATION, **(generation_kwargs or {})}
@@ -152,6 +162,8 @@ class GuardEngine:
         self.zero3_gather = bool(zero3_gather)
         self.reference = ReferenceProfile.coerce(reference)
         if self.reference is not None:  # the tokenizer part is checked at setup, once it is known
+            if gold is None:
+                raise ValueError("reference= is judged on gold prompts: pass a GoldSet, or drop reference")
             self.reference.require_compatible(gold.fingerprint, self.settings())
         if save_profile is not None and not isinstance(save_profile, str | Path):
             raise TypeError(f"save_profile must be a file path, got {type(save_profile).__name__}")
@@ -184,7 +196,7 @@ class GuardEngine:
         self.provenance = provenance
         if data_monitor is not None and not callable(getattr(data_monitor, "evaluate", None)):
             raise TypeError(f"data_monitor must be a DataStreamMonitor, got {type(data_monitor).__name__}")
-        if data_monitor is not None and gold.kind != "text":
+        if data_monitor is not None and (gold is None or gold.kind != "text"):
             raise ValueError("data_monitor watches token streams: it needs a text gold set")
         self.data_monitor = data_monitor
         if not isinstance(check_on_train_start, bool):
@@ -210,12 +222,13 @@ class GuardEngine:
         if self.provenance is not None and rank == 0:
             self.provenance.log_summary()
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
-        if self.gold.kind == "text" and tokenizer is None:
+        if self.gold is not None and self.gold.kind == "text" and tokenizer is None:
             raise ValueError("a text gold set needs the model's tokenizer: pass tokenizer=... to the callback")
         self.tokenizer = tokenizer
-        self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if self.gold.kind == "text" else None,
+        text = self.gold is None or self.gold.kind == "text"
+        self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if text else None,
                                        prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
-                                       reference=self.reference)
+                                       reference=self.reference, samples_per_prompt=self.samples_per_prompt)
         # the gold reference at the check size, computed now rather than inside the first check
         self.monitor.reference(self.prompts_per_check)
         if self.prompts_per_check < self.num_samples:
@@ -233,11 +246,12 @@ class GuardEngine:
 
         return {
             "collapseguard": __version__, "world_size": self.world_size,
-            "gold": {"name": self.gold.name, "kind": self.gold.kind, "size": len(self.gold),
-                     "fingerprint": self.gold.fingerprint},
+            "gold": ({"name": self.gold.name, "kind": self.gold.kind, "size": len(self.gold),
+                      "fingerprint": self.gold.fingerprint} if self.gold is not None else None),
             "thresholds": self.thresholds.to_dict(),
             "guard": {"on_collapse": self.on_collapse, "on_error": self.on_error, "every_n_epochs": self.every_n_epochs,
                       "num_samples": self.num_samples, "prompts_per_check": self.prompts_per_check,
+                      "samples_per_prompt": self.samples_per_prompt,
                       "prompt_length": self.prompt_length,
                       "max_new_tokens": self.max_new_tokens, "patience": self.patience, "seed": self.seed,
                       "model_stats": self.model_stats, "generation": dict(self.generation_kwargs),
@@ -250,14 +264,17 @@ class GuardEngine:
     def prompts_per_check(self) -> int:
         """Prompts (array gold: samples) a check actually judges: ``num_samples``, or fewer when the gold set
         yields fewer prompts (half of its texts that are long enough; the other half estimates the tail)."""
-        if self.monitor is None or self.gold.kind != "text":
+        if self.monitor is None or self.gold is None or self.gold.kind != "text":
             return self.num_samples
         return min(self.num_samples, len(self.monitor.split))
 
     def settings(self) -> dict[str, Any]:
         """The generation settings a reference profile must share with this run."""
-        return {"num_samples": self.num_samples, "generation": dict(self.generation_kwargs),
-                "model_stats": self.model_stats}
+        out = {"num_samples": self.num_samples, "generation": dict(self.generation_kwargs),
+               "model_stats": self.model_stats}
+        if self.samples_per_prompt > 1:
+            out["samples_per_prompt"] = self.samples_per_prompt
+        return out
 
     def write_profile(self, source: str = "") -> Path | None:
         """Save a reference profile of the latest successful check to ``save_profile`` (if set)."""
@@ -272,11 +289,14 @@ class GuardEngine:
         """True at the end of every ``every_n_epochs``-th epoch (``epoch`` counts from 0)."""
         return (epoch + 1) % self.every_n_epochs == 0
 
-    def prompts(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
-        """This process's share of the gold prompts (disjoint across ranks; together ``num_samples``)."""
+    def prompts(self, rank: int = 0, world_size: int = 1, *, repeat: bool = True) -> list[np.ndarray]:
+        """This process's share of the gold prompts (disjoint across ranks; together ``num_samples``), each
+        repeated ``samples_per_prompt`` times in a row (``repeat=False``: once), so a group never straddles ranks."""
         assert self.monitor is not None, "call setup() first"
         pool = self.monitor.split.prompts[: self.num_samples]
-        return list(pool[rank::world_size])
+        share = list(pool[rank::world_size])
+        k = self.samples_per_prompt if repeat else 1
+        return [p for p in share for _ in range(k)]
 
     def gold_samples(self, rank: int = 0, world_size: int = 1) -> np.ndarray:
         """Held-out gold rows for a user's ``score_fn`` (array gold), sharded like the prompts."""
@@ -328,26 +348,28 @@ class GuardEngine:
         """Run this process's generation and measure it; a failure becomes a fault alert."""
         assert self.monitor is not None, "call setup() first"
         try:
-            self.gold.verify()
+            if self.gold is not None:
+                self.gold.verify()
         except GoldSetModifiedError as exc:
             return self._fault("gold_fingerprint", f"{exc}", "critical")
         try:
             start = time.perf_counter()
             gen = produce()
             generated = time.perf_counter()
-            if self.gold.kind == "array":
+            if self.gold is not None and self.gold.kind == "array":
                 if gen.samples is None or np.asarray(gen.samples).size == 0:
                     return self._fault("generation", "the model returned no samples for this check")
                 suite = self.monitor.measure(gen.samples, gold_loglik=gen.gold_loglik)
-            elif not gen.sequences:
+            elif not gen.sequences and not (self.gold is None and gen.reported):
                 return self._fault("generation", "generation returned no outputs for this check")
             else:
-                too_long = sum(len(seq) > self.max_new_tokens for seq in gen.sequences)
+                too_long = 0 if self.gold is None else sum(len(seq) > self.max_new_tokens for seq in gen.sequences)
                 if too_long:
                     logger.warning("%d of %d outputs on rank %d are longer than max_new_tokens=%d; they are measured "
                                    "truncated to it (check the generate_fn's length settings)", too_long,
                                    len(gen.sequences), self.rank, self.max_new_tokens)
-                suite = self.monitor.measure(gen.sequences, finished=gen.finished, model_stats=gen.model_stats)
+                suite = self.monitor.measure(gen.sequences or [], finished=gen.finished, model_stats=gen.model_stats,
+                                             reported=gen.reported)
             self.timing = {"generation": generated - start, "metrics": time.perf_counter() - generated}
             return suite
         except UnrecoverableCheckError:

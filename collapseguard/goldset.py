@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,11 @@ from collapseguard.tokenize import TokenizerAdapter
 MIN_GOLD_SIZE = 4
 _TEXT_TAG = b"collapseguard-gold-v1\x00text\x00"
 _ARRAY_TAG = b"collapseguard-gold-v1\x00array\x00"
+_PAIRS_TAG = b"collapseguard-gold-v1\x00pairs\x00"
+ROLES = ("system", "user", "assistant", "tool")
+
+Messages = tuple[tuple[str, str], ...]
+"""A chat prompt, canonical and hashable: ((role, content), ...)."""
 
 
 class GoldSetModifiedError(RuntimeError):
@@ -31,7 +36,10 @@ class GoldSplit:
         prompts: the first ``prompt_length`` tokens of each kept text.
         continuations: the next (up to) ``continuation_length`` tokens.
         indices: index in the gold set of each kept text.
-        full: every gold text's tokens (for frequency statistics).
+        full: every gold text's tokens (for frequency statistics); for a gold set of pairs, each prompt's
+            first human response.
+        alternatives: for a gold set of pairs, every human response of each kept prompt, cut like
+            ``continuations`` (the gold within-prompt reference); empty otherwise.
     """
 
     prompts: tuple[np.ndarray, ...]
@@ -40,6 +48,7 @@ class GoldSplit:
     full: tuple[np.ndarray, ...]
     prompt_length: int
     continuation_length: int
+    alternatives: tuple[tuple[np.ndarray, ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -53,7 +62,7 @@ class GoldSplit:
         """
         pos = slice(0, None, 2)
         kept = GoldSplit(self.prompts[pos], self.continuations[pos], self.indices[pos], self.full,
-                         self.prompt_length, self.continuation_length)
+                         self.prompt_length, self.continuation_length, self.alternatives[pos])
         return kept, tuple(self.full[i] for i in self.indices[1::2])
 
 
@@ -65,8 +74,9 @@ def _readonly(arr: np.ndarray) -> np.ndarray:
 class GoldSet:
     """A held-out, human-written reference set. Never written to.
 
-    Create it with :meth:`from_texts`, :meth:`from_jsonl` or :meth:`from_arrays`.
-    Its :attr:`fingerprint` is the sha256 of its canonical content;
+    Create it with :meth:`from_texts`, :meth:`from_jsonl` or :meth:`from_arrays`; for chat and instruction
+    models with :meth:`from_pairs` / :meth:`from_chat` (and their JSONL readers): (prompt, human response)
+    pairs whose prompts are rendered with the tokenizer's chat template. Its :attr:`fingerprint` is the sha256 of its canonical content;
     :meth:`verify` checks the content (and the source file, when there is one)
     still matches it.
 
@@ -76,9 +86,14 @@ class GoldSet:
     """
 
     def __init__(self, *, texts: Sequence[str] | None = None, array: np.ndarray | None = None,
-                 source: str | None = None, name: str | None = None) -> None:
-        if (texts is None) == (array is None):
-            raise ValueError("a GoldSet holds either texts or an array: use GoldSet.from_texts or GoldSet.from_arrays")
+                 source: str | None = None, name: str | None = None,
+                 pairs: Sequence[tuple[Messages, tuple[str, ...]]] | None = None) -> None:
+        if sum(x is not None for x in (texts, array, pairs)) != 1:
+            raise ValueError("a GoldSet holds texts, (prompt, responses) pairs or an array: use GoldSet.from_texts, "
+                             "GoldSet.from_pairs / from_chat or GoldSet.from_arrays")
+        self._pairs = tuple((tuple(p), tuple(r)) for p, r in pairs) if pairs is not None else None
+        if self._pairs is not None:  # the human text of a pair gold set is its responses
+            texts = [r for _, responses in self._pairs for r in responses]
         self._texts = tuple(texts) if texts is not None else None
         self._array = _readonly(np.array(array, dtype=np.float64, copy=True)) if array is not None else None
         self.source = source
@@ -115,6 +130,90 @@ class GoldSet:
         gold.source = str(path)
         gold._source_sha = _file_sha256(str(path))
         return gold
+
+    @classmethod
+    def from_pairs(cls, prompts: Sequence[Any], responses: Sequence[Any], *, name: str | None = None) -> GoldSet:
+        """A gold set of (prompt, human response) pairs, for instruction and chat models.
+
+        Each prompt is a str (one user turn) or a list of ``{"role", "content"}`` messages; each response is a
+        str or a list of str (several human responses to one prompt give the gold within-prompt reference for
+        ``samples_per_prompt``). Prompts are rendered with the tokenizer's chat template
+        (``apply_chat_template(..., add_generation_prompt=True)``) where it has one, else as plain text; the first
+        response is the reference continuation.
+
+        >>> gold = GoldSet.from_pairs([f"Question {i}?" for i in range(4)], [["yes", "Yes."], "no", "maybe", "ok"])
+        >>> len(gold), gold.is_chat, gold.responses[0]
+        (4, True, ('yes', 'Yes.'))
+
+        Raises:
+            TypeError / ValueError: naming the argument, the item and the fix.
+        """
+        where = "GoldSet.from_pairs"
+        prompts, responses = _as_list(prompts, "prompts", where), _as_list(responses, "responses", where)
+        if len(prompts) != len(responses):
+            raise ValueError(f"{where}: prompts has {len(prompts)} items but responses has {len(responses)}; pass "
+                             "one response (or a list of responses) per prompt")
+        pairs = [(_prompt_messages(p, f"prompts[{i}]", where), _responses(r, f"responses[{i}]", where))
+                 for i, (p, r) in enumerate(zip(prompts, responses, strict=True))]
+        return cls._from_pair_list(pairs, where, name)
+
+    @classmethod
+    def from_chat(cls, conversations: Sequence[Any], *, name: str | None = None) -> GoldSet:
+        """A gold set of conversations: lists of ``{"role", "content"}`` messages ending in an assistant turn.
+
+        The last assistant turn is the human reference response; the messages before it are the prompt.
+        Conversations with the same prompt are one prompt with several human responses (the gold within-prompt
+        reference for ``samples_per_prompt``).
+
+        Raises:
+            TypeError / ValueError: naming the conversation, the message and the fix.
+        """
+        where = "GoldSet.from_chat"
+        grouped: dict[Messages, list[str]] = {}
+        for i, conv in enumerate(_as_list(conversations, "conversations", where)):
+            messages = _prompt_messages(conv, f"conversations[{i}]", where, allow_assistant_last=True)
+            if len(messages) < 2 or messages[-1][0] != "assistant":
+                last = messages[-1][0] if messages else "nothing"
+                raise ValueError(f"{where}: conversations[{i}] ends with {last!r}: a conversation needs a prompt and "
+                                 "must end with the assistant turn that is the human reference; drop trailing turns")
+            prompt, response = messages[:-1], messages[-1][1]
+            if not response.strip():
+                raise ValueError(f"{where}: conversations[{i}] has an empty last assistant turn; a gold response "
+                                 "must be human-written text")
+            grouped.setdefault(prompt, []).append(response)
+        return cls._from_pair_list([(p, tuple(r)) for p, r in grouped.items()], where, name)
+
+    @classmethod
+    def from_pairs_jsonl(cls, path: str | Path, prompt_field: str = "prompt", response_field: str = "response", *,
+                         name: str | None = None) -> GoldSet:
+        """:meth:`from_pairs` from a JSONL file: one ``{prompt_field: ..., response_field: ...}`` object a line
+        (a response may be a list of responses)."""
+        path = Path(path)
+        records = _read_jsonl_records(path, {"prompt_field": prompt_field, "response_field": response_field},
+                                      "GoldSet.from_pairs_jsonl")
+        gold = cls.from_pairs([r[prompt_field] for r in records], [r[response_field] for r in records],
+                              name=name or path.name)
+        return gold._with_source(path)
+
+    @classmethod
+    def from_chat_jsonl(cls, path: str | Path, messages_field: str = "messages", *,
+                        name: str | None = None) -> GoldSet:
+        """:meth:`from_chat` from a JSONL file: one ``{messages_field: [{"role", "content"}, ...]}`` object a line."""
+        path = Path(path)
+        records = _read_jsonl_records(path, {"messages_field": messages_field}, "GoldSet.from_chat_jsonl")
+        return cls.from_chat([r[messages_field] for r in records], name=name or path.name)._with_source(path)
+
+    @classmethod
+    def _from_pair_list(cls, pairs: list[tuple[Messages, tuple[str, ...]]], where: str, name: str | None) -> GoldSet:
+        if len(pairs) < MIN_GOLD_SIZE:
+            raise ValueError(f"{where}: {len(pairs)} distinct prompt(s); a gold set needs at least {MIN_GOLD_SIZE} "
+                             "(a few hundred are recommended for stable references)")
+        return cls(pairs=pairs, name=name)
+
+    def _with_source(self, path: Path) -> GoldSet:
+        self.source = str(path)
+        self._source_sha = _file_sha256(str(path))
+        return self
 
     @classmethod
     def from_hub(cls, repo_id: str, filename: str, *, revision: str, repo_type: str = "dataset",
@@ -174,9 +273,29 @@ class GoldSet:
 
     @property
     def texts(self) -> tuple[str, ...]:
+        """The human texts (for a gold set of pairs: every response)."""
         if self._texts is None:
             raise AttributeError("this is an array gold set: use .array")
         return self._texts
+
+    @property
+    def is_chat(self) -> bool:
+        """True for a gold set of (prompt, response) pairs (:meth:`from_pairs`, :meth:`from_chat`)."""
+        return self._pairs is not None
+
+    @property
+    def prompts(self) -> tuple[Messages, ...]:
+        """Each prompt as ((role, content), ...) messages (gold sets of pairs only)."""
+        if self._pairs is None:
+            raise AttributeError("this gold set holds no prompts: build it with GoldSet.from_pairs or from_chat")
+        return tuple(p for p, _ in self._pairs)
+
+    @property
+    def responses(self) -> tuple[tuple[str, ...], ...]:
+        """The human responses of each prompt (gold sets of pairs only)."""
+        if self._pairs is None:
+            raise AttributeError("this gold set holds no responses: build it with GoldSet.from_pairs or from_chat")
+        return tuple(r for _, r in self._pairs)
 
     @property
     def array(self) -> np.ndarray:
@@ -186,6 +305,8 @@ class GoldSet:
         return self._array
 
     def __len__(self) -> int:
+        if self._pairs is not None:
+            return len(self._pairs)
         return len(self._texts) if self._texts is not None else int(self._array.shape[0])
 
     def __repr__(self) -> str:
@@ -193,7 +314,11 @@ class GoldSet:
 
     def _content_hash(self) -> str:
         h = hashlib.sha256()
-        if self._texts is not None:
+        if self._pairs is not None:
+            h.update(_PAIRS_TAG)
+            h.update(json.dumps([[[list(m) for m in p], list(r)] for p, r in self._pairs], ensure_ascii=False,
+                                separators=(",", ":")).encode("utf-8"))
+        elif self._texts is not None:
             h.update(_TEXT_TAG)
             h.update(json.dumps(list(self._texts), ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         else:
@@ -236,6 +361,8 @@ class GoldSet:
                 raise ValueError(f"{arg} must be a positive int, got {v!r}")
         min_cont = min_continuation if min_continuation is not None else max(1, continuation_length // 4)
         adapter = tokenizer if isinstance(tokenizer, TokenizerAdapter) else TokenizerAdapter(tokenizer)
+        if self._pairs is not None:
+            return self._split_pairs(adapter, prompt_length, continuation_length, min_cont)
         full = tuple(_readonly(adapter.encode(t)) for t in self._texts)
         keep = [i for i, ids in enumerate(full) if ids.size >= prompt_length + min_cont]
         if len(keep) < MIN_GOLD_SIZE:
@@ -252,6 +379,83 @@ class GoldSet:
             prompt_length=prompt_length,
             continuation_length=continuation_length,
         )
+
+
+    def _split_pairs(self, adapter: TokenizerAdapter, prompt_length: int, continuation_length: int,
+                     min_cont: int) -> GoldSplit:
+        """Prompts rendered whole (chat template where the tokenizer has one; ``prompt_length`` does not cut
+        them), the first response as the reference continuation, every response as the within-prompt reference."""
+        assert self._pairs is not None
+        responses = [tuple(_readonly(adapter.encode(r)) for r in rs) for _, rs in self._pairs]
+        keep = [i for i, rs in enumerate(responses) if rs[0].size >= min_cont]
+        if len(keep) < MIN_GOLD_SIZE:
+            raise ValueError(f"only {len(keep)} of {len(self._pairs)} gold responses have {min_cont} tokens or more; "
+                             "use longer responses or a lower max_new_tokens")
+        prompts = [_readonly(adapter.render_prompt([{"role": r, "content": c} for r, c in self._pairs[i][0]]))
+                   for i in keep]
+        return GoldSplit(
+            prompts=tuple(prompts),
+            continuations=tuple(responses[i][0][:continuation_length] for i in keep),
+            indices=tuple(keep),
+            full=tuple(rs[0] for rs in responses),
+            prompt_length=prompt_length,
+            continuation_length=continuation_length,
+            alternatives=tuple(tuple(r[:continuation_length] for r in responses[i]) for i in keep),
+        )
+
+
+def _as_list(items: Any, arg: str, where: str) -> list[Any]:
+    if isinstance(items, str | bytes | dict) or not isinstance(items, Iterable):
+        raise TypeError(f"{where}: {arg} must be a list, got {type(items).__name__}; wrap a single item in a list")
+    return list(items)
+
+
+def _prompt_messages(prompt: Any, arg: str, where: str, allow_assistant_last: bool = False) -> Messages:
+    """A prompt (str or list of {"role", "content"} messages) as canonical messages."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError(f"{where}: {arg} is an empty prompt; drop it or give its text")
+        return (("user", prompt),)
+    if isinstance(prompt, dict) or not isinstance(prompt, Sequence) or not prompt:
+        raise TypeError(f"{where}: {arg} must be a str or a non-empty list of {{'role', 'content'}} messages, got "
+                        f"{type(prompt).__name__}")
+    out = []
+    for j, m in enumerate(prompt):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise TypeError(f"{where}: {arg}[{j}] must be a message {{'role': str, 'content': str}}, got {m!r:.80}")
+        if m["role"] not in ROLES:
+            raise ValueError(f"{where}: {arg}[{j}] has role {m['role']!r}; use one of {list(ROLES)}")
+        out.append((m["role"], m["content"]))
+    if not allow_assistant_last and out[-1][0] == "assistant":
+        raise ValueError(f"{where}: {arg} ends with an assistant turn; a prompt ends where the model answers: move "
+                         "that turn into responses, or use GoldSet.from_chat for whole conversations")
+    return tuple(out)
+
+
+def _responses(response: Any, arg: str, where: str) -> tuple[str, ...]:
+    items = [response] if isinstance(response, str) else response
+    if isinstance(items, dict) or not isinstance(items, Sequence) or not items:
+        raise TypeError(f"{where}: {arg} must be a str or a non-empty list of str, got {type(response).__name__}")
+    for j, r in enumerate(items):
+        if not isinstance(r, str):
+            raise TypeError(f"{where}: {arg}[{j}] is {type(r).__name__}, expected a str (a human response)")
+        if not r.strip():
+            raise ValueError(f"{where}: {arg} holds an empty response; drop it (a gold response is human text)")
+    return tuple(items)
+
+
+def _read_jsonl_records(path: Path, fields: dict[str, str], where: str) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file; ``fields`` maps each argument naming a field to the field it names."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: path={str(path)!r}: no such gold file")
+    records = []
+    for lineno, record in _jsonl_objects(path, f"{where}: "):
+        missing = [(arg, f) for arg, f in fields.items() if not isinstance(record, dict) or f not in record]
+        if missing:
+            arg, f = missing[0]
+            raise ValueError(f"{where}: {path}:{lineno}: no field {f!r}; set {arg} to the field that holds it")
+        records.append(record)
+    return records
 
 
 def _is_commit(revision: str) -> bool:
@@ -276,19 +480,24 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
-    texts: list[str] = []
+def _jsonl_objects(path: Path, prefix: str = "") -> Iterator[tuple[int, Any]]:
+    """Each non-blank line of a JSONL file parsed, with its line number; a bad line raises naming it."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or text_field not in record:
-                raise ValueError(f"{path}:{lineno}: no field text_field={text_field!r}; set text_field to the field holding the text")
-            if not isinstance(record[text_field], str):
-                raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, expected str")
-            texts.append(record[text_field])
+                raise ValueError(f"{prefix}{path}:{lineno}: not valid JSON ({exc.msg})") from None
+
+
+def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
+    texts: list[str] = []
+    for lineno, record in _jsonl_objects(path):
+        if not isinstance(record, dict) or text_field not in record:
+            raise ValueError(f"{path}:{lineno}: no field text_field={text_field!r}; set text_field to the field holding the text")
+        if not isinstance(record[text_field], str):
+            raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, expected str")
+        texts.append(record[text_field])
     return texts

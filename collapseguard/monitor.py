@@ -22,8 +22,9 @@ from collapseguard.detectors import DEFAULT_DETECTORS, Detector, Finding
 from collapseguard.goldset import GoldSet
 from collapseguard.metrics import ModelStats
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix
+from collapseguard.metrics.within_prompt import normalize_answer, within_prompt_metrics
 from collapseguard.profile import ReferenceProfile
-from collapseguard.suite import ArraySuite, MetricSuite, TextGoldContext, TextSuite
+from collapseguard.suite import ArraySuite, GroupSuite, MetricSuite, TextGoldContext, TextSuite
 from collapseguard.thresholds import Thresholds
 from collapseguard.tokenize import TokenizerAdapter, to_sequences
 from collapseguard.trajectory import Anchor, find_anchor
@@ -103,7 +104,14 @@ class CollapseMonitor:
         reference: a :class:`~collapseguard.profile.ReferenceProfile` (or the path of its JSON) of a
             trusted earlier model: rises are then measured from it as well as from the run's best,
             and diversity is judged against it where it sits below gold.
+        samples_per_prompt: k samples of each prompt, passed one after another: the metrics across prompts read
+            each group's first sample, the within-prompt metrics (``distinct_k``, ``within_distinct_2``,
+            ``within_similarity``) every group, judged against gold's k responses per prompt where the gold set has
+            them (:meth:`GoldSet.from_pairs`), else against the run's own start.
 
+    ``gold=None`` (with ``samples_per_prompt > 1``) judges groups of samples of any prompts -- the groups an RL
+    trainer generated -- and statistics the trainer reports (``policy_entropy``, ``frac_reward_zero_std``)
+    against the run's own start: there is no human reference, so nothing is compared with gold.
     Raises:
         TypeError / ValueError: for a non-GoldSet ``gold``, bad thresholds or lengths.
         ProfileMismatchError: for a reference made with another gold set, tokenizer or lengths.
@@ -117,20 +125,32 @@ class CollapseMonitor:
     def __init__(self, gold: GoldSet, thresholds: Thresholds | str | dict[str, Any] | None = None, *,
                  tokenizer: Any = None, prompt_length: int = 16, max_new_tokens: int = 32,
                  detectors: Sequence[type[Detector]] = DEFAULT_DETECTORS,
-                 reference: ReferenceProfile | str | dict[str, Any] | None = None) -> None:
-        if not isinstance(gold, GoldSet):
+                 reference: ReferenceProfile | str | dict[str, Any] | None = None,
+                 samples_per_prompt: int = 1) -> None:
+        if gold is not None and not isinstance(gold, GoldSet):
             raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
+        if not isinstance(samples_per_prompt, int) or isinstance(samples_per_prompt, bool) or samples_per_prompt < 1:
+            raise ValueError(f"samples_per_prompt must be an int >= 1, got samples_per_prompt={samples_per_prompt!r}")
+        if gold is None and samples_per_prompt < 2:
+            raise ValueError("gold=None judges groups of samples against the run's own start: pass samples_per_prompt "
+                             ">= 2 (the group size), or a GoldSet")
+        if gold is not None and gold.kind == "array" and samples_per_prompt > 1:
+            raise ValueError("samples_per_prompt > 1 needs prompts: an array gold set has none; drop samples_per_prompt")
         self.gold = gold
+        self.samples_per_prompt = samples_per_prompt
         self.thresholds = Thresholds.coerce(thresholds)
         self.detectors = [d() for d in detectors]
-        self.kind = gold.kind
+        self.kind = gold.kind if gold is not None else "text"
         self.history: list[dict[str, Any]] = []
         self._reference_cache: dict[int, dict[str, float]] = {}
-        if self.kind == "text":
+        self.max_new_tokens = max_new_tokens
+        if gold is None:
+            self.tokenizer = TokenizerAdapter(tokenizer)
+            self.split = None
+        elif self.kind == "text":
             self.tokenizer = TokenizerAdapter(tokenizer)
             self.split, tail_half = gold.split(self.tokenizer, prompt_length, max_new_tokens).halves()
             self._context = TextGoldContext(self.split.full, tail_half)
-            self.max_new_tokens = max_new_tokens
         else:
             if tokenizer is not None:
                 raise ValueError("tokenizer is for text gold sets; this gold set holds arrays: drop tokenizer")
@@ -138,14 +158,21 @@ class CollapseMonitor:
             self.dim = gold.array.shape[1]
         self.reference_profile = ReferenceProfile.coerce(reference)
         if self.reference_profile is not None:
+            if gold is None:
+                raise ValueError("a reference profile is judged on gold prompts: pass a GoldSet, or drop reference")
             self.reference_profile.require_compatible(gold.fingerprint, self.settings())
 
     def settings(self) -> dict[str, Any]:
         """What must match for two measurements to be comparable (recorded in profiles)."""
         if self.kind == "array":
             return {"kind": "array", "dim": self.dim}
-        return {"kind": "text", "tokenizer": self.tokenizer.identity, "prompt_length": self.split.prompt_length,
-                "max_new_tokens": self.max_new_tokens}
+        if self.gold is None:
+            return {"kind": "groups", "samples_per_prompt": self.samples_per_prompt}
+        out = {"kind": "text", "tokenizer": self.tokenizer.identity, "prompt_length": self.split.prompt_length,
+               "max_new_tokens": self.max_new_tokens}
+        if self.samples_per_prompt > 1:
+            out["samples_per_prompt"] = self.samples_per_prompt
+        return out
 
     def profile(self, result: CheckResult | None = None, *, settings: dict[str, Any] | None = None,
                 source: str = "") -> ReferenceProfile:
@@ -159,21 +186,45 @@ class CollapseMonitor:
             metrics = self.checks[-1]["metrics"]
         else:
             raise ValueError("no check to profile yet: run check() first or pass result=")
+        if self.gold is None:
+            raise ValueError("a monitor without gold has no profile: profiles are judged on gold prompts")
         return ReferenceProfile(self.gold.fingerprint, {**self.settings(), **(settings or {})}, dict(metrics),
                                 source=source)
 
     # ------------------------------------------------------------ measuring
     def new_suite(self) -> MetricSuite:
-        return TextSuite(self._context) if self.kind == "text" else ArraySuite(self._ellipsoid, self.dim)
+        if self.gold is None:
+            return GroupSuite(self.samples_per_prompt)
+        if self.kind == "text":
+            return TextSuite(self._context, self.samples_per_prompt)
+        return ArraySuite(self._ellipsoid, self.dim)
+
+    def answers(self, outputs: Sequence[Any]) -> list[np.ndarray]:
+        """The normalised answer words of each output (texts directly; token ids decoded with the tokenizer, or
+        compared as ids where it cannot decode): what the within-prompt metrics compare."""
+        out = []
+        for o in outputs:
+            text = o if isinstance(o, str) else self.tokenizer.decode(np.asarray(o).reshape(-1).tolist())
+            out.append(normalize_answer(text) if text is not None else np.asarray(o, dtype=np.int64).reshape(-1))
+        return out
 
     def measure(self, outputs: Any, *, finished: Sequence[bool] | None = None,
-                model_stats: ModelStats | None = None, gold_loglik: Sequence[float] | None = None) -> MetricSuite:
+                model_stats: ModelStats | None = None, gold_loglik: Sequence[float] | None = None,
+                reported: dict[str, Sequence[float]] | None = None) -> MetricSuite:
         """The mergeable metric states of ``outputs`` (texts, token-id lists or an (n, d) array).
 
         ``model_stats`` (text) and ``gold_loglik`` (arrays: the model's log-likelihood of held-out
-        gold samples) add the model-side statistics.
+        gold samples) add the model-side statistics; ``reported`` (monitor without gold) the statistics
+        a trainer reports, e.g. ``{"policy_entropy": [...], "frac_reward_zero_std": [...]}``.
         """
         suite = self.new_suite()
+        if isinstance(suite, GroupSuite):
+            items = list(outputs)
+            if self.max_new_tokens is not None:
+                items = [o if isinstance(o, str) else list(o)[: self.max_new_tokens] for o in items]
+            return suite.update(self.answers(items), reported=reported)
+        if reported:
+            raise ValueError("reported statistics are judged by a monitor without gold (gold=None)")
         if self.kind == "array":
             matrix = as_matrix(outputs, "outputs")
             if matrix.shape[1] != self.dim:
@@ -182,18 +233,24 @@ class CollapseMonitor:
         if isinstance(outputs, np.ndarray) and outputs.ndim == 2 and outputs.dtype.kind == "f":
             raise TypeError("outputs is a float (n, d) array but the gold set holds texts: use GoldSet.from_arrays for embeddings")
         sequences = [s[: self.max_new_tokens] for s in to_sequences(outputs, self.tokenizer)]
-        return suite.update(sequences, finished=finished, model_stats=model_stats)
+        answers = None
+        if self.samples_per_prompt > 1:  # texts as given; token ids (cut like the cross-prompt metrics) decoded
+            answers = self.answers([o if isinstance(o, str) else s for o, s in zip(outputs, sequences, strict=True)])
+        return suite.update(sequences, finished=finished, model_stats=model_stats, answers=answers)
 
     def reference(self, num_outputs: int) -> dict[str, float]:
         """The metrics of gold itself, on as many gold samples as there are outputs (cached)."""
         m = max(int(num_outputs), 1)
+        if self.gold is None:
+            return {}
         available = len(self.split) if self.kind == "text" else self.gold.array.shape[0]
         if m > available and m not in self._reference_cache:
             logger.warning("%d outputs but only %d gold samples for the reference: count-sensitive metrics "
                            "(distinct-n, tail coverage, duplicates) look worse than they are; pass at most %d "
                            "outputs or use a larger gold set", m, available, available)
         if m not in self._reference_cache:
-            suite = self.new_suite()
+            # one sample per prompt: gold's within-prompt reference, where it has one, is its k responses (below)
+            suite = TextSuite(self._context) if self.kind == "text" else self.new_suite()
             if self.kind == "text":
                 conts = list(self.split.continuations[:m])
                 # a gold text that ends before the length limit "finished": the share that did not is the
@@ -208,8 +265,25 @@ class CollapseMonitor:
                 reference["overconfidence"] = 0.0  # human text is its own distribution: no excess confidence
                 # how much evidence tail coverage has at this check size (thresholds.min_tail_types)
                 reference["tail_types_covered"] = reference["tail_coverage"] * self._context.tail_bands.tail_keys.size
+                reference.update(self._within_reference(m))
             self._reference_cache[m] = reference
         return self._reference_cache[m]
+
+    def _within_reference(self, m: int) -> dict[str, float]:
+        """Gold's within-prompt metrics: the first k human responses of each of the first ``m`` prompts that have
+        k or more (at least 2 such prompts), cut to ``max_new_tokens`` like the outputs; else nothing (the run's own
+        start is then the reference)."""
+        k = self.samples_per_prompt
+        groups = [alts[:k] for alts in self.split.alternatives[:m] if len(alts) >= k]
+        if k < 2 or len(groups) < 2:
+            return {}
+        answers = self.answers([r for g in groups for r in g])
+        grouped = [answers[i:i + k] for i in range(0, len(answers), k)]
+        out = {}
+        for name, metric in within_prompt_metrics().items():
+            metric.update(grouped)
+            out[name] = metric.compute()
+        return out
 
     # ------------------------------------------------------------- judging
     def check(self, outputs: Any, step: int | None = None, *, finished: Sequence[bool] | None = None,
@@ -302,13 +376,13 @@ class CollapseMonitor:
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state: the history is all the detectors need to resume."""
-        return {"version": STATE_VERSION, "fingerprint": self.gold.fingerprint,
+        return {"version": STATE_VERSION, "fingerprint": self.gold.fingerprint if self.gold is not None else None,
                 "thresholds": self.thresholds.to_dict(), "history": [dict(h) for h in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"monitor state version {state.get('version')!r} is not {STATE_VERSION}")
-        if state.get("fingerprint") != self.gold.fingerprint:
+        if state.get("fingerprint") != (self.gold.fingerprint if self.gold is not None else None):
             raise ValueError("this state was saved with another gold set (fingerprints differ); "
                              "resume with the same gold set or start a fresh monitor")
         self.history = [dict(h) for h in state["history"]]

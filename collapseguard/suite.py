@@ -27,6 +27,7 @@ from collapseguard.metrics import (
     Metric,
     ModelStats,
     NGramEntropy,
+    ReportedMean,
     SelfBLEU,
     SeqRepN,
     TailCoverage,
@@ -37,6 +38,7 @@ from collapseguard.metrics import (
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import count_table
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix, blas_controller
+from collapseguard.metrics.within_prompt import within_prompt_metrics
 
 VENDI_DIM = 256
 
@@ -105,10 +107,29 @@ class MetricSuite:
         return out
 
 
-class TextSuite(MetricSuite):
-    """Every text metric of one check."""
+def _update_within(metrics: dict[str, Metric], answers: Sequence[np.ndarray] | None, k: int) -> None:
+    """Fold whole groups of ``k`` answers (normalised words, each prompt's samples in a row) into the
+    within-prompt metrics."""
+    if answers is None:
+        raise ValueError(f"samples_per_prompt={k}: the within-prompt metrics need each output's answer words")
+    if len(answers) % k:
+        raise ValueError(f"{len(answers)} outputs do not split into groups of samples_per_prompt={k}: pass each "
+                         f"prompt's {k} samples one after another")
+    groups = [list(answers[i:i + k]) for i in range(0, len(answers), k)]
+    for name in ("within_distinct_2", "within_similarity", "distinct_k"):
+        metrics[name].update(groups)
 
-    def __init__(self, context: TextGoldContext) -> None:
+
+class TextSuite(MetricSuite):
+    """Every text metric of one check.
+
+    With ``samples_per_prompt=k > 1`` the outputs come as groups of k samples of one prompt: the metrics across
+    prompts read the first sample of each group (so they mean what they mean with one sample per prompt), and the
+    within-prompt metrics (:mod:`collapseguard.metrics.within_prompt`) read every group.
+    """
+
+    def __init__(self, context: TextGoldContext, samples_per_prompt: int = 1) -> None:
+        self.samples_per_prompt = samples_per_prompt
         metrics: dict[str, Metric] = {f"distinct_{n}": DistinctN(n) for n in (1, 2, 3, 4)}
         metrics.update({
             "entropy_1": NGramEntropy(1), "entropy_2": NGramEntropy(2), "self_bleu": SelfBLEU(4),
@@ -119,12 +140,22 @@ class TextSuite(MetricSuite):
             "vendi": EmbeddingMoments(VENDI_DIM, full=False), "mean_length": _Lengths(),
             "gold_likelihood": GoldLikelihood(context.bands),
         })
+        if samples_per_prompt > 1:
+            metrics.update(within_prompt_metrics())
         super().__init__(metrics)
 
     def update(self, sequences: Sequence[np.ndarray] | TokenBatch, finished: Sequence[bool] | None = None,
-               model_stats: ModelStats | None = None) -> TextSuite:
+               model_stats: ModelStats | None = None, answers: Sequence[np.ndarray] | None = None) -> TextSuite:
+        k = self.samples_per_prompt
+        if k > 1:
+            _update_within(self.metrics, answers, k)
+            seqs = sequences.sequences if isinstance(sequences, TokenBatch) else list(sequences)
+            sequences = seqs[::k]
+            finished = list(finished)[::k] if finished is not None else None
         batch = sequences if isinstance(sequences, TokenBatch) else TokenBatch(sequences)
         for name, metric in self.metrics.items():
+            if name in ("within_distinct_2", "within_similarity", "distinct_k"):
+                continue
             if name == "vendi":
                 metric.update(hashed_ngram_features(batch, VENDI_DIM))
             elif name == "length_limit_fraction":
@@ -145,6 +176,56 @@ class TextSuite(MetricSuite):
             for key in [k for k in out if k.startswith("gold_ppl") or k in ("next_token_entropy", "overconfidence")]:
                 out.pop(key)
         return out
+
+
+class _Count(Metric):
+    name = "num_outputs"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("count", 0, "sum")
+
+    def update(self, n: int) -> None:
+        self._fold(count=int(n))
+
+    def compute(self) -> float:
+        return float(self.count)
+
+
+REPORTED = {"policy_entropy": "higher_is_better", "frac_reward_zero_std": "lower_is_better"}
+"""The trainer-reported statistics a :class:`GroupSuite` takes, with their direction."""
+
+
+class GroupSuite(MetricSuite):
+    """A check without gold: groups of ``samples_per_prompt`` samples of the prompts the trainer drew (GRPO's
+    groups), measured by the within-prompt metrics, plus statistics the trainer reports (:data:`REPORTED`).
+    Judged against the run's own start."""
+
+    def __init__(self, samples_per_prompt: int) -> None:
+        self.samples_per_prompt = samples_per_prompt
+        metrics: dict[str, Metric] = {**within_prompt_metrics(), "count": _Count()}
+        metrics.update({name: ReportedMean(name, direction) for name, direction in REPORTED.items()})
+        super().__init__(metrics)
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.metrics["count"].count)
+
+    def update(self, answers: Sequence[np.ndarray], reported: dict[str, Sequence[float]] | None = None) -> GroupSuite:
+        unknown = sorted(set(reported or {}) - set(REPORTED))
+        if unknown:
+            raise ValueError(f"reported statistics {unknown} are not known: pass {sorted(REPORTED)}")
+        if answers:
+            _update_within(self.metrics, answers, self.samples_per_prompt)
+        self.metrics["count"].update(len(answers))
+        for name, values in (reported or {}).items():
+            self.metrics[name].update(values)
+        return self
+
+    def compute(self) -> dict[str, float]:
+        out = super().compute()
+        out.pop("count")
+        return {k: v for k, v in out.items() if np.isfinite(v)}  # what was not measured is absent
 
 
 class ArraySuite(MetricSuite):

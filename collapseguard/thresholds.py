@@ -47,6 +47,15 @@ class Thresholds:
     overconfidence_critical: float = _f(1.5, 0, 50, "critical at this many nats of overconfidence")
     self_bleu_rise_warn: float = _f(0.15, 0, 1, "warn when self-BLEU exceeds gold's by this much (absolute)")
     self_bleu_rise_critical: float = _f(0.35, 0, 1, "critical when self-BLEU exceeds gold's by this much")
+    # within-prompt diversity (samples_per_prompt > 1, GRPO groups) and RL policy statistics: each judged against
+    # gold's within-prompt reference where gold has several responses per prompt, else against the run's own start
+    distinct_k_warn: float = _f(0.75, 0, 1, "warn when the functionally distinct answers among a prompt's k samples (distinct_k) fall below this share of the reference (gold's k responses, else the run's start)")
+    distinct_k_critical: float = _f(0.5, 0, 1, "critical below this share of the reference distinct_k")
+    within_similarity_warn: float = _f(0.25, 0, 1, "warn when the mean pairwise similarity of a prompt's samples exceeds the reference by this much (absolute; 1 = identical samples)")
+    within_similarity_critical: float = _f(0.5, 0, 1, "critical at this excess of within-prompt similarity")
+    entropy_warn: float = _f(0.5, 0, 1, "warn when the policy's mean per-token entropy on its own completions (TRL's entropy) falls below this share of its level at the run's start")
+    entropy_critical: float = _f(0.2, 0, 1, "critical below this share of the starting policy entropy")
+    own_start_checks: int = _f(3, 1, 1000, "where gold has no reference for a signal (policy entropy, within-prompt diversity without several human responses per prompt), the mean of the run's first this many checks (and the check before training) is its reference", integer=True)
     # late phase: functional collapse
     repetition_warn: float = _f(0.15, 0, 1, "warn when seq-rep-4, loop fraction or duplicate fraction exceed gold's by this much (absolute)")
     repetition_critical: float = _f(0.35, 0, 1, "critical at this excess over gold")
@@ -68,6 +77,9 @@ class Thresholds:
         ("self_bleu_rise_warn", "self_bleu_rise_critical", "above"),
         ("overconfidence_warn", "overconfidence_critical", "above"),
         ("repetition_warn", "repetition_critical", "above"),
+        ("distinct_k_warn", "distinct_k_critical", "below"),
+        ("within_similarity_warn", "within_similarity_critical", "above"),
+        ("entropy_warn", "entropy_critical", "below"),
     )
 
     def __post_init__(self) -> None:
@@ -197,6 +209,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diversity_warn": 0.85, "diversity_critical": 0.65, "overconfidence_warn": 0.75, "overconfidence_critical": 1.25,
         "self_bleu_rise_warn": 0.1, "self_bleu_rise_critical": 0.25,
         "repetition_warn": 0.1, "repetition_critical": 0.25, "trend_drop_warn": 0.1,
+        "distinct_k_warn": 0.85, "distinct_k_critical": 0.65, "within_similarity_warn": 0.15,
+        "within_similarity_critical": 0.35, "entropy_warn": 0.65, "entropy_critical": 0.35,
     },
     "lenient": {
         "tail_coverage_warn": 0.5, "tail_coverage_critical": 0.25,
@@ -205,5 +219,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diversity_warn": 0.6, "diversity_critical": 0.35, "overconfidence_warn": 1.5, "overconfidence_critical": 2.5,
         "self_bleu_rise_warn": 0.25, "self_bleu_rise_critical": 0.5,
         "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "patience": 2,
+        "distinct_k_warn": 0.6, "distinct_k_critical": 0.35, "within_similarity_warn": 0.35,
+        "within_similarity_critical": 0.65, "entropy_warn": 0.35, "entropy_critical": 0.1,
     },
 }

@@ -91,7 +91,39 @@ class TokenizerAdapter:
         if not vocab:
             return type(tok).__name__
         blob = json.dumps(sorted(vocab.items()), ensure_ascii=False).encode("utf-8")
-        return f"{type(tok).__name__}:{len(vocab)}:{hashlib.sha256(blob).hexdigest()[:16]}"
+        identity = f"{type(tok).__name__}:{len(vocab)}:{hashlib.sha256(blob).hexdigest()[:16]}"
+        template = self.chat_template
+        if template:  # the template decides how chat prompts become ids
+            identity += f":chat:{hashlib.sha256(str(template).encode('utf-8')).hexdigest()[:12]}"
+        return identity
+
+    @property
+    def chat_template(self) -> Any:
+        """The tokenizer's chat template, or None."""
+        return getattr(self.tokenizer, "chat_template", None) or None
+
+    def render_prompt(self, messages: Sequence[dict[str, str]]) -> np.ndarray:
+        """A chat prompt as ids: ``apply_chat_template(messages, add_generation_prompt=True)`` where the tokenizer
+        has a chat template, else the messages' contents as plain text, one per line."""
+        if self.chat_template and callable(getattr(self.tokenizer, "apply_chat_template", None)):
+            ids = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+            if hasattr(ids, "keys") and "input_ids" in ids:  # transformers 5 returns a BatchEncoding
+                ids = ids["input_ids"]
+            return as_id_array(list(ids))
+        if len(messages) == 1:
+            return self.encode(messages[0]["content"])
+        return self.encode("\n".join(m["content"] for m in messages) + "\n")
+
+    def decode(self, ids: Sequence[int]) -> str | None:
+        """The text of token ids (special tokens skipped), or None when the tokenizer cannot decode."""
+        decode = getattr(self.tokenizer, "decode", None)
+        if not callable(decode) or isinstance(self.tokenizer, SimpleTokenizer):
+            return None
+        ids = [int(i) for i in ids]
+        try:
+            return decode(ids, skip_special_tokens=True)
+        except TypeError:  # a decoder without that keyword
+            return decode(ids)
 
     def encode(self, text: str) -> np.ndarray:
         if not isinstance(text, str):

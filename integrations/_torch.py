@@ -81,24 +81,30 @@ def special_ids(tokenizer: Any, model: Any) -> tuple[int | None, int | None]:
 def generate_continuations(generate: Callable[..., Any], prompts: Sequence[np.ndarray], *, device: torch.device,
                            max_new_tokens: int, eos_token_id: int | None, pad_token_id: int | None,
                            batch_size: int, generation_kwargs: dict[str, Any]) -> tuple[list[np.ndarray], list[bool]]:
-    """Continue each prompt with a HF-style ``generate``; returns new tokens (cut at EOS) and EOS flags.
+    """Continue each prompt with a HF-style ``generate``; returns new tokens (cut at EOS) and EOS flags, in order.
 
-    Gold prompts all have the same length, so batches need no padding.
+    Prompts are batched by length, so batches need no padding (gold prompts cut from texts all have the same
+    length: one run of batches, in order; chat prompts rendered with a template differ).
     """
     kwargs = dict(generation_kwargs)
     if not kwargs.get("do_sample", True):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_k", "top_p")}
-    sequences: list[np.ndarray] = []
-    finished: list[bool] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = torch.as_tensor(np.stack(prompts[start:start + batch_size]), dtype=torch.long, device=device)
-        out = generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
-                       min_new_tokens=0, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
-        new = out[:, batch.shape[1]:].cpu().numpy()
-        for row in new:
-            hits = np.flatnonzero(row == eos_token_id) if eos_token_id is not None else np.empty(0, int)
-            sequences.append(row[: hits[0]] if hits.size else row)
-            finished.append(bool(hits.size))
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(int(np.asarray(p).size), []).append(i)
+    sequences: list[np.ndarray] = [np.empty(0, np.int64)] * len(prompts)
+    finished: list[bool] = [False] * len(prompts)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            batch = torch.as_tensor(np.stack([prompts[i] for i in chunk]), dtype=torch.long, device=device)
+            out = generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
+                           min_new_tokens=0, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+            new = out[:, batch.shape[1]:].cpu().numpy()
+            for i, row in zip(chunk, new, strict=True):
+                hits = np.flatnonzero(row == eos_token_id) if eos_token_id is not None else np.empty(0, int)
+                sequences[i] = row[: hits[0]] if hits.size else row
+                finished[i] = bool(hits.size)
     return sequences, finished
 
 
@@ -144,17 +150,20 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
     def produce() -> Generation:
         sharding = detect_sharding(model, holders, zero3_gather=engine.zero3_gather)
         try:
-            prompts = engine.prompts(rank, world_size)
+            prompts = engine.prompts(rank, world_size)  # each repeated samples_per_prompt times
+            scored = engine.prompts(rank, world_size, repeat=False) if engine.model_stats else None
             continuations = engine.gold_continuations(rank, world_size) if engine.model_stats else None
             eos, pad = special_ids(tokenizer, model)
             kwargs = dict(engine.generation_kwargs)
-            target, keep = model, len(prompts)
+            target, keep, keep_scored = model, len(prompts), len(scored or ())
             if sharding is not None:
                 target = generation_target(model)
                 if sharding.collective:  # every rank runs as many batches, as long as any rank generates
-                    share = len(engine.prompts(0, world_size))  # rank 0 holds the largest share
-                    prompts = equalise(prompts, share, engine.prompts(0, 1)[0])
-                    if continuations is not None:
+                    # rank 0 holds the largest share; shorter ones are padded with a gold prompt
+                    prompts = equalise(prompts, len(engine.prompts(0, world_size)), engine.prompts(0, 1)[0])
+                    if scored is not None and continuations is not None:
+                        share = len(engine.prompts(0, world_size, repeat=False))
+                        scored = equalise(scored, share, engine.prompts(0, 1, repeat=False)[0])
                         continuations = equalise(continuations, share, engine.gold_continuations(0, 1)[0])
                 kwargs["synced_gpus"] = sharding.collective and world_size > 1
             device = model_device(model)
@@ -170,9 +179,10 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
                 target.generate, prompts, device=device, max_new_tokens=engine.max_new_tokens, eos_token_id=eos,
                 pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=kwargs)
             stats = None
-            if continuations is not None:
-                stats = gold_model_stats(target, prompts, continuations, device=device, batch_size=engine.batch_size)
-                stats = ModelStats(stats.token_ids[:keep], stats.nll[:keep], stats.entropy[:keep])
+            if scored is not None and continuations is not None:
+                stats = gold_model_stats(target, scored, continuations, device=device, batch_size=engine.batch_size)
+                stats = ModelStats(stats.token_ids[:keep_scored], stats.nll[:keep_scored],
+                                   stats.entropy[:keep_scored])
         return Generation(sequences=seqs[:keep], finished=finished[:keep], model_stats=stats)
 
     return produce

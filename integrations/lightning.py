@@ -86,6 +86,9 @@ class CollapseGuard(Callback):
                  **engine_kwargs: Any) -> None:
         if isinstance(gold, str):  # from LightningCLI / YAML: the path of a JSONL gold file
             gold = GoldSet.from_jsonl(gold)
+        if not isinstance(gold, GoldSet):
+            raise TypeError(f"CollapseGuard needs gold=GoldSet.from_texts(...) (or from_jsonl / from_pairs / "
+                            f"from_arrays, or a JSONL path), got {type(gold).__name__}")
         if isinstance(tokenizer, str):
             tokenizer = load_tokenizer(tokenizer)
         if generate_fn is not None and sample_fn is not None:

@@ -14,13 +14,19 @@ import torch
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{% if m['role'] == 'assistant' %}{{ eos_token }}"
+    "{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+)
+"""A minimal chat template (role: content lines, assistant turns end in EOS) for tiny chat models."""
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int = 512) -> Any:
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 512, chat: bool = False) -> Any:
     """A ``PreTrainedTokenizerFast`` (byte-level BPE) trained on ``texts`` in memory.
 
     EOS ends every text; padding has a token of its own, so that a loss masked on padding never masks the
-    end of a text (the setup fault the guard's length-limit hint warns about).
+    end of a text (the setup fault the guard's length-limit hint warns about). ``chat=True`` gives it
+    :data:`CHAT_TEMPLATE`, for chat gold sets and TRL's conversational datasets.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -31,7 +37,10 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 512) -> Any:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=PAD)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=PAD)
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 def tiny_gpt2(tokenizer: Any, n_layer: int = 2, n_embd: int = 64, n_head: int = 2, n_positions: int = 128,

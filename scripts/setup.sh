@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install collapseguard in editable mode with the given extras (default: all).
-#   bash scripts/setup.sh          # library + Lightning + transformers + plots
+#   bash scripts/setup.sh          # library + Lightning + transformers + TRL + plots
 #   bash scripts/setup.sh dev      # the above + test tools, reference implementations and, for the
 #                                  # report's browser test, Debian's chromium (apt, where missing)
 #   bash scripts/setup.sh bench    # the above + the peer packages the benchmarks compare against

@@ -33,6 +33,10 @@ ACTIONS = {
     "loop_fraction": "Outputs end in a span repeated 3 or more times. As above.",
     "duplicate_fraction": "Different prompts get identical outputs. As above.",
     "overconfidence": "The model is surer of its next tokens than human text warrants (its NLL of gold tokens exceeds its own entropy there): its distribution narrowed. Mix in human data or roll back; a model fine-tuned long on little data shows it too (overfitting).",
+    "distinct_k": "The k samples of one prompt hold fewer functionally distinct answers than gold's k human answers (or than at the run's start). Keep exploration: an entropy bonus, a diversity-preserving reward, a higher temperature or a KL penalty; or roll back.",
+    "within_distinct_2": "Fewer distinct word bigrams among the samples of one prompt. As above.",
+    "within_similarity": "The samples of one prompt resemble each other more than the reference's. As above.",
+    "policy_entropy": "The RL policy's entropy on its own completions (TRL's `entropy`) fell far below its start: it is turning deterministic, and once entropy nears 0 the attainable reward is set (Cui et al. 2025). Add an entropy bonus, raise epsilon_high, add a KL penalty, lower the learning rate.",
     "far_mass": "Samples land far outside the real data (beyond the ellipsoid holding 99% of gold): garbage. As above.",
 }
 

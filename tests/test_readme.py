@@ -47,3 +47,31 @@ def test_quickstart_runs(example, tmp_path):
         assert len(run.series["health"]) == 3 and "gold_ppl_tail" in run.series and not run.notes
     else:  # the Trainer printed its logs, ours included
         assert done.stdout.count("'collapseguard/health'") + done.stderr.count("'collapseguard/health'") == 3
+
+
+TRL_QUICKSTARTS = [("TRL `SFTTrainer`", "quickstart_trl_sft.py"), ("TRL `DPOTrainer`", "quickstart_trl_dpo.py"),
+                   ("TRL `GRPOTrainer`", "quickstart_trl_grpo.py")]
+
+
+@pytest.mark.parametrize(("title", "example"), TRL_QUICKSTARTS)
+def test_trl_quickstart_is_the_example_file(title, example):
+    code = _quickstart(title)
+    assert code == (ROOT / "examples" / example).read_text()
+    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 14
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", [e for _, e in TRL_QUICKSTARTS])
+def test_trl_quickstart_runs_and_logs_the_guard(example, tmp_path):
+    pytest.importorskip("trl")
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / example)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = done.stdout + done.stderr
+    # SFT (2 epochs) and DPO (1 epoch) check per epoch; GRPO checks at each of TRL's logs (every 10 of 20 steps)
+    want = {"quickstart_trl_sft.py": 2, "quickstart_trl_dpo.py": 1, "quickstart_trl_grpo.py": 2}[example]
+    assert logged.count("'collapseguard/health'") == want
+    if example == "quickstart_trl_grpo.py":
+        assert logged.count("'collapseguard/policy_entropy'") == 2 and "'collapseguard/distinct_k'" in logged
+    if example == "quickstart_trl_sft.py":
+        assert logged.count("'collapseguard/distinct_k'") == 2

@@ -34,7 +34,7 @@ from collapseguard.metrics.lexical import (
     ngram_entropy,
     zipf_coefficient,
 )
-from collapseguard.metrics.model_side import GoldLikelihood, GoldNLL, ModelStats, banded_perplexity
+from collapseguard.metrics.model_side import GoldLikelihood, GoldNLL, ModelStats, ReportedMean, banded_perplexity
 from collapseguard.metrics.repetition import (
     LengthLimitFraction,
     LoopFraction,
@@ -44,13 +44,19 @@ from collapseguard.metrics.repetition import (
     loop_fraction,
     seq_rep_n,
 )
+from collapseguard.metrics.within_prompt import (
+    DistinctK,
+    WithinDistinctN,
+    WithinSimilarity,
+    within_prompt_diversity,
+)
 
 __all__ = [
-    "CompressionRatio", "DistinctN", "DuplicateFraction", "EmbeddingMoments", "FrequencyBands",
+    "CompressionRatio", "DistinctK", "DistinctN", "DuplicateFraction", "EmbeddingMoments", "FrequencyBands",
     "GoldLikelihood", "GoldNLL", "JSDivergence", "LengthLimitFraction", "LoopFraction", "Metric", "ModelStats",
-    "NGramEntropy", "SelfBLEU", "SeqRepN", "TailCoverage", "TailMass", "ZipfCoefficient",
-    "banded_perplexity", "compression_ratio", "distinct_n", "duplicate_fraction", "effective_rank",
-    "ends_in_loop", "hashed_ngram_features", "js_divergence", "length_limit_fraction",
-    "loop_fraction", "merge_all", "ngram_entropy", "self_bleu", "seq_rep_n", "tail_coverage",
-    "total_variance", "vendi_score", "zipf_coefficient",
+    "NGramEntropy", "ReportedMean", "SelfBLEU", "SeqRepN", "TailCoverage", "TailMass", "WithinDistinctN",
+    "WithinSimilarity", "ZipfCoefficient", "banded_perplexity", "compression_ratio", "distinct_n",
+    "duplicate_fraction", "effective_rank", "ends_in_loop", "hashed_ngram_features", "js_divergence",
+    "length_limit_fraction", "loop_fraction", "merge_all", "ngram_entropy", "self_bleu", "seq_rep_n",
+    "tail_coverage", "total_variance", "vendi_score", "within_prompt_diversity", "zipf_coefficient",
 ]

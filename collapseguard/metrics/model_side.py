@@ -10,6 +10,7 @@ early phase, often visible before the outputs' own diversity moves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -134,3 +135,29 @@ class GoldNLL(Metric):
 
     def compute(self) -> float:
         return self.total / self.count if self.count else float("nan")
+
+
+class ReportedMean(Metric):
+    """The mean of a statistic the trainer itself reports, over the logging windows of one check.
+
+    For what the trainer measures and the guard cannot see from outputs: the policy's mean per-token entropy
+    on its own completions (TRL's ``entropy``) and the share of prompt groups whose rewards are all equal
+    (TRL's ``frac_reward_zero_std``). Non-finite reports are skipped; the mean is taken over the sorted values,
+    so merging shards in any order gives the same number.
+
+    >>> m = ReportedMean("policy_entropy"); m.update([5.5, float("nan"), 4.5]); m.compute()
+    5.0
+    """
+
+    def __init__(self, name: str, direction: str = "higher_is_better") -> None:
+        super().__init__()
+        self.name = name
+        self.direction = direction
+        self.add_state("values", [], "cat")
+
+    def update(self, values: Sequence[float] | np.ndarray) -> None:
+        x = np.asarray(values, dtype=np.float64).reshape(-1)
+        self._fold(values=[float(v) for v in x if np.isfinite(v)])
+
+    def compute(self) -> float:
+        return math.fsum(sorted(self.values)) / len(self.values) if self.values else float("nan")
