@@ -479,6 +479,21 @@ def replay(record: dict[str, Any], bare: bool = False) -> list[dict[str, Any]]:
     return out
 
 
+def start_verdict(record: dict[str, Any]) -> str | None:
+    """The worst severity the imported rules give the model *before training* (the run's baseline) judged as a
+    first check: where rules flag the untrained model itself, their alarm on a twin says "not trained yet"."""
+    from collapseguard.alerts import silenced_alerts
+
+    start = next((c for c in record["checks"] if c.get("baseline")), None)
+    if start is None:
+        return None
+    monitor = _monitor_for(record)
+    metrics = {k: math.nan if v is None else v for k, v in start["metrics"].items()}
+    with silenced_alerts():
+        judged = monitor.judge(metrics) if hasattr(monitor, "judge") else monitor.evaluate(_Measured(metrics))
+    return judged.severity
+
+
 def recorded(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The verdicts the real callbacks gave during the run."""
     rank = {"warn": 1, "critical": 2}
@@ -563,6 +578,7 @@ def summarize(records: list[dict[str, Any]], judged: dict[str, dict[str, list[di
     """
     healthy = {_key(r): r for r in records if r["config"]["data"] == "human"}
     out: dict[str, Any] = {"healthy": {}, "twins": []}
+    starts = {label: verdicts.pop("#start", {}) for label, verdicts in judged.items()}
     for label, verdicts in judged.items():
         rows = [verdicts[k] for k in healthy if k in verdicts]
         checks = sum(len(v) for v in rows)
@@ -591,7 +607,10 @@ def summarize(records: list[dict[str, Any]], judged: dict[str, dict[str, list[di
                "onset": start, "checks": len(record["test_ppl"]), "degraded": degraded}
         for label, verdicts in judged.items():
             v = verdicts.get(_key(record), [])
-            row[label] = {"warn": _first(v, "warn"), "halt": _first(v, "critical"), "judged": len(v)}
+            mate = verdicts.get(f"{record['name']}|human", [])
+            row[label] = {"warn": _first(v, "warn"), "halt": _first(v, "critical"), "judged": len(v),
+                          "halts_healthy_twin": _first(mate, "critical"),
+                          "halts_untrained_start": starts[label].get(_key(record)) == "critical"}
         out["twins"].append(row)
     return out
 
@@ -627,10 +646,22 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         early = sum(h is not None and (d is None or h <= d) for h, _, d, _ in halts)
         lines.append(f"| {label} | {len(done)}/{len(twins)} | {sum(h - o <= 1 for h, o, _, _ in done)} | "
                      f"{median if median is not None else '-'} | {same}/{len(twins)} | {early}/{len(twins)} |")
+    later = [t for t in twins if t[labels[0]]["halt"] is not None and t[base]["halt"] is not None
+             and t[labels[0]]["halt"] > t[base]["halt"]]
+    if later and base != labels[0]:
+        blind = [t for t in later if t[base]["halts_untrained_start"]
+                 or (t[base]["halts_healthy_twin"] is not None and t[base]["halts_healthy_twin"] <= t[base]["halt"])]
+        lines += ["", f"Where {labels[0]} halts a twin later than {base} ({len(later)} twins, at most "
+                  f"{max(t[labels[0]]['halt'] - t[base]['halt'] for t in later)} check(s) later), {len(blind)} of "
+                  f"those earlier halts fire on the healthy twin at or before the same check, or on the untrained "
+                  "model before any training: alarms that do not tell collapse from an unfinished model."]
     lines += ["", "| twin | data | onset | degraded | " + " | ".join(f"{lb} warn / halt" for lb in labels) + " |",
               "|---|---|---|---|" + "---|" * len(labels)]
     for t in twins:
-        cells = [f"{_dash(t[lb]['warn'])} / {_dash(t[lb]['halt'])}" for lb in labels]
+        cells = [f"{_dash(t[lb]['warn'])} / {_dash(t[lb]['halt'])}"
+                 + (" (also the untrained model)" if t[lb]["halts_untrained_start"] else "")
+                 + (f" (healthy twin: {t[lb]['halts_healthy_twin']})" if t[lb]["halts_healthy_twin"] is not None else "")
+                 for lb in labels]
         lines.append(f"| {t['name']} | {t['data']} | {t['onset']} | {_dash(t['degraded'])} | " + " | ".join(cells) +
                      " |")
     return "\n".join(lines) + "\n"
@@ -651,7 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replay:  # run under PYTHONPATH=<an earlier version>: judge recorded checks with its rules
         records = json.loads(Path(args.replay).read_text())
-        Path(args.out).write_text(json.dumps(json_safe({_key(r): replay(r) for r in records})))
+        verdicts: dict[str, Any] = {_key(r): replay(r) for r in records}
+        verdicts["#start"] = {_key(r): start_verdict(r) for r in records}
+        Path(args.out).write_text(json.dumps(json_safe(verdicts)))
         return 0
     from benchmarks import healthy_arrays
 

@@ -100,6 +100,7 @@ class Finding:
     severity: Severity | None
     health: float
     message: str
+    trend: bool = False  # a warn from a steady fall short of the bound, not from crossing it
 
     def bounds(self) -> dict[str, float | str]:
         """The warn and critical bounds in the metric's own units at this check (for plots and trails).
@@ -176,7 +177,7 @@ class Detector:
             msg = self._message(sig, value, ref, source, score, severity, past, trend, metrics, history, profile,
                                 th, reference, kind, anchor)
             findings.append(Finding(self.name, self.phase, sig, value, ref, score, severity,
-                                    sig.health(score, ref), msg))
+                                    sig.health(score, ref), msg, trend is not None))
         return findings
 
     @staticmethod

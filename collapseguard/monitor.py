@@ -305,6 +305,12 @@ class CollapseMonitor:
         self.history.append({"step": step, "baseline": True, "health": None, "phase_health": {},
                              "metrics": dict(metrics), "raw": {}, "alerts": []})
 
+    def start_from_gold(self, num_outputs: int) -> None:
+        """Judge the coming checks against gold from the first one on: gold's own measurement at ``num_outputs``
+        becomes the starting point. For data rather than a model that learns (an audit of a dataset), where
+        there is no trajectory to wait for."""
+        self.record_baseline(self.reference(num_outputs))
+
     @property
     def checks(self) -> list[dict[str, Any]]:
         """The judged checks of :attr:`history` (without the baseline)."""
@@ -344,15 +350,17 @@ class CollapseMonitor:
         return result
 
     def _corroborate(self, findings: list[Finding]) -> list[Finding]:
-        """Warns from ``corroboration`` or more different signals at one check are critical: each alone may be
-        noise, several kinds of evidence agreeing rarely are (on the healthy-training benchmark no check warns on
-        more than one)."""
+        """Warns from ``corroboration`` or more different signals crossing their bounds at one check are critical:
+        each alone may be noise, several kinds of evidence agreeing rarely are (on the healthy-training benchmark
+        no check has two)."""
         need = self.thresholds.corroboration
-        warns = [f for f in findings if f.severity == "warn"]
+        # trend warns do not count: several metrics drifting together is one drift (in one dimension, tail mass
+        # and variance both follow the fit's variance), not independent evidence
+        warns = [f for f in findings if f.severity == "warn" and not f.trend]
         if not need or len(warns) < need:
             return findings
         note = f" (critical: {len(warns)} signals warn at once, corroboration={need})"
-        return [dataclasses.replace(f, severity="critical", message=f.message + note) if f.severity == "warn" else f
+        return [dataclasses.replace(f, severity="critical", message=f.message + note) if f in warns else f
                 for f in findings]
 
     def _apply_patience(self, findings: list[Finding], step: int | None) -> list[Alert]:

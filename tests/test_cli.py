@@ -201,6 +201,7 @@ def test_check_bounds_sit_where_the_severity_changes():
     from collapseguard import CollapseMonitor
 
     monitor = CollapseMonitor(gold)
+    monitor.start_from_gold(64)  # a corpus, judged against gold from the first check
     result = monitor.check(collapsed_corpus(8, 64), step=0)
     b = result.bounds["distinct_2"]
     th = Thresholds()

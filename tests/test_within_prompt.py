@@ -159,6 +159,7 @@ def test_gold_with_several_responses_gives_the_within_reference():
     assert ref["distinct_k"] == pytest.approx(want["distinct_k"])
     assert ref["within_similarity"] == pytest.approx(want["within_similarity"])
     same = [rs[0] for rs in kept for _ in range(4)]
+    monitor.start_from_gold(20)  # judged against gold's human answers from the first check on
     result = monitor.check(same, step=1)
     alert = next(a for a in result.alerts if a.metric == "distinct_k")
     assert alert.severity == "critical" and "gold reference" in alert.message

@@ -6,6 +6,7 @@ from transformers import TrainerCallback
 
 from collapseguard.integrations.transformers import CollapseGuardCallback
 from tests import tiny_runs as tr
+from tests.mp import exit_in_step
 from tests.mp.scripted import Scripted, dump
 
 
@@ -13,7 +14,8 @@ def main() -> None:
     out = sys.argv[1]
     fail_rank, fail_check = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (-1, -1)
     scripted = Scripted(fail_rank, fail_check)
-    guard = CollapseGuardCallback(tr.gold(), generate_fn=scripted, **tr.GUARD_KWARGS)
+    # scripted outputs are indexed by check: no check before training
+    guard = CollapseGuardCallback(tr.gold(), generate_fn=scripted, check_on_train_start=False, **tr.GUARD_KWARGS)
 
     class Dump(TrainerCallback):
         def on_train_end(self, args, state, control, **kwargs):
@@ -25,7 +27,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # a live gloo group at interpreter exit can abort the process
+    exit_in_step()

@@ -13,6 +13,7 @@ import torch
 from collapseguard.integrations.lightning import CollapseGuard
 from collapseguard.integrations.tiny import lightning_module
 from tests import tiny_runs as tr
+from tests.mp import exit_in_step
 from tests.mp.scripted import Scripted, dump
 
 
@@ -28,7 +29,9 @@ def main() -> None:
     strategy, out = sys.argv[1], sys.argv[2]
     fail_rank, fail_check = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (-1, -1)
     real = os.environ.get("CG_REAL") == "1"
-    kwargs = {**tr.GUARD_KWARGS, "num_samples": 64} if real else {**tr.GUARD_KWARGS, "generate_fn": Scripted(fail_rank, fail_check)}
+    # scripted outputs are indexed by check: no check before training there
+    kwargs = {**tr.GUARD_KWARGS, "num_samples": 64} if real else \
+        {**tr.GUARD_KWARGS, "generate_fn": Scripted(fail_rank, fail_check), "check_on_train_start": False}
     guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="warn", **kwargs)
     devices = int(os.environ.get("CG_DEVICES", "2"))
     trainer = pl.Trainer(max_epochs=2, strategy=strategy if devices > 1 else "auto", accelerator="cpu", devices=devices,
@@ -41,7 +44,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # a live gloo group at interpreter exit can abort the process
+    exit_in_step()

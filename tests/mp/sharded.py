@@ -34,7 +34,8 @@ from collapseguard.integrations.transformers import CollapseGuardCallback
 from tests import tiny_runs as tr
 from tests.mp import exit_in_step
 
-GUARD = {"num_samples": 9, "batch_size": 2, "prompt_length": 16, "max_new_tokens": 16, "on_collapse": "warn"}
+GUARD = {"num_samples": 9, "batch_size": 2, "prompt_length": 16, "max_new_tokens": 16, "on_collapse": "warn",
+         "check_on_train_start": False}  # records are indexed by check
 
 
 class ForceEOS(LogitsProcessor):
@@ -57,12 +58,12 @@ def spy_on_measure(engine, records: dict) -> None:
     """Record, per check, exactly what this rank's monitor measures (then measure it as usual)."""
     real_measure = engine.monitor.measure
 
-    def measure(outputs, *, finished=None, model_stats=None, gold_loglik=None):
+    def measure(outputs, *, finished=None, model_stats=None, **kwargs):
         records[engine.checks_done] = {
             "sequences": [np.asarray(s).tolist() for s in outputs], "finished": list(finished),
             "model_stats": {name: [np.asarray(x).tolist() for x in getattr(model_stats, name)]
                             for name in ("token_ids", "nll", "entropy")}}
-        return real_measure(outputs, finished=finished, model_stats=model_stats, gold_loglik=gold_loglik)
+        return real_measure(outputs, finished=finished, model_stats=model_stats, **kwargs)
 
     engine.monitor.measure = measure
 
@@ -176,10 +177,10 @@ def main() -> None:
     spy_on_measure(engine, records)
     real_prompts = engine.prompts
 
-    def prompts(r=0, w=1):  # check 2: rank 1 cannot prepare
+    def prompts(r=0, w=1, **kwargs):  # check 2: rank 1 cannot prepare
         if engine.checks_done == 2 and r == 1 and w == world:
             raise RuntimeError("could not prepare on purpose")
-        return real_prompts(r, w)
+        return real_prompts(r, w, **kwargs)
 
     engine.prompts = prompts
     blocks = tr.blocks("varied")
