@@ -1,0 +1,170 @@
+"""Word shingles, MinHash signatures and LSH bands: what the near-duplicate and gold-leakage checks compare.
+
+A text's shingles are the hashes of its lower-cased word ``k``-grams (words are ``\\w+`` runs, so case,
+punctuation and spacing do not matter). Two texts' Jaccard similarity is computed on these sets;
+MinHash estimates it, and LSH bands of the signatures find the candidate pairs worth computing it for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+WORDS = re.compile(r"\w+")
+_MERSENNE = np.uint64((1 << 61) - 1)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # folds a band's rows into one key (uint64 arithmetic wraps)
+
+
+def normalized(text: str) -> str:
+    """The text's lower-cased words joined by single spaces: equal for texts that differ only in case,
+    punctuation or spacing.
+
+    >>> normalized("Hello,  World!") == normalized("hello world")
+    True
+    """
+    return " ".join(WORDS.findall(text.lower()))
+
+
+def shingle_hashes(text: str, k: int = 5) -> np.ndarray:
+    """Unique 61-bit hashes of the text's word ``k``-grams (a text shorter than ``k`` words is one shingle)."""
+    words = WORDS.findall(text.lower())
+    grams = {" ".join(words[i:i + k]) for i in range(max(len(words) - k + 1, 1))} if words else {""}
+    return np.array([int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") >> 3
+                     for g in grams], dtype=np.uint64)
+
+
+def permutations(num_perm: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) of the ``num_perm`` hash permutations ``(a·h + b) mod (2^61 − 1)``."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 1 << 61, size=num_perm, dtype=np.uint64)
+    b = rng.integers(0, 1 << 61, size=num_perm, dtype=np.uint64)
+    return a, b
+
+
+def signature(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The MinHash signature of one shingle set under the permutations (a, b)."""
+    # (a*h) overflows 64 bits; wrapping is fine for hashing, then fold into the prime field
+    with np.errstate(over="ignore"):
+        return ((a * shingles[:, None] + b) % _MERSENNE).min(axis=0)
+
+
+def minhash_signatures(texts: Sequence[str], *, num_perm: int = 64, shingle: int = 5, seed: int = 0) -> np.ndarray:
+    """MinHash signatures (``len(texts)`` × ``num_perm``) of each text's word ``shingle``-grams.
+
+    Two texts agree in each column with probability equal to the Jaccard similarity of their
+    shingle sets (Broder, 1997); hashes are ``(a·h + b) mod (2^61 − 1)`` with fixed random a, b.
+
+    >>> sig = minhash_signatures(["a b c d e f g", "a b c d e f g", "x y z w v u t"], shingle=3)
+    >>> bool((sig[0] == sig[1]).all()), float((sig[0] == sig[2]).mean())
+    (True, 0.0)
+    """
+    a, b = permutations(num_perm, seed)
+    out = np.empty((len(texts), num_perm), dtype=np.uint64)
+    for i, text in enumerate(texts):
+        out[i] = signature(shingle_hashes(text, shingle), a, b)
+    return out
+
+
+def jaccard(x: np.ndarray, y: np.ndarray) -> float:
+    """Jaccard similarity of two unique-hash arrays."""
+    inter = np.intersect1d(x, y, assume_unique=True).size
+    return inter / max(x.size + y.size - inter, 1)
+
+
+class BandIndex:
+    """LSH over MinHash signatures, streamed: each band's key (its rows folded into one uint64) is
+    buffered and spilled to a temporary file, so memory stays flat however many texts are added.
+
+    :meth:`candidates` groups texts by equal band key, band by band (one band's keys in memory at a
+    time), and pairs each group's members: all pairs for groups of up to ``max_group`` members, the
+    first member with every other beyond that (a flood of exact copies).
+    """
+
+    def __init__(self, num_perm: int = 64, bands: int = 16, *, buffer: int = 1 << 16, max_group: int = 1000) -> None:
+        if num_perm % bands:
+            raise ValueError(f"num_perm={num_perm} must be a multiple of bands={bands}")
+        self.bands, self.rows, self.buffer, self.max_group = bands, num_perm // bands, buffer, max_group
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+        self._files: list[tempfile._TemporaryFileWrapper] | None = None
+        self.count = 0
+
+    def add(self, signatures: np.ndarray) -> None:
+        """Add the signatures (rows) of the next texts, in order."""
+        sig = np.atleast_2d(signatures)
+        keys = sig[:, 0::self.rows].copy()
+        for r in range(1, self.rows):
+            keys = keys * _MIX + sig[:, r::self.rows]
+        self._pending.append(keys)
+        self._pending_rows += len(keys)
+        self.count += len(keys)
+        if self._pending_rows >= self.buffer:
+            self._spill()
+
+    def _spill(self) -> None:
+        if not self._pending:
+            return
+        if self._files is None:
+            # closed in close(); one file per band, so that each band is read back alone
+            self._files = [tempfile.TemporaryFile(prefix="collapseguard-lsh-") for _ in range(self.bands)]  # noqa: SIM115
+        keys = np.concatenate(self._pending)
+        for band, fh in enumerate(self._files):
+            np.ascontiguousarray(keys[:, band]).tofile(fh)
+        self._pending, self._pending_rows = [], 0
+
+    def _band(self, band: int) -> np.ndarray:
+        parts = []
+        if self._files is not None:
+            fh = self._files[band]
+            fh.seek(0)
+            parts.append(np.fromfile(fh, dtype=np.uint64))
+        parts += [p[:, band] for p in self._pending]
+        return np.concatenate(parts) if parts else np.empty(0, np.uint64)
+
+    def groups(self) -> Iterator[np.ndarray]:
+        """Index arrays (ascending) of the texts that share a band key, band by band."""
+        for band in range(self.bands):
+            keys = self._band(band)
+            order = np.argsort(keys, kind="stable")
+            srt = keys[order]
+            starts = np.flatnonzero(np.concatenate(([True], srt[1:] != srt[:-1], [True])))
+            for lo, hi in itertools.pairwise(starts):
+                if hi - lo > 1:
+                    yield order[lo:hi]
+
+    def candidates(self) -> list[tuple[int, int]]:
+        """Sorted unique candidate pairs (i < j)."""
+        pairs: set[tuple[int, int]] = set()
+        for members in self.groups():
+            m = members.tolist()
+            if len(m) <= self.max_group:
+                pairs.update((m[x], m[y]) for x in range(len(m)) for y in range(x + 1, len(m)))
+            else:  # a giant bucket is an exact-duplicate flood: counted by the star anyway
+                pairs.update((m[0], j) for j in m[1:])
+        return sorted(pairs)
+
+    def close(self) -> None:
+        for fh in self._files or []:
+            fh.close()
+        self._files = None
+
+
+def components(pairs: Sequence[tuple[int, int, float]]) -> int:
+    """Texts that are a near-copy of another (the texts in pairs minus the number of clusters they form)."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j, _ in pairs:
+        parent[find(i)] = find(j)
+    return len(parent) - len({find(k) for k in list(parent)})
