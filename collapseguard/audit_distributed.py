@@ -261,7 +261,7 @@ def _prepare(data: str | Path, gold: GoldSet, tasks: int | None, work_dir: str |
     job = AuditJob("", str(source.root.resolve()), source.kind, **job_args)
     finger = _fingerprint(source, gold, job, tasks)
     digest = hashlib.sha256(json.dumps(finger, sort_keys=True).encode()).hexdigest()[:10]
-    work = Path(work_dir) if work_dir else Path("collapseguard-audit") / f"{Path(data).resolve().name}-{digest}"
+    work = Path(work_dir) if work_dir else Path("runs") / f"audit-{Path(data).resolve().name}-{digest}"
     work = work.resolve()
     stamp = work / "audit.json"
     if stamp.is_file():

@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--tasks", type=_positive, help="shards of the data (default: one per file)")
     scale.add_argument("--workers", type=_positive, help="tasks run at once (default: local min(tasks, CPUs))")
     scale.add_argument("--work-dir", help="folder for the tasks' states and logs; rerunning the same command resumes "
-                       "(default: collapseguard-audit/<data>-<settings hash>; on a shared filesystem for slurm/ray)")
+                       "(default: runs/audit-<data>-<settings hash>; on a shared filesystem for slurm/ray)")
     scale.add_argument("--partition", help="Slurm partition (needed by --executor slurm)")
     scale.add_argument("--time", default="12:00:00", help="Slurm time limit per task (default 12:00:00)")
     aud.set_defaults(func=_cmd_audit)
