@@ -51,6 +51,7 @@ __all__ = ["AuditResult", "DataSource", "ShardScan", "audit_path", "audit_texts"
            "near_duplicate_pairs", "read_texts"]
 
 NEAR_DUPLICATE_JACCARD = 0.8
+MINHASH_PREFILTER = 0.5
 NUM_PERM, BANDS, SHINGLE = 64, 16, 5
 _JSONL = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 
@@ -181,14 +182,41 @@ def read_texts(path: str | Path, *, text_field: str = "text", provenance_field: 
 
 
 # ------------------------------------------------------------ near-duplicates
-def _verified(candidates: Iterable[tuple[int, int]], shingles: dict[int, np.ndarray], threshold: float
-              ) -> list[tuple[int, int, float]]:
-    pairs = []
-    for i, j in candidates:
-        jac = jaccard(shingles[i], shingles[j])
-        if jac >= threshold:
-            pairs.append((i, j, jac))
-    return pairs
+class _PairCheck:
+    """The exact Jaccard of candidate pairs, texts fed in index order: a text's shingles are kept only
+    until its last partner has come, so memory holds the pairs still open, not the data.
+
+    Candidates whose MinHash estimate is below ``MINHASH_PREFILTER`` are dropped first: at 64 rows a pair
+    at the 0.8 bound estimates below 0.5 with probability under 1e-6, while a pair that only shares a
+    sentence or two (many, in a large corpus) never reaches the exact check.
+    """
+
+    def __init__(self, index: BandIndex, candidates: Sequence[tuple[int, int]], threshold: float) -> None:
+        likely = index.agreement(candidates) >= MINHASH_PREFILTER
+        self.threshold, self.pairs = threshold, []
+        self.partners: dict[int, list[int]] = {}
+        self.last: dict[int, int] = {}
+        for (i, j), keep in zip(candidates, likely.tolist(), strict=True):
+            if keep:
+                self.partners.setdefault(j, []).append(i)
+                self.last[i] = max(self.last.get(i, -1), j)
+        self.held: dict[int, np.ndarray] = {}
+
+    def feed(self, g: int, text: str) -> None:
+        if g not in self.partners and g not in self.last:
+            return
+        sh = shingle_hashes(text, SHINGLE)
+        for i in self.partners.pop(g, ()):
+            jac = jaccard(self.held[i], sh)
+            if jac >= self.threshold:
+                self.pairs.append((i, g, jac))
+            if self.last[i] == g:
+                del self.held[i]
+        if self.last.get(g, -1) > g:
+            self.held[g] = sh
+
+    def result(self) -> list[tuple[int, int, float]]:
+        return sorted(self.pairs)
 
 
 def near_duplicate_pairs(texts: Sequence[str], *, threshold: float = NEAR_DUPLICATE_JACCARD, num_perm: int = NUM_PERM,
@@ -199,11 +227,14 @@ def near_duplicate_pairs(texts: Sequence[str], *, threshold: float = NEAR_DUPLIC
     verified with the exact Jaccard similarity, so no reported pair is a false positive.
     """
     index = BandIndex(num_perm, bands)
-    index.add(minhash_signatures(texts, num_perm=num_perm, shingle=shingle))
-    candidates = index.candidates()
-    index.close()
-    needed = {k for pair in candidates for k in pair}
-    return _verified(candidates, {k: shingle_hashes(texts[k], shingle) for k in needed}, threshold)
+    try:
+        index.add(minhash_signatures(texts, num_perm=num_perm, shingle=shingle))
+        check = _PairCheck(index, index.candidates(), threshold)
+    finally:
+        index.close()
+    for g, text in enumerate(texts):
+        check.feed(g, text)
+    return check.result()
 
 
 # --------------------------------------------------------------- per-text checks
@@ -440,21 +471,19 @@ def _audit_records(records: Records, gold: GoldSet, settings: AuditSettings, tok
             scan.add((fi, li), text, label, checks, sh)
         if batch:
             index.add(np.stack(batch))
-        candidates = index.candidates()
+        check = _PairCheck(index, index.candidates(), NEAR_DUPLICATE_JACCARD)
     finally:
         index.close()
     if not scan.num_texts:
         raise ValueError("the dataset holds no texts to audit")
     pick = sample_indices(scan.num_texts, min(scan.num_texts, len(monitor.split)), settings.seed)
-    wanted, needed = set(pick.tolist()), {k for pair in candidates for k in pair}
+    wanted = set(pick.tolist())
     sample: dict[int, str] = {}
-    shingles: dict[int, np.ndarray] = {}
     for g, (_, _, text, _) in enumerate(records()):  # records come in index order
         if g in wanted:
             sample[g] = text
-        if g in needed:
-            shingles[g] = shingle_hashes(text, SHINGLE)
-    pairs = _verified(candidates, shingles, NEAR_DUPLICATE_JACCARD)
+        check.feed(g, text)
+    pairs = check.result()
     suite = monitor.measure([sample[g] for g in pick.tolist()])
     return judge(scan, suite, monitor, settings, near_duplicates=components(pairs), near_duplicate_examples=pairs)
 

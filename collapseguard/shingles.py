@@ -77,18 +77,20 @@ def jaccard(x: np.ndarray, y: np.ndarray) -> float:
 
 
 class BandIndex:
-    """LSH over MinHash signatures, streamed: each band's key (its rows folded into one uint64) is
-    buffered and spilled to a temporary file, so memory stays flat however many texts are added.
+    """LSH over MinHash signatures, streamed: the signatures and each band's key (its rows folded into one
+    uint64) are buffered and spilled to temporary files, so memory stays flat however many texts are added.
 
     :meth:`candidates` groups texts by equal band key, band by band (one band's keys in memory at a
     time), and pairs each group's members: all pairs for groups of up to ``max_group`` members, the
-    first member with every other beyond that (a flood of exact copies).
+    first member with every other beyond that (a flood of exact copies). :meth:`agreement` reads two
+    texts' signatures back to estimate their Jaccard similarity.
     """
 
     def __init__(self, num_perm: int = 64, bands: int = 16, *, buffer: int = 1 << 16, max_group: int = 1000) -> None:
         if num_perm % bands:
             raise ValueError(f"num_perm={num_perm} must be a multiple of bands={bands}")
-        self.bands, self.rows, self.buffer, self.max_group = bands, num_perm // bands, buffer, max_group
+        self.num_perm, self.bands, self.rows = num_perm, bands, num_perm // bands
+        self.buffer, self.max_group = buffer, max_group
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
         self._files: list[tempfile._TemporaryFileWrapper] | None = None
@@ -96,13 +98,12 @@ class BandIndex:
 
     def add(self, signatures: np.ndarray) -> None:
         """Add the signatures (rows) of the next texts, in order."""
-        sig = np.atleast_2d(signatures)
-        keys = sig[:, 0::self.rows].copy()
-        for r in range(1, self.rows):
-            keys = keys * _MIX + sig[:, r::self.rows]
-        self._pending.append(keys)
-        self._pending_rows += len(keys)
-        self.count += len(keys)
+        sig = np.atleast_2d(signatures).astype(np.uint64)
+        if sig.shape[1] != self.num_perm:
+            raise ValueError(f"signatures have {sig.shape[1]} columns, this index {self.num_perm}")
+        self._pending.append(sig)
+        self._pending_rows += len(sig)
+        self.count += len(sig)
         if self._pending_rows >= self.buffer:
             self._spill()
 
@@ -110,21 +111,24 @@ class BandIndex:
         if not self._pending:
             return
         if self._files is None:
-            # closed in close(); one file per band, so that each band is read back alone
-            self._files = [tempfile.TemporaryFile(prefix="collapseguard-lsh-") for _ in range(self.bands)]  # noqa: SIM115
-        keys = np.concatenate(self._pending)
-        for band, fh in enumerate(self._files):
+            # closed in close(): the signatures, then one file per band so that each band is read back alone
+            self._files = [tempfile.TemporaryFile(prefix="collapseguard-lsh-") for _ in range(self.bands + 1)]  # noqa: SIM115
+        sig = np.concatenate(self._pending)
+        sig.tofile(self._files[0])
+        keys = sig[:, 0::self.rows].copy()
+        for r in range(1, self.rows):
+            keys = keys * _MIX + sig[:, r::self.rows]
+        for band, fh in enumerate(self._files[1:]):
             np.ascontiguousarray(keys[:, band]).tofile(fh)
         self._pending, self._pending_rows = [], 0
 
     def _band(self, band: int) -> np.ndarray:
-        parts = []
-        if self._files is not None:
-            fh = self._files[band]
-            fh.seek(0)
-            parts.append(np.fromfile(fh, dtype=np.uint64))
-        parts += [p[:, band] for p in self._pending]
-        return np.concatenate(parts) if parts else np.empty(0, np.uint64)
+        self._spill()
+        if self._files is None:
+            return np.empty(0, np.uint64)
+        fh = self._files[band + 1]
+        fh.seek(0)
+        return np.fromfile(fh, dtype=np.uint64)
 
     def groups(self) -> Iterator[np.ndarray]:
         """Index arrays (ascending) of the texts that share a band key, band by band."""
@@ -147,6 +151,20 @@ class BandIndex:
             else:  # a giant bucket is an exact-duplicate flood: counted by the star anyway
                 pairs.update((m[0], j) for j in m[1:])
         return sorted(pairs)
+
+    def agreement(self, pairs: Sequence[tuple[int, int]], chunk: int = 1 << 14) -> np.ndarray:
+        """Share of signature rows each pair agrees on: MinHash's estimate of its Jaccard similarity."""
+        self._spill()
+        out = np.empty(len(pairs), dtype=np.float64)
+        if not len(pairs):
+            return out
+        sig = np.memmap(self._files[0], dtype=np.uint64, mode="r", shape=(self.count, self.num_perm))
+        idx = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        for lo in range(0, len(idx), chunk):
+            part = idx[lo:lo + chunk]
+            out[lo:lo + chunk] = (sig[part[:, 0]] == sig[part[:, 1]]).mean(axis=1)
+        del sig
+        return out
 
     def close(self) -> None:
         for fh in self._files or []:
