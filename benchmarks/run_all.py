@@ -232,7 +232,8 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
                       "command)", "", _table_only(variant.read_text()), ""]
     for name, title in (("mitigation_text", "## 3. Mitigation: human floors 0 / 10 / 20 / 50%"),
                         ("metrics_speed", "## 4. Speed, side by side with the peers"),
-                        ("overhead", "## 5. Overhead inside real training")):
+                        ("overhead", "## 5. Overhead inside real training"),
+                        ("audit", "## 6. Audits at scale")):  # bench_audit.py, run apart (~30 min, 1 GB on disk)
         path = out / f"{name}.md"
         if path.is_file():
             body = path.read_text().replace("](mitigation_text.png)", f"]({rel}/mitigation_text.png)")

@@ -19,7 +19,6 @@ over shards, merges the shards' states and judges them with :func:`judge`.
 from __future__ import annotations
 
 import gzip
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from collapseguard.alerts import SEVERITY_RANK, Alert, silenced_alerts
-from collapseguard.goldset import GoldSet
+from collapseguard.goldset import GoldSet, json_lines
 from collapseguard.leakage import LEAK_CONTAINMENT, GoldLeakIndex, LeakTally
 from collapseguard.monitor import CollapseMonitor
 from collapseguard.provenance import normalize_label
@@ -42,6 +41,7 @@ from collapseguard.shingles import (
     permutations,
     shingle_hashes,
     signature,
+    words_of,
 )
 from collapseguard.suite import MetricSuite
 from collapseguard.thresholds import Thresholds
@@ -128,18 +128,10 @@ class DataSource:
 
     def _read(self, path: Path) -> Iterator[tuple[str, str | None]]:
         if self.kind == "jsonl":
-            opener = gzip.open if path.name.lower().endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as fh:
-                for i, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{i} is not a JSON line ({exc.msg})") from None
-                    text = text_of(row, self.text_field, f"{path}:{i}")
-                    if text is not None:
-                        yield text, self._label(row)
+            for i, row in json_lines(path, gzip.open if path.name.lower().endswith(".gz") else open):
+                text = text_of(row, self.text_field, f"{path}:{i}")
+                if text is not None:
+                    yield text, self._label(row)
         elif self.kind == "parquet":
             try:
                 import pyarrow.parquet as pq
@@ -253,10 +245,11 @@ class _OutlierRule:
         self.lo, self.hi = np.percentile(lengths, [0.5, 99.5])
         self.novel_hi = float(np.percentile(novel, 99.5)) if novel else 1.0
 
-    def __call__(self, text: str) -> str | None:
-        words = WORDS.findall(text.lower())
+    def __call__(self, text: str, words: list[str] | None = None) -> str | None:
+        words = words_of(text) if words is None else words
         n = len(words)
-        unseen = (sum(w not in self.gold_vocab for w in words) / n) if words else 1.0
+        vocab = self.gold_vocab
+        unseen = (len([w for w in words if w not in vocab]) / n) if words else 1.0
         if n < self.lo or n > self.hi:
             return f"{n} words; gold spans {self.lo:.0f}–{self.hi:.0f}"
         if unseen > self.novel_hi:
@@ -294,16 +287,18 @@ class ShardScan:
         return sum(self.files.values())
 
     def add(self, position: tuple[int, int], text: str, label: str | None, checks: GoldChecks,
-            shingles: np.ndarray | None = None) -> None:
+            words: list[str] | None = None, shingles: np.ndarray | None = None) -> None:
+        """Count and check one text (``words``, ``shingles``: its :func:`words_of` and shingles, if at hand)."""
         self.files[position[0]] = self.files.get(position[0], 0) + 1
         self.provenance["unknown" if label is None else label] += 1
         self.has_provenance |= label is not None
-        why = checks.outlier(text)
+        words = words_of(text) if words is None else words
+        why = checks.outlier(text, words)
         if why is not None:
             self.outliers += 1
             if len(self.outlier_examples) < self.EXAMPLES:
                 self.outlier_examples.append((position, why))
-        self.leaks.add(position, checks.leaks.find(text, shingles))
+        self.leaks.add(position, checks.leaks.find(text, shingles, words))
 
     def merge(self, other: ShardScan) -> ShardScan:
         for f, n in other.files.items():
@@ -314,6 +309,18 @@ class ShardScan:
         self.outlier_examples = sorted(self.outlier_examples + other.outlier_examples)[:self.EXAMPLES]
         self.leaks.merge(other.leaks)
         return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state, for a shard's scan to be stored and merged elsewhere."""
+        return {"files": sorted(self.files.items()), "provenance": dict(self.provenance),
+                "has_provenance": self.has_provenance, "outliers": self.outliers,
+                "outlier_examples": [[list(pos), why] for pos, why in self.outlier_examples],
+                "leaks": self.leaks.to_dict()}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ShardScan:
+        return cls(dict(state["files"]), Counter(state["provenance"]), state["has_provenance"], state["outliers"],
+                   [(tuple(pos), why) for pos, why in state["outlier_examples"]], LeakTally.from_dict(state["leaks"]))
 
     def offsets(self) -> dict[int, int]:
         """Index in the whole dataset of each file's first text."""
@@ -463,12 +470,13 @@ def _audit_records(records: Records, gold: GoldSet, settings: AuditSettings, tok
     batch: list[np.ndarray] = []
     try:
         for fi, li, text, label in records():
-            sh = shingle_hashes(text, SHINGLE)
+            words = words_of(text)
+            sh = shingle_hashes(text, SHINGLE, words)
             batch.append(signature(sh, a, b))
             if len(batch) == 4096:
                 index.add(np.stack(batch))
                 batch = []
-            scan.add((fi, li), text, label, checks, sh)
+            scan.add((fi, li), text, label, checks, words, sh)
         if batch:
             index.add(np.stack(batch))
         check = _PairCheck(index, index.candidates(), NEAR_DUPLICATE_JACCARD)

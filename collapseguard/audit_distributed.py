@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import struct
 import sys
@@ -37,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from collapseguard.audit import (
     AuditResult,
@@ -50,7 +51,8 @@ from collapseguard.audit import (
 )
 from collapseguard.goldset import GoldSet
 from collapseguard.provenance import normalize_label
-from collapseguard.shingles import WORDS, jaccard, shingle_hashes
+from collapseguard.shingles import jaccard, shingle_hashes, words_of
+from collapseguard.suite import MetricSuite
 
 INSTALL = "pip install 'collapseguard[distributed]'"
 try:
@@ -88,7 +90,7 @@ class ProjectWords(WordTokenizer):
         super().__init__("collapseguard")
 
     def word_tokenize(self, text: str) -> list[str]:
-        return WORDS.findall(text.lower())
+        return words_of(text)
 
     def sent_tokenize(self, text: str) -> list[str]:  # pragma: no cover - MinHash uses words only
         raise NotImplementedError
@@ -120,22 +122,22 @@ class AuditJob:
     def gold(self) -> GoldSet:
         return GoldSet.from_jsonl(self.path("gold.jsonl"))
 
-    def save(self, relative: str, obj: Any) -> None:
-        """Pickle ``obj`` under the work folder atomically: a killed task leaves no half-written state."""
+    def save(self, relative: str, write: Callable[[Any], None]) -> None:
+        """Write a task's state under the work folder atomically: a killed task leaves no half-written state."""
         dest = self.path(relative)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        with open(tmp, "wb") as fh:
+            write(fh)
         os.replace(tmp, dest)
 
-    def load(self, relative: str) -> Any:
-        # only this audit's own task outputs are unpickled (the work folder it wrote)
-        return pickle.loads(self.path(relative).read_bytes())
+    def save_scan(self, rank: int, scan: ShardScan) -> None:
+        self.save(f"scan/{rank:05d}.json", lambda fh: fh.write(json.dumps(scan.to_dict()).encode()))
 
     def scans(self, tasks: int) -> ShardScan:
         merged = ShardScan()
         for rank in range(tasks):
-            merged.merge(self.load(f"scan/{rank:05d}.pkl"))
+            merged.merge(ShardScan.from_dict(json.loads(self.path(f"scan/{rank:05d}.json").read_text())))
         return merged
 
     def reader(self) -> PipelineStep:
@@ -177,15 +179,18 @@ class _Positions:
         return fi, li
 
 
-class AuditScanStep(PipelineStep):
-    """Pass 1 over a shard: every text into a :class:`~collapseguard.audit.ShardScan`; documents go on."""
-
-    name = "🔎 collapseguard scan"
+class _AuditStep(PipelineStep):
     type = "📊 - STATS"
 
     def __init__(self, job: AuditJob) -> None:
         super().__init__()
         self.job = job
+
+
+class AuditScanStep(_AuditStep):
+    """Pass 1 over a shard: every text into a :class:`~collapseguard.audit.ShardScan`; documents go on."""
+
+    name = "🔎 collapseguard scan"
 
     def run(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
         checks = GoldChecks(self.job.gold().texts, leak_containment=self.job.leak_containment)
@@ -195,19 +200,14 @@ class AuditScanStep(PipelineStep):
                 scan.add(position(doc), doc.text, doc.metadata.get("provenance"), checks)
                 self.stat_update("texts")
             yield doc
-        self.job.save(f"scan/{rank:05d}.pkl", scan)
+        self.job.save_scan(rank, scan)
 
 
-class AuditSampleStep(PipelineStep):
+class AuditSampleStep(_AuditStep):
     """Pass 2 over a shard: the shard's part of the diversity sample, measured into mergeable metric states,
     and the texts of the first near-duplicate clusters (examples)."""
 
     name = "🧪 collapseguard sample"
-    type = "📊 - STATS"
-
-    def __init__(self, job: AuditJob) -> None:
-        super().__init__()
-        self.job = job
 
     def run(self, data: Any, rank: int = 0, world_size: int = 1) -> None:
         job = self.job
@@ -230,7 +230,59 @@ class AuditSampleStep(PipelineStep):
                     kept = members.setdefault(nxt[1], [])
                     if len(kept) < 2:
                         kept.append((g, doc.text))
-        job.save(f"sample/{rank:05d}.pkl", {"suite": monitor.measure(picked), "clusters": members})
+        suite, extra = monitor.measure(picked), {"clusters": {str(c): kept for c, kept in members.items()}}
+        job.save(f"sample/{rank:05d}.npz", lambda fh: save_states(fh, suite, extra))
+
+
+def _pack(key: str, value: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    if isinstance(value, np.ndarray):
+        arrays[key] = value
+        return {"kind": "array"}
+    if isinstance(value, tuple):
+        return {"kind": "tuple", "items": [_pack(f"{key}.{i}", v, arrays) for i, v in enumerate(value)]}
+    if isinstance(value, list) and all(isinstance(v, bytes) for v in value):
+        arrays[key] = np.frombuffer(b"".join(value), dtype=np.uint8)
+        arrays[f"{key}.len"] = np.array([len(v) for v in value], dtype=np.int64)
+        return {"kind": "bytes"}
+    if isinstance(value, list) and all(isinstance(v, np.ndarray) and v.ndim == 1 for v in value):
+        arrays[key] = np.concatenate(value) if value else np.empty(0, np.int64)
+        arrays[f"{key}.len"] = np.array([v.size for v in value], dtype=np.int64)
+        return {"kind": "arrays"}
+    if isinstance(value, bool | int | float | np.integer | np.floating):
+        return {"kind": "scalar", "value": value.item() if isinstance(value, np.generic) else value}
+    raise TypeError(f"metric state {key} is a {type(value).__name__}, which cannot be stored")
+
+
+def _unpack(key: str, spec: dict[str, Any], arrays: Any) -> Any:
+    kind = spec["kind"]
+    if kind == "array":
+        return arrays[key]
+    if kind == "tuple":
+        return tuple(_unpack(f"{key}.{i}", s, arrays) for i, s in enumerate(spec["items"]))
+    if kind in ("bytes", "arrays"):
+        flat, ends = arrays[key], np.cumsum(arrays[f"{key}.len"])
+        parts = np.split(flat, ends[:-1]) if ends.size else []
+        return [p.tobytes() for p in parts] if kind == "bytes" else [p.copy() for p in parts]
+    return spec["value"]
+
+
+def save_states(fh: Any, suite: MetricSuite, extra: dict[str, Any]) -> None:
+    """A metric suite's states (and JSON ``extra``) as one ``.npz``: arrays and JSON only, nothing executable."""
+    arrays: dict[str, np.ndarray] = {}
+    layout = {f"{name}/{state}": _pack(f"{name}/{state}", value, arrays)
+              for name, metric in suite.metrics.items() for state, value in metric.states().items()}
+    arrays["layout"] = np.frombuffer(json.dumps({"layout": layout, "extra": extra}).encode(), dtype=np.uint8)
+    np.savez(fh, **arrays)
+
+
+def load_states(path: Path, suite: MetricSuite) -> dict[str, Any]:
+    """Set ``suite``'s states from :func:`save_states`'s file; returns its ``extra``."""
+    with np.load(path, allow_pickle=False) as arrays:
+        meta = json.loads(arrays["layout"].tobytes())
+        for key, spec in meta["layout"].items():
+            name, state = key.split("/")
+            setattr(suite.metrics[name], state, _unpack(key, spec, arrays))
+    return meta["extra"]
 
 
 def _read_pairs(path: Path) -> list[tuple[int, int]]:
@@ -343,10 +395,11 @@ def _merge(job: AuditJob, tasks: int, gold: GoldSet, settings: AuditSettings, en
     suite = monitor.new_suite()
     members: dict[int, list[tuple[int, str]]] = {}
     for rank in range(tasks):
-        part = job.load(f"sample/{rank:05d}.pkl")
-        suite.merge(part["suite"])
-        for cid, kept in part["clusters"].items():
-            members.setdefault(cid, []).extend(kept)
+        part = monitor.new_suite()
+        extra = load_states(job.path("sample", f"{rank:05d}.npz"), part)
+        suite.merge(part)
+        for cid, kept in extra["clusters"].items():
+            members.setdefault(int(cid), []).extend(tuple(k) for k in kept)
     removed = sum(p.stat().st_size // 4 for p in job.path("minhash", "clusters").glob("*.remove"))
     examples = []
     for cid in sorted(members):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,9 +276,13 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
-    texts: list[str] = []
-    with open(path, encoding="utf-8") as fh:
+def json_lines(path: Path, opener: Any = open) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of each non-blank line of a JSONL file, read as a stream.
+
+    Raises:
+        ValueError: a line that is not JSON (named by file and line).
+    """
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -286,9 +290,15 @@ def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or text_field not in record:
-                raise ValueError(f"{path}:{lineno}: no field text_field={text_field!r}; set text_field to the field holding the text")
-            if not isinstance(record[text_field], str):
-                raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, expected str")
-            texts.append(record[text_field])
+            yield lineno, record
+
+
+def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
+    texts: list[str] = []
+    for lineno, record in json_lines(path):
+        if not isinstance(record, dict) or text_field not in record:
+            raise ValueError(f"{path}:{lineno}: no field text_field={text_field!r}; set text_field to the field holding the text")
+        if not isinstance(record[text_field], str):
+            raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, expected str")
+        texts.append(record[text_field])
     return texts

@@ -75,16 +75,18 @@ class GoldLeakIndex:
         self._keys = flat[new]  # sorted unique gold shingles
         self._starts = np.append(np.flatnonzero(new), flat.size)  # postings of key k: owners[starts[k]:starts[k+1]]
 
-    def find(self, text: str, shingles: np.ndarray | None = None) -> list[tuple[int, bool, float]]:
+    def find(self, text: str, shingles: np.ndarray | None = None, words: list[str] | None = None
+             ) -> list[tuple[int, bool, float]]:
         """(gold index, exact, containment) of every gold text that ``text`` leaks, by gold index.
 
-        ``shingles`` (the text's :func:`~collapseguard.shingles.shingle_hashes`) saves hashing it twice.
+        ``shingles`` and ``words`` (the text's :func:`~collapseguard.shingles.shingle_hashes` and
+        :func:`~collapseguard.shingles.words_of`) save computing them twice.
         """
         found: dict[int, tuple[int, bool, float]] = {}
-        for g in self.exact.get(_digest(normalized(text)), ()):
+        for g in self.exact.get(_digest(normalized(text, words)), ()):
             found[g] = (g, True, 1.0)
         if self._keys.size:
-            sh = shingle_hashes(text, self.shingle) if shingles is None else shingles
+            sh = shingle_hashes(text, self.shingle, words) if shingles is None else shingles
             idx = np.minimum(np.searchsorted(self._keys, sh), self._keys.size - 1)
             hit = idx[self._keys[idx] == sh]
             if hit.size:
@@ -127,6 +129,16 @@ class LeakTally:
         self.exact |= other.exact
         self.texts += other.texts
         return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state (positions must be tuples of ints)."""
+        return {"first": [[g, list(pos), exact, share] for g, (pos, exact, share) in sorted(self.first.items())],
+                "exact": sorted(self.exact), "texts": self.texts}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> LeakTally:
+        return cls({g: (tuple(pos), exact, share) for g, pos, exact, share in state["first"]}, set(state["exact"]),
+                   state["texts"])
 
     def report(self, gold_texts: Sequence[str], containment: float, index_of: Any = None,
                examples: int = 5) -> dict[str, Any]:

@@ -20,22 +20,28 @@ _MERSENNE = np.uint64((1 << 61) - 1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # folds a band's rows into one key (uint64 arithmetic wraps)
 
 
-def normalized(text: str) -> str:
+def words_of(text: str) -> list[str]:
+    """The text's lower-cased words (``\\w+`` runs)."""
+    return WORDS.findall(text.lower())
+
+
+def normalized(text: str, words: list[str] | None = None) -> str:
     """The text's lower-cased words joined by single spaces: equal for texts that differ only in case,
-    punctuation or spacing.
+    punctuation or spacing. ``words`` (:func:`words_of` the text) saves splitting it again.
 
     >>> normalized("Hello,  World!") == normalized("hello world")
     True
     """
-    return " ".join(WORDS.findall(text.lower()))
+    return " ".join(words_of(text) if words is None else words)
 
 
-def shingle_hashes(text: str, k: int = 5) -> np.ndarray:
+def shingle_hashes(text: str, k: int = 5, words: list[str] | None = None) -> np.ndarray:
     """Unique 61-bit hashes of the text's word ``k``-grams (a text shorter than ``k`` words is one shingle)."""
-    words = WORDS.findall(text.lower())
+    words = words_of(text) if words is None else words
     grams = {" ".join(words[i:i + k]) for i in range(max(len(words) - k + 1, 1))} if words else {""}
-    return np.array([int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") >> 3
-                     for g in grams], dtype=np.uint64)
+    blake = hashlib.blake2b
+    digests = b"".join([blake(g.encode(), digest_size=8).digest() for g in grams])
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64) >> np.uint64(3)
 
 
 def permutations(num_perm: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

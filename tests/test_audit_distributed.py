@@ -56,8 +56,12 @@ def data(tmp_path_factory) -> dict[str, Path]:
 def _assert_same_audit(single: dict, scaled: dict) -> None:
     assert scaled["passed"] == single["passed"]
     exact = [k for k in single if k not in ("metrics", "engine", "near_duplicate_fraction", "near_duplicate_examples",
-                                            "failures")]
+                                            "failures", "alerts")]
     assert {k: scaled[k] for k in exact} == {k: single[k] for k in exact}
+    assert len(scaled["alerts"]) == len(single["alerts"])
+    for got, want in zip(scaled["alerts"], single["alerts"], strict=True):  # the value is a merged metric's
+        assert {k: v for k, v in got.items() if k != "value"} == {k: v for k, v in want.items() if k != "value"}
+        assert got["value"] == pytest.approx(want["value"], rel=1e-9)
     assert scaled["metrics"].keys() == single["metrics"].keys()
     for name, value in single["metrics"].items():
         assert scaled["metrics"][name] == pytest.approx(value, rel=1e-9, nan_ok=True), name
@@ -116,12 +120,12 @@ def test_a_killed_audit_resumes_to_the_same_result(data, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not (work / "logs" / "scan" / "completions" / "00001").exists()  # killed while task 1 ran
     assert not (tmp_path / "killed.json").exists()
-    done_at = (work / "scan" / "00000.pkl").stat().st_mtime_ns
+    done_at = (work / "scan" / "00000.json").stat().st_mtime_ns
 
     resumed = _audit(*args, "--work-dir", work, "--json", tmp_path / "resumed.json", cwd=tmp_path)
     assert resumed.returncode == whole.returncode, resumed.stderr[-3000:]
     assert "[scan] 1 of 2 task(s) to run" in resumed.stderr  # the finished task is not run again
-    assert (work / "scan" / "00000.pkl").stat().st_mtime_ns == done_at
+    assert (work / "scan" / "00000.json").stat().st_mtime_ns == done_at
     want, got = (json.loads((tmp_path / f).read_text()) for f in ("whole.json", "resumed.json"))
     assert {k: v for k, v in got.items() if k != "engine"} == {k: v for k, v in want.items() if k != "engine"}
     assert got["num_texts"] == 10_000
@@ -220,3 +224,15 @@ def test_bad_settings_for_an_audit_at_scale_fail_early_by_name(data, tmp_path, m
     capsys.readouterr()
     assert "holds an audit with other settings or data (tasks differ)" in error(
         "--executor", "local", "--tasks", "2", "--work-dir", str(tmp_path / "w1"))
+
+
+def test_audit_benchmark_smoke_both_audits_agree(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_audit.py"), "--smoke", "--out",
+                           str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads((tmp_path / "audit.json").read_text())
+    assert result["environment"]["mode"] == "smoke" and len(result["runs"]) == 4
+    for check in result["agreement"]:  # the script itself exits non-zero when the audits disagree
+        assert check["verdict_equal"] and check["exact_fields_equal"] and check["leaked"][0] >= 40
+    assert all(r["peak_rss_tree_bytes"] > 0 and r["docs_per_s"] > 0 for r in result["runs"])
+    assert (tmp_path / "audit.md").read_text().startswith("**Smoke run: correctness only")
