@@ -141,7 +141,7 @@ class AuditJob:
         return merged
 
     def reader(self) -> PipelineStep:
-        adapter = DocumentAdapter(self.text_field, self.provenance_field)
+        adapter = DocumentAdapter(self.text_field, self.provenance_field, self.kind)
         paths = str(self.path("paths.txt"))
         if self.kind == "jsonl":
             return JsonlReader(self.data_root, paths_file=paths, adapter=adapter, text_key=self.text_field,
@@ -156,11 +156,12 @@ class DocumentAdapter:
     is an error naming the file and the field; an empty text is skipped (datatrove skips it).
     """
 
-    def __init__(self, text_field: str, provenance_field: str | None) -> None:
-        self.text_field, self.provenance_field = text_field, provenance_field
+    def __init__(self, text_field: str, provenance_field: str | None, kind: str = "jsonl") -> None:
+        self.text_field, self.provenance_field, self.kind = text_field, provenance_field, kind
 
     def __call__(self, reader: Any, data: dict, path: str, id_in_file: int | str) -> dict[str, Any]:
-        text = text_of(data, self.text_field, f"{path}: record at line/row {id_in_file}")
+        where = f"{path}:{int(id_in_file) + 1}" if self.kind == "jsonl" else f"{path}: record {id_in_file}"
+        text = text_of(data, self.text_field, where)
         pf = self.provenance_field
         label = normalize_label(data.get(pf)) if pf and pf in data else None
         return {"text": text or "", "id": f"{path}/{id_in_file}", "metadata": {"cg_file": path, "provenance": label}}

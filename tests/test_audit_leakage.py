@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,3 +95,27 @@ def test_streamed_audit_of_a_folder_equals_the_audit_of_its_texts(gold_file, tmp
     assert spilled.candidates() == kept.candidates() and len(kept.candidates()) > 0
     spilled.close()
     kept.close()
+
+
+_WITHOUT_DATATROVE = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"datatrove", "ray", "torch", "transformers", "lightning"}:
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+from collapseguard.cli import main
+code = main(["audit", sys.argv[1], "--gold", sys.argv[2]])
+assert code == 1, code
+assert main(["audit", sys.argv[1], "--gold", sys.argv[2], "--executor", "local"]) == 2
+assert not {"datatrove", "ray"} & {m.split(".")[0] for m in sys.modules}
+"""
+
+
+def test_the_single_process_audit_needs_no_datatrove(gold_file, tmp_path):
+    data = write_jsonl(tmp_path / "leaky.jsonl", corpora()[1])
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_DATATROVE, str(data), str(gold_file)], capture_output=True,
+                          text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "gold leakage: 50 of the gold set's" in done.stdout
+    assert "pip install 'collapseguard[distributed]'" in done.stderr  # --executor without datatrove: told how
