@@ -36,11 +36,13 @@ from collapseguard.shingles import (
     WORDS,
     BandIndex,
     components,
+    hash_grams,
     jaccard,
     minhash_signatures,
     permutations,
     shingle_hashes,
     signature,
+    word_grams,
     words_of,
 )
 from collapseguard.suite import MetricSuite
@@ -176,28 +178,21 @@ def read_texts(path: str | Path, *, text_field: str = "text", provenance_field: 
 # ------------------------------------------------------------ near-duplicates
 class _PairCheck:
     """The exact Jaccard of candidate pairs, texts fed in index order: a text's shingles are kept only
-    until its last partner has come, so memory holds the pairs still open, not the data.
+    until its last partner has come, so memory holds the pairs still open, not the data."""
 
-    Candidates whose MinHash estimate is below ``MINHASH_PREFILTER`` are dropped first: at 64 rows a pair
-    at the 0.8 bound estimates below 0.5 with probability under 1e-6, while a pair that only shares a
-    sentence or two (many, in a large corpus) never reaches the exact check.
-    """
-
-    def __init__(self, index: BandIndex, candidates: Sequence[tuple[int, int]], threshold: float) -> None:
-        likely = index.agreement(candidates) >= MINHASH_PREFILTER
+    def __init__(self, candidates: np.ndarray, threshold: float) -> None:
         self.threshold, self.pairs = threshold, []
         self.partners: dict[int, list[int]] = {}
         self.last: dict[int, int] = {}
-        for (i, j), keep in zip(candidates, likely.tolist(), strict=True):
-            if keep:
-                self.partners.setdefault(j, []).append(i)
-                self.last[i] = max(self.last.get(i, -1), j)
+        for i, j in candidates.tolist():
+            self.partners.setdefault(j, []).append(i)
+            self.last[i] = max(self.last.get(i, -1), j)
         self.held: dict[int, np.ndarray] = {}
 
-    def feed(self, g: int, text: str) -> None:
+    def feed(self, g: int, text: str, shingles: np.ndarray | None = None) -> None:
         if g not in self.partners and g not in self.last:
             return
-        sh = shingle_hashes(text, SHINGLE)
+        sh = shingle_hashes(text, SHINGLE) if shingles is None else shingles
         for i in self.partners.pop(g, ()):
             jac = jaccard(self.held[i], sh)
             if jac >= self.threshold:
@@ -211,6 +206,13 @@ class _PairCheck:
         return sorted(self.pairs)
 
 
+def _likely_pairs(index: BandIndex) -> np.ndarray:
+    """LSH candidates whose 64-row MinHash estimate reaches ``MINHASH_PREFILTER``: a pair at the 0.8 bound
+    estimates below 0.5 with probability under 1e-6, while pairs that only share a sentence or two (many,
+    in a large corpus) never reach the exact check."""
+    return index.pairs(MINHASH_PREFILTER)
+
+
 def near_duplicate_pairs(texts: Sequence[str], *, threshold: float = NEAR_DUPLICATE_JACCARD, num_perm: int = NUM_PERM,
                          bands: int = BANDS, shingle: int = SHINGLE) -> list[tuple[int, int, float]]:
     """Pairs (i, j, Jaccard) of texts whose shingle sets overlap at least ``threshold``.
@@ -221,7 +223,7 @@ def near_duplicate_pairs(texts: Sequence[str], *, threshold: float = NEAR_DUPLIC
     index = BandIndex(num_perm, bands)
     try:
         index.add(minhash_signatures(texts, num_perm=num_perm, shingle=shingle))
-        check = _PairCheck(index, index.candidates(), threshold)
+        check = _PairCheck(_likely_pairs(index), threshold)
     finally:
         index.close()
     for g, text in enumerate(texts):
@@ -287,8 +289,8 @@ class ShardScan:
         return sum(self.files.values())
 
     def add(self, position: tuple[int, int], text: str, label: str | None, checks: GoldChecks,
-            words: list[str] | None = None, shingles: np.ndarray | None = None) -> None:
-        """Count and check one text (``words``, ``shingles``: its :func:`words_of` and shingles, if at hand)."""
+            words: list[str] | None = None, grams: set[str] | None = None) -> None:
+        """Count and check one text (``words``, ``grams``: its :func:`words_of` and word 5-grams, if at hand)."""
         self.files[position[0]] = self.files.get(position[0], 0) + 1
         self.provenance["unknown" if label is None else label] += 1
         self.has_provenance |= label is not None
@@ -298,7 +300,7 @@ class ShardScan:
             self.outliers += 1
             if len(self.outlier_examples) < self.EXAMPLES:
                 self.outlier_examples.append((position, why))
-        self.leaks.add(position, checks.leaks.find(text, shingles, words))
+        self.leaks.add(position, checks.leaks.find(text, words, grams))
 
     def merge(self, other: ShardScan) -> ShardScan:
         for f, n in other.files.items():
@@ -471,15 +473,15 @@ def _audit_records(records: Records, gold: GoldSet, settings: AuditSettings, tok
     try:
         for fi, li, text, label in records():
             words = words_of(text)
-            sh = shingle_hashes(text, SHINGLE, words)
-            batch.append(signature(sh, a, b))
+            grams = word_grams(words, SHINGLE)
+            batch.append(signature(hash_grams(grams), a, b))
             if len(batch) == 4096:
                 index.add(np.stack(batch))
                 batch = []
-            scan.add((fi, li), text, label, checks, words, sh)
+            scan.add((fi, li), text, label, checks, words, grams)
         if batch:
             index.add(np.stack(batch))
-        check = _PairCheck(index, index.candidates(), NEAR_DUPLICATE_JACCARD)
+        check = _PairCheck(_likely_pairs(index), NEAR_DUPLICATE_JACCARD)
     finally:
         index.close()
     if not scan.num_texts:

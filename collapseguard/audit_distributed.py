@@ -66,25 +66,22 @@ try:
     )
     from datatrove.pipeline.readers import JsonlReader, ParquetReader
     from datatrove.utils.hashing import HashConfig
-    from datatrove.utils.text import TextNormConfig
     from datatrove.utils.word_tokenizers import WordTokenizer
 except ImportError as exc:  # pragma: no cover - exercised where datatrove is absent
     raise ImportError(f"audits at scale run on datatrove, which is not installed ({exc}): {INSTALL}") from None
 
 EXECUTORS = ("local", "slurm", "ray")
 STAGES = ("scan", "buckets", "cluster", "sample")
-#: datatrove MinHash for near-duplicates: the project's word 5-grams; 9 buckets of 10 hashes put the LSH
-#: threshold at (1/9)^(1/10) ≈ 0.80, the single-process audit's Jaccard bound. Without its exact check a
-#: pair at Jaccard 0.9 is found with probability 0.98, one at 0.7 counted with probability 0.23.
+#: datatrove MinHash for near-duplicates, over the project's shingles (word 5-grams, 61-bit hashes); 9 buckets
+#: of 10 hashes put the LSH threshold at (1/9)^(1/10) ≈ 0.80, the single-process audit's Jaccard bound.
+#: Without its exact check a pair at Jaccard 0.9 is found with probability 0.98, one at 0.7 with 0.23.
 MINHASH = MinhashConfig(n_grams=5, num_buckets=9, hashes_per_bucket=10, seed=1,
-                        norm_config=TextNormConfig(lowercase=False, norm_whitespace=False, remove_punctuation=False,
-                                                   norm_unicode_diacritics=False, norm_numbers=False),
                         hash_config=HashConfig(precision=64, hash_fc="sha1"))
 EXAMPLE_CLUSTERS = 5
 
 
 class ProjectWords(WordTokenizer):
-    """The words the project's shingles use (lower-cased ``\\w+`` runs), for datatrove's MinHash."""
+    """The words of the project's shingles (lower-cased ``\\w+`` runs): no language model to load."""
 
     def __init__(self) -> None:
         super().__init__("collapseguard")
@@ -97,6 +94,17 @@ class ProjectWords(WordTokenizer):
 
     def span_tokenize(self, text: str) -> list[tuple[int, int]]:  # pragma: no cover
         raise NotImplementedError
+
+
+class ShingledMinhashSignature(MinhashDedupSignature):
+    """datatrove's MinHash signature stage over the project's shingles, so that both audits compare the very
+    same word 5-gram sets (and a text of fewer than 5 words is one shingle, as in the single-process audit)."""
+
+    def __init__(self, output_folder: str, config: MinhashConfig) -> None:
+        super().__init__(output_folder, config=config, language=ProjectWords())
+
+    def get_shingles(self, text: str) -> np.ndarray:
+        return shingle_hashes(text).reshape((-1, 1))
 
 
 @dataclass(frozen=True)
@@ -339,7 +347,7 @@ def _pipelines(job: AuditJob) -> dict[str, tuple[list[Any], Callable[[int], int]
     mh = job.path("minhash")
     return {
         "scan": ([job.reader(), AuditScanStep(job),
-                  MinhashDedupSignature(str(mh / "signatures"), config=MINHASH, language=ProjectWords())],
+                  ShingledMinhashSignature(str(mh / "signatures"), MINHASH)],
                  lambda n: n),
         "buckets": ([MinhashDedupBuckets(str(mh / "signatures"), str(mh / "buckets"), config=MINHASH)],
                     lambda n: MINHASH.num_buckets),

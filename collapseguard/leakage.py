@@ -10,9 +10,9 @@ training text *leaks* a gold text when
   shorter than ``min_words`` (default 10) words are matched exactly only, so that a short common
   phrase is not taken for a leak.
 
-Gold sets are small (hundreds to thousands of texts), so :class:`GoldLeakIndex` keeps gold's
-shingles in memory and every shard of the data is joined against it exactly -- a broadcast join,
-with no sketch and no false positives.
+Gold sets are small (hundreds to thousands of texts), so :class:`GoldLeakIndex` keeps gold's word
+5-grams in memory and every shard of the data is joined against them exactly -- a broadcast join on
+the 5-grams themselves, with no sketch, so no leak is missed and none is made up.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.shingles import normalized, shingle_hashes
+from collapseguard.shingles import normalized, word_grams, words_of
 
 LEAK_CONTAINMENT = 0.5
 MIN_NEAR_WORDS = 10
@@ -55,45 +55,36 @@ class GoldLeakIndex:
         self.containment, self.shingle, self.min_words = containment, shingle, min_words
         self.size = len(gold_texts)
         self.exact: dict[bytes, list[int]] = {}
-        keys, owners, sizes = [], [], np.zeros(len(gold_texts), dtype=np.int64)
+        self.postings: dict[str, list[int]] = {}  # gold's word 5-grams (the strings: exact, no hash) -> gold texts
+        self.sizes = np.zeros(len(gold_texts), dtype=np.int64)
         for i, text in enumerate(gold_texts):
-            norm = normalized(text)
-            if not norm:
+            words = words_of(text)
+            if not words:
                 continue
-            self.exact.setdefault(_digest(norm), []).append(i)
-            if norm.count(" ") + 1 >= min_words:
-                sh = shingle_hashes(text, shingle)
-                keys.append(sh)
-                owners.append(np.full(sh.size, i, dtype=np.int64))
-                sizes[i] = sh.size
-        self.sizes = sizes
-        flat = np.concatenate(keys) if keys else np.empty(0, np.uint64)
-        who = np.concatenate(owners) if owners else np.empty(0, np.int64)
-        order = np.lexsort((who, flat))
-        flat, self._owners = flat[order], who[order]
-        new = np.concatenate(([True], flat[1:] != flat[:-1])) if flat.size else np.empty(0, bool)
-        self._keys = flat[new]  # sorted unique gold shingles
-        self._starts = np.append(np.flatnonzero(new), flat.size)  # postings of key k: owners[starts[k]:starts[k+1]]
+            self.exact.setdefault(_digest(normalized(text, words)), []).append(i)
+            if len(words) >= min_words:
+                grams = word_grams(words, shingle)
+                self.sizes[i] = len(grams)
+                for gram in grams:
+                    self.postings.setdefault(gram, []).append(i)
 
-    def find(self, text: str, shingles: np.ndarray | None = None, words: list[str] | None = None
+    def find(self, text: str, words: list[str] | None = None, grams: set[str] | None = None
              ) -> list[tuple[int, bool, float]]:
         """(gold index, exact, containment) of every gold text that ``text`` leaks, by gold index.
 
-        ``shingles`` and ``words`` (the text's :func:`~collapseguard.shingles.shingle_hashes` and
-        :func:`~collapseguard.shingles.words_of`) save computing them twice.
+        ``words`` and ``grams`` (the text's :func:`~collapseguard.shingles.words_of` and
+        :func:`~collapseguard.shingles.word_grams`) save computing them twice.
         """
+        words = words_of(text) if words is None else words
         found: dict[int, tuple[int, bool, float]] = {}
         for g in self.exact.get(_digest(normalized(text, words)), ()):
             found[g] = (g, True, 1.0)
-        if self._keys.size:
-            sh = shingle_hashes(text, self.shingle, words) if shingles is None else shingles
-            idx = np.minimum(np.searchsorted(self._keys, sh), self._keys.size - 1)
-            hit = idx[self._keys[idx] == sh]
-            if hit.size:
-                lo, hi = self._starts[hit], self._starts[hit + 1]
-                lens = hi - lo
-                take = np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
-                counts = np.bincount(self._owners[take], minlength=self.size)
+        if self.postings:
+            postings = self.postings
+            hits = [postings[gram] for gram in (word_grams(words, self.shingle) if grams is None else grams)
+                    if gram in postings]
+            if hits:
+                counts = np.bincount(np.concatenate(hits), minlength=self.size)
                 share = np.divide(counts, self.sizes, out=np.zeros(self.size), where=self.sizes > 0)
                 for g in np.flatnonzero(share >= self.containment).tolist():
                     found.setdefault(g, (g, False, float(share[g])))

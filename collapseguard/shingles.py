@@ -35,13 +35,21 @@ def normalized(text: str, words: list[str] | None = None) -> str:
     return " ".join(words_of(text) if words is None else words)
 
 
-def shingle_hashes(text: str, k: int = 5, words: list[str] | None = None) -> np.ndarray:
-    """Unique 61-bit hashes of the text's word ``k``-grams (a text shorter than ``k`` words is one shingle)."""
-    words = words_of(text) if words is None else words
-    grams = {" ".join(words[i:i + k]) for i in range(max(len(words) - k + 1, 1))} if words else {""}
+def word_grams(words: Sequence[str], k: int = 5) -> set[str]:
+    """The distinct word ``k``-grams (a text shorter than ``k`` words is one gram, a text without words "")."""
+    return {" ".join(words[i:i + k]) for i in range(max(len(words) - k + 1, 1))} if words else {""}
+
+
+def hash_grams(grams: set[str]) -> np.ndarray:
+    """61-bit hashes (blake2b) of grams: the shingles."""
     blake = hashlib.blake2b
     digests = b"".join([blake(g.encode(), digest_size=8).digest() for g in grams])
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64) >> np.uint64(3)
+
+
+def shingle_hashes(text: str, k: int = 5, words: list[str] | None = None) -> np.ndarray:
+    """Unique 61-bit hashes of the text's word ``k``-grams (a text shorter than ``k`` words is one shingle)."""
+    return hash_grams(word_grams(words_of(text) if words is None else words, k))
 
 
 def permutations(num_perm: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -86,10 +94,10 @@ class BandIndex:
     """LSH over MinHash signatures, streamed: the signatures and each band's key (its rows folded into one
     uint64) are buffered and spilled to temporary files, so memory stays flat however many texts are added.
 
-    :meth:`candidates` groups texts by equal band key, band by band (one band's keys in memory at a
-    time), and pairs each group's members: all pairs for groups of up to ``max_group`` members, the
-    first member with every other beyond that (a flood of exact copies). :meth:`agreement` reads two
-    texts' signatures back to estimate their Jaccard similarity.
+    :meth:`pairs` groups texts by equal band key, band by band (one band's keys in memory at a time), and
+    pairs each group's members: all pairs for groups of up to ``max_group`` members, the first member with
+    every other beyond that (a flood of exact copies). :meth:`agreement` reads pairs' signatures back to
+    estimate their Jaccard similarity.
     """
 
     def __init__(self, num_perm: int = 64, bands: int = 16, *, buffer: int = 1 << 16, max_group: int = 1000) -> None:
@@ -136,36 +144,42 @@ class BandIndex:
         fh.seek(0)
         return np.fromfile(fh, dtype=np.uint64)
 
-    def groups(self) -> Iterator[np.ndarray]:
-        """Index arrays (ascending) of the texts that share a band key, band by band."""
+    def groups(self, band: int) -> Iterator[np.ndarray]:
+        """Index arrays (ascending) of the texts that share a key in ``band``."""
+        keys = self._band(band)
+        order = np.argsort(keys, kind="stable")
+        srt = keys[order]
+        starts = np.flatnonzero(np.concatenate(([True], srt[1:] != srt[:-1], [True])))
+        for lo, hi in itertools.pairwise(starts):
+            if hi - lo > 1:
+                yield order[lo:hi]
+
+    def pairs(self, at_least: float = 0.0) -> np.ndarray:
+        """Candidate pairs (rows i < j, sorted, unique) whose signatures agree on at least ``at_least`` of their
+        rows; each band's candidates are filtered as they come, so only the likely ones are ever kept."""
+        kept = [np.empty((0, 2), dtype=np.int64)]
         for band in range(self.bands):
-            keys = self._band(band)
-            order = np.argsort(keys, kind="stable")
-            srt = keys[order]
-            starts = np.flatnonzero(np.concatenate(([True], srt[1:] != srt[:-1], [True])))
-            for lo, hi in itertools.pairwise(starts):
-                if hi - lo > 1:
-                    yield order[lo:hi]
+            found = []
+            for members in self.groups(band):
+                m = members.astype(np.int64)
+                if m.size <= self.max_group:
+                    i, j = np.triu_indices(m.size, 1)
+                    found.append(np.column_stack((m[i], m[j])))
+                else:  # a giant bucket is an exact-duplicate flood: counted by the star anyway
+                    found.append(np.column_stack((np.full(m.size - 1, m[0]), m[1:])))
+            if found:
+                band_pairs = np.concatenate(found)
+                kept.append(band_pairs[self.agreement(band_pairs) >= at_least] if at_least > 0 else band_pairs)
+        return np.unique(np.concatenate(kept), axis=0)
 
-    def candidates(self) -> list[tuple[int, int]]:
-        """Sorted unique candidate pairs (i < j)."""
-        pairs: set[tuple[int, int]] = set()
-        for members in self.groups():
-            m = members.tolist()
-            if len(m) <= self.max_group:
-                pairs.update((m[x], m[y]) for x in range(len(m)) for y in range(x + 1, len(m)))
-            else:  # a giant bucket is an exact-duplicate flood: counted by the star anyway
-                pairs.update((m[0], j) for j in m[1:])
-        return sorted(pairs)
-
-    def agreement(self, pairs: Sequence[tuple[int, int]], chunk: int = 1 << 14) -> np.ndarray:
+    def agreement(self, pairs: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
         """Share of signature rows each pair agrees on: MinHash's estimate of its Jaccard similarity."""
         self._spill()
-        out = np.empty(len(pairs), dtype=np.float64)
-        if not len(pairs):
+        idx = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        out = np.empty(len(idx), dtype=np.float64)
+        if not len(idx):
             return out
         sig = np.memmap(self._files[0], dtype=np.uint64, mode="r", shape=(self.count, self.num_perm))
-        idx = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         for lo in range(0, len(idx), chunk):
             part = idx[lo:lo + chunk]
             out[lo:lo + chunk] = (sig[part[:, 0]] == sig[part[:, 1]]).mean(axis=1)
