@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -173,17 +174,23 @@ class BandIndex:
         return np.unique(np.concatenate(kept), axis=0)
 
     def agreement(self, pairs: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
-        """Share of signature rows each pair agrees on: MinHash's estimate of its Jaccard similarity."""
+        """Share of signature rows each pair agrees on: MinHash's estimate of its Jaccard similarity.
+
+        The rows are read from the file (not mapped: mapped pages would count as the process's memory).
+        """
         self._spill()
         idx = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         out = np.empty(len(idx), dtype=np.float64)
         if not len(idx):
             return out
-        sig = np.memmap(self._files[0], dtype=np.uint64, mode="r", shape=(self.count, self.num_perm))
+        fd, width = self._files[0].fileno(), self.num_perm * 8
         for lo in range(0, len(idx), chunk):
             part = idx[lo:lo + chunk]
-            out[lo:lo + chunk] = (sig[part[:, 0]] == sig[part[:, 1]]).mean(axis=1)
-        del sig
+            rows, where = np.unique(part, return_inverse=True)
+            raw = b"".join([os.pread(fd, width, r * width) for r in rows.tolist()])
+            sig = np.frombuffer(raw, dtype=np.uint64).reshape(len(rows), self.num_perm)
+            where = where.reshape(part.shape)
+            out[lo:lo + chunk] = (sig[where[:, 0]] == sig[where[:, 1]]).mean(axis=1)
         return out
 
     def close(self) -> None:
