@@ -53,6 +53,9 @@ __all__ = ["AuditResult", "DataSource", "ShardScan", "audit_path", "audit_texts"
            "near_duplicate_pairs", "read_texts"]
 
 NEAR_DUPLICATE_JACCARD = 0.8
+# LSH candidates whose MinHash estimate (64 rows) is below this skip the exact check: a pair at the 0.8 bound
+# estimates below 0.5 with probability under 1e-6, and pairs that merely share a sentence or two (many, in a
+# large corpus) are never held
 MINHASH_PREFILTER = 0.5
 NUM_PERM, BANDS, SHINGLE = 64, 16, 5
 _JSONL = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
@@ -180,8 +183,8 @@ class _PairCheck:
     """The exact Jaccard of candidate pairs, texts fed in index order: a text's shingles are kept only
     until its last partner has come, so memory holds the pairs still open, not the data."""
 
-    def __init__(self, candidates: np.ndarray, threshold: float) -> None:
-        self.threshold, self.pairs = threshold, []
+    def __init__(self, candidates: np.ndarray, threshold: float, shingle: int = SHINGLE) -> None:
+        self.threshold, self.shingle, self.pairs = threshold, shingle, []
         self.partners: dict[int, list[int]] = {}
         self.last: dict[int, int] = {}
         for i, j in candidates.tolist():
@@ -192,7 +195,7 @@ class _PairCheck:
     def feed(self, g: int, text: str, shingles: np.ndarray | None = None) -> None:
         if g not in self.partners and g not in self.last:
             return
-        sh = shingle_hashes(text, SHINGLE) if shingles is None else shingles
+        sh = shingle_hashes(text, self.shingle) if shingles is None else shingles
         for i in self.partners.pop(g, ()):
             jac = jaccard(self.held[i], sh)
             if jac >= self.threshold:
@@ -206,13 +209,6 @@ class _PairCheck:
         return sorted(self.pairs)
 
 
-def _likely_pairs(index: BandIndex) -> np.ndarray:
-    """LSH candidates whose 64-row MinHash estimate reaches ``MINHASH_PREFILTER``: a pair at the 0.8 bound
-    estimates below 0.5 with probability under 1e-6, while pairs that only share a sentence or two (many,
-    in a large corpus) never reach the exact check."""
-    return index.pairs(MINHASH_PREFILTER)
-
-
 def near_duplicate_pairs(texts: Sequence[str], *, threshold: float = NEAR_DUPLICATE_JACCARD, num_perm: int = NUM_PERM,
                          bands: int = BANDS, shingle: int = SHINGLE) -> list[tuple[int, int, float]]:
     """Pairs (i, j, Jaccard) of texts whose shingle sets overlap at least ``threshold``.
@@ -223,7 +219,7 @@ def near_duplicate_pairs(texts: Sequence[str], *, threshold: float = NEAR_DUPLIC
     index = BandIndex(num_perm, bands)
     try:
         index.add(minhash_signatures(texts, num_perm=num_perm, shingle=shingle))
-        check = _PairCheck(_likely_pairs(index), threshold)
+        check = _PairCheck(index.pairs(MINHASH_PREFILTER), threshold, shingle)
     finally:
         index.close()
     for g, text in enumerate(texts):
@@ -481,7 +477,7 @@ def _audit_records(records: Records, gold: GoldSet, settings: AuditSettings, tok
             scan.add((fi, li), text, label, checks, words, grams)
         if batch:
             index.add(np.stack(batch))
-        check = _PairCheck(_likely_pairs(index), NEAR_DUPLICATE_JACCARD)
+        check = _PairCheck(index.pairs(MINHASH_PREFILTER), NEAR_DUPLICATE_JACCARD)
     finally:
         index.close()
     if not scan.num_texts:
