@@ -277,7 +277,8 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
     for name, title in (("mitigation_text", "## 4. Mitigation: human floors 0 / 10 / 20 / 50%"),
                         ("metrics_speed", "## 5. Speed, side by side with the peers"),
                         ("overhead", "## 6. Overhead inside real training"),
-                        ("posttraining", "## 7. Post-training: TRL's GRPO and SFT")):
+                        ("posttraining", "## 7. Post-training: TRL's GRPO and SFT"),
+                        ("audit", "## 8. Audits at scale")):  # bench_audit.py, run apart (~30 min, 1 GB on disk)
         path = out / f"{name}.md"
         if path.is_file():
             body = path.read_text().replace("](mitigation_text.png)", f"]({rel}/mitigation_text.png)")

@@ -101,16 +101,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from collapseguard.audit import audit_texts, read_texts
+    from collapseguard.audit import audit_path
     from collapseguard.goldset import GoldSet
 
-    texts, labels = read_texts(args.data, text_field=args.text_field, provenance_field=args.provenance_field)
     gold = GoldSet.from_jsonl(args.gold, text_field=args.gold_text_field)
-    result = audit_texts(texts, gold, thresholds=args.thresholds, labels=labels, fail_on=args.fail_on,
-                         max_near_duplicates=args.max_near_duplicates, max_outliers=args.max_outliers,
-                         min_human_fraction=args.min_human_fraction)
+    settings = {"thresholds": args.thresholds, "fail_on": args.fail_on, "max_near_duplicates": args.max_near_duplicates,
+                "max_outliers": args.max_outliers, "min_human_fraction": args.min_human_fraction,
+                "max_gold_leakage": args.max_gold_leakage, "leak_containment": args.leak_containment}
+    reading = {"text_field": args.text_field, "provenance_field": args.provenance_field}
+    if args.executor is None:
+        given = [f"--{name.replace('_', '-')}" for name in ("tasks", "workers", "work_dir", "partition")
+                 if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to audits at scale: add "
+                             "--executor local (this machine), slurm or ray, or drop them for the single-process audit")
+        result = audit_path(args.data, gold, **reading, **settings)
+    else:
+        from collapseguard.audit_distributed import run_audit
+
+        result = run_audit(args.data, gold, executor=args.executor, tasks=args.tasks, workers=args.workers,
+                           work_dir=args.work_dir, slurm={"partition": args.partition, "time": args.time},
+                           **reading, **settings)
+        if result is None:  # Slurm: submitted; the verdict comes when the jobs have run
+            return 3
     print(f"audit of {args.data}: {result.num_texts} texts against gold {gold.name} ({len(gold)} texts); "
-          f"diversity measured on a sample of {result.sample_size}\n")
+          f"diversity measured on a sample of {result.sample_size}; {result.engine}\n")
     print(f"{'check':<24} {'data':>9} {'gold':>9}  verdict")
     judged = {a.metric: a.severity for a in result.alerts}
     for metric in ("tail_coverage", "distinct_2", "vendi", "compression_ratio", "self_bleu", "seq_rep_4",
@@ -123,6 +138,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
           f"(bound {args.max_near_duplicates:.0%})")
     print(f"{'outliers':<24} {result.outlier_fraction:>9.1%} {'':>9}  "
           f"{'FAIL' if result.outlier_fraction > args.max_outliers else 'ok'} (bound {args.max_outliers:.0%})")
+    leak = result.gold_leakage
+    print(f"{'gold leakage':<24} {leak['leaked']:>5}/{leak['gold_texts']:<3} {'':>9}  "
+          f"{'FAIL' if leak['fraction'] > args.max_gold_leakage else 'ok'} (bound {args.max_gold_leakage:.0%} of gold; "
+          f"{leak['exact']} verbatim, {leak['near']} near-copies, in {leak['texts']} texts)")
     if result.provenance:
         mix = ", ".join(f"{k} {v} ({v / result.num_texts:.0%})" for k, v in sorted(result.provenance.items()))
         print(f"{'provenance':<24} {mix}")
@@ -130,6 +149,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print(f"  near-duplicate: texts {i} and {j} (Jaccard {jac:.2f})")
     for i, why in result.outlier_examples[:3]:
         print(f"  outlier: text {i}: {why}")
+    for ex in leak["examples"][:3]:
+        how = "verbatim" if ex["exact"] else f"{ex['containment']:.0%} of its word 5-grams"
+        print(f"  leaked: gold text {ex['gold']} in text {ex['text']} ({how}): {ex['gold_excerpt']!r}")
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
     if result.passed:
@@ -228,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_cmd_report)
 
     aud = sub.add_parser("audit", help="screen a dataset against gold before training on it (exit 1 on failure)")
-    aud.add_argument("data", help="JSONL, parquet, or text (one item per line)")
+    aud.add_argument("data", help="JSONL (.jsonl, .json, .gz), parquet or text (one item per line), or a folder of "
+                     "JSONL or parquet files")
     aud.add_argument("--gold", required=True, help="gold set as JSONL")
     aud.add_argument("--text-field", default="text", help="field holding the text in DATA (default text)")
     aud.add_argument("--gold-text-field", default="text", help="field holding the text in GOLD (default text)")
@@ -239,7 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--max-near-duplicates", type=_fraction, default=0.05)
     aud.add_argument("--max-outliers", type=_fraction, default=0.05)
     aud.add_argument("--min-human-fraction", type=_fraction, default=None)
+    aud.add_argument("--max-gold-leakage", type=_fraction, default=0.0,
+                     help="share of the gold set's texts allowed in the data (default 0: any leaked gold text fails)")
+    aud.add_argument("--leak-containment", type=_share, default=0.5,
+                     help="a text leaks a gold text holding at least this share of its word 5-grams (default 0.5)")
     aud.add_argument("--json", help="also write the findings as JSON here")
+    scale = aud.add_argument_group("audits at scale (datatrove; pip install 'collapseguard[distributed]')")
+    scale.add_argument("--executor", choices=("local", "slurm", "ray"),
+                       help="run the audit as datatrove steps: local processes, Slurm jobs or a Ray cluster "
+                       "(default: one process)")
+    scale.add_argument("--tasks", type=_positive, help="shards of the data (default: one per file)")
+    scale.add_argument("--workers", type=_positive, help="tasks run at once (default: local min(tasks, CPUs))")
+    scale.add_argument("--work-dir", help="folder for the tasks' states and logs; rerunning the same command resumes "
+                       "(default: runs/audit-<data>-<settings hash>; on a shared filesystem for slurm/ray)")
+    scale.add_argument("--partition", help="Slurm partition (needed by --executor slurm)")
+    scale.add_argument("--time", default="12:00:00", help="Slurm time limit per task (default 12:00:00)")
     aud.set_defaults(func=_cmd_audit)
 
     th = sub.add_parser("thresholds", help="print every threshold with its default and meaning; calibrate from gold")
@@ -272,6 +309,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a share in (0, 1]")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -283,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError, ImportError, KeyError) as exc:
+    except (ValueError, TypeError, OSError, ImportError, KeyError, RuntimeError) as exc:
         if args.debug:
             raise
         print(f"collapseguard {args.command}: error: {exc} (--debug shows the traceback)", file=sys.stderr)

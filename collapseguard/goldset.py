@@ -449,7 +449,7 @@ def _read_jsonl_records(path: Path, fields: dict[str, str], where: str) -> list[
     if not path.is_file():
         raise FileNotFoundError(f"{where}: path={str(path)!r}: no such gold file")
     records = []
-    for lineno, record in _jsonl_objects(path, f"{where}: "):
+    for lineno, record in json_lines(path, prefix=f"{where}: "):
         missing = [(arg, f) for arg, f in fields.items() if not isinstance(record, dict) or f not in record]
         if missing:
             arg, f = missing[0]
@@ -480,21 +480,26 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _jsonl_objects(path: Path, prefix: str = "") -> Iterator[tuple[int, Any]]:
-    """Each non-blank line of a JSONL file parsed, with its line number; a bad line raises naming it."""
-    with open(path, encoding="utf-8") as fh:
+def json_lines(path: Path, opener: Any = open, prefix: str = "") -> Iterator[tuple[int, Any]]:
+    """(line number, record) of each non-blank line of a JSONL file, read as a stream.
+
+    Raises:
+        ValueError: a line that is not JSON (named by ``prefix``, file and line).
+    """
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{prefix}{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            yield lineno, record
 
 
 def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
     texts: list[str] = []
-    for lineno, record in _jsonl_objects(path):
+    for lineno, record in json_lines(path):
         if not isinstance(record, dict) or text_field not in record:
             raise ValueError(f"{path}:{lineno}: no field text_field={text_field!r}; set text_field to the field holding the text")
         if not isinstance(record[text_field], str):

@@ -3,8 +3,9 @@
 Three candidate training sets are screened against held-out human paragraphs (the gold set):
 
 1. human paragraphs from CPython's documentation, as they are -- the docs repeat some paragraphs verbatim,
-   which the near-duplicate check finds;
-2. the same paragraphs deduplicated;
+   which the near-duplicate check finds; some of the repeats are gold paragraphs, which the gold-leakage
+   check finds (a model trained on them would be judged against text it has seen);
+2. the same paragraphs deduplicated and without the ones that leak gold;
 3. text sampled from a word trigram model after ``--generations`` rounds of training on its own samples.
 
 Each is written as JSONL (with a ``provenance`` field) and screened with ``collapseguard audit``, the command
@@ -23,6 +24,7 @@ from collapseguard.audit import near_duplicate_pairs
 from collapseguard.cli import main as collapseguard
 from collapseguard.data import train_gold_split
 from collapseguard.demo import collapsed_corpus
+from collapseguard.leakage import GoldLeakIndex
 
 
 def write(path: Path, texts: list[str], provenance: str) -> Path:
@@ -40,9 +42,11 @@ def main() -> None:
     train, gold = train_gold_split()
     write(out / "gold.jsonl", gold, "human")
     copies = {j for _, j, _ in near_duplicate_pairs(train)}
+    leaks = GoldLeakIndex(gold)
+    clean = [t for i, t in enumerate(train) if i not in copies and not leaks.find(t)]
     candidates = {
         "human.jsonl": (train, "human"),
-        "human_dedup.jsonl": ([t for i, t in enumerate(train) if i not in copies], "human"),
+        "human_dedup.jsonl": (clean, "human"),
         f"trigram_gen{args.generations}.jsonl": (collapsed_corpus(args.generations, 600), "synthetic"),
     }
     codes = {}
