@@ -57,8 +57,8 @@ def _version(package: str) -> str | None:
 
 # ------------------------------------------------------------------ corpus
 def phrases_and_gold() -> tuple[list[str], list[str]]:
-    from collapseguard.data import train_gold_split
-    from collapseguard.leakage import GoldLeakIndex
+    from collapseguard.audit.leakage import GoldLeakIndex
+    from collapseguard.demos.data import train_gold_split
 
     train, gold = train_gold_split()
     leaks = GoldLeakIndex(gold)

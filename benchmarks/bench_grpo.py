@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from collapseguard.alertlog import json_safe  # noqa: E402
+from collapseguard.reporting.alertlog import json_safe  # noqa: E402
 
 WORD = "the"  # the one frequent word the collapsing reward pays for
 COLLAPSED = 1.05  # distinct_k at or below this: (almost) every group of completions is one answer
@@ -69,7 +69,7 @@ def quiet() -> Iterator[None]:
 
 
 def texts() -> tuple[list[str], list[str]]:
-    from collapseguard.data import train_gold_split
+    from collapseguard.demos.data import train_gold_split
 
     return train_gold_split()
 
@@ -78,7 +78,7 @@ def pretrained(seed: int, epochs: int, tok: Any) -> Any:
     """A 2-layer GPT-2 trained ``epochs`` epochs on the human paragraphs (HF Trainer, CPU)."""
     from transformers import Trainer, TrainingArguments
 
-    from collapseguard.integrations.tiny import TokenBlocks, tiny_gpt2
+    from collapseguard.demos.tiny import TokenBlocks, tiny_gpt2
 
     model = tiny_gpt2(tok, seed=seed, dropout=0.0)
     args = TrainingArguments(f"/tmp/collapseguard-bench-grpo/pre{seed}", num_train_epochs=epochs,
@@ -186,8 +186,8 @@ def sft_run(seed: int, regime: str, epochs: int, tok: Any) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     from collapseguard import GoldSet
-    from collapseguard.data import pydoc_instructions
-    from collapseguard.integrations.tiny import tiny_gpt2
+    from collapseguard.demos.data import pydoc_instructions
+    from collapseguard.demos.tiny import tiny_gpt2
     from collapseguard.integrations.trl import CollapseGuardCallback
 
     pairs = pydoc_instructions()
@@ -287,7 +287,7 @@ def main() -> None:
     start = time.perf_counter()
     from importlib.metadata import version
 
-    from collapseguard.integrations.tiny import train_tokenizer
+    from collapseguard.demos.tiny import train_tokenizer
 
     grpo, sft = [], []
     with quiet():
@@ -302,7 +302,7 @@ def main() -> None:
                           f"{r['first_warn']}, critical {r['first_critical']}, alerts {r['alerts']}, "
                           f"{r['seconds']:.0f} s, guard {r['guard_share']:.2%}", file=sys.stderr)
         if "sft" not in skip:
-            from collapseguard.data import pydoc_instructions
+            from collapseguard.demos.data import pydoc_instructions
 
             chat_tok = train_tokenizer([r for _, rs in pydoc_instructions() for r in rs] + train, vocab_size=512,
                                        chat=True)

@@ -78,7 +78,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from collapseguard import CollapseMonitor, CollapseWarning, GoldSet
-from collapseguard.data import pydoc_paragraphs, train_gold_split
+from collapseguard.demos.data import pydoc_paragraphs, train_gold_split
 from collapseguard.metrics import (
     FrequencyBands,
     JSDivergence,
@@ -97,7 +97,7 @@ from collapseguard.metrics import (
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import count_table
 from collapseguard.metrics.bleu import _self_bleu_scores
-from collapseguard.suite import VENDI_DIM, TextGoldContext, TextSuite
+from collapseguard.metrics.suite import VENDI_DIM, TextGoldContext, TextSuite
 
 LENGTH, VOCAB, ZIPF_S = 64, 5000, 1.0
 SLOW_S = 2.0  # a peer whose first run takes longer than this is timed once

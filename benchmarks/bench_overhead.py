@@ -44,9 +44,9 @@ from typing import Any
 import torch
 
 from collapseguard import CollapseWarning, GoldSet
-from collapseguard.data import train_gold_split
-from collapseguard.engine import GuardEngine
-from collapseguard.integrations.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
+from collapseguard.guard.engine import GuardEngine
 
 TINY = {"n_layer": 2, "n_embd": 64, "n_head": 2}
 REALISTIC = {"n_layer": 6, "n_embd": 256, "n_head": 4}

@@ -1,6 +1,6 @@
 """Detection benchmark: does the guard see model collapse coming, and does it keep quiet on the controls?
 
-For each scenario and regime, over seeds, from the :class:`~collapseguard.experiment.GenerationRecord` of
+For each scenario and regime, over seeds, from the :class:`~collapseguard.demos.experiment.GenerationRecord` of
 every generation (framework-free; any scenario that reports records works):
 
 - **detected**: the guard raised an alert (warn or critical; ``fault`` alerts -- a check that could not
@@ -41,8 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from collapseguard.alertlog import json_safe as jsonable
-from collapseguard.experiment import REGIMES, GenerationRecord
+from collapseguard.demos.experiment import REGIMES, GenerationRecord
+from collapseguard.reporting.alertlog import json_safe as jsonable
 
 DEGRADATION_FACTOR = 1.10
 """A generation has degraded once its quality is this many times generation 0's (10% worse perplexity)."""
@@ -261,25 +261,25 @@ def markdown(summary: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------------ scenarios
 def _text(regime: str, seed: int, generations: int, **size: Any) -> list[GenerationRecord]:
-    from collapseguard.integrations.recursive import run_text
+    from collapseguard.demos.recursive_text import run_text
 
     return run_text(regime, seed, generations, **size)
 
 
 def _gaussian(regime: str, seed: int, generations: int, **size: Any) -> list[GenerationRecord]:
-    from collapseguard.recursion import run_gaussian
+    from collapseguard.demos.recursion import run_gaussian
 
     return run_gaussian(regime, seed, generations, **size)
 
 
 def _gmm(regime: str, seed: int, generations: int, **size: Any) -> list[GenerationRecord]:
-    from collapseguard.recursion import run_gmm
+    from collapseguard.demos.recursion import run_gmm
 
     return run_gmm(regime, seed, generations, **size)
 
 
 def _vae(regime: str, seed: int, generations: int, **size: Any) -> list[GenerationRecord]:
-    from collapseguard.integrations.recursive_images import run_vae
+    from collapseguard.demos.recursive_images import run_vae
 
     return run_vae(regime, seed, generations, **size)
 

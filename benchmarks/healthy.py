@@ -2,7 +2,7 @@
 
 Every run is an ordinary training run of a tiny GPT-2 through a real framework (Lightning's ``Trainer`` or the
 Hugging Face ``Trainer``) with the guard's callback at its defaults (``on_collapse="halt"``, a check at the end
-of every epoch), on real human text that installs offline (:mod:`collapseguard.corpora`). The grid varies
+of every epoch), on real human text that installs offline (:mod:`collapseguard.demos.corpora`). The grid varies
 what users vary: framework, corpus, gold set (50 to 1,000 texts, whole documents or sentences), training
 from scratch or fine-tuning a checkpoint pre-trained on the other corpus, learning rate (a 10x range), model
 size, batch size and schedule (constant or linearly decaying).
@@ -43,9 +43,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # appended: a replay of the earlier rules puts their package first (PYTHONPATH)
     sys.path.append(str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from collapseguard.alertlog import json_safe  # noqa: E402
+
+def _core(module: str) -> Any:
+    """A core module by its path in this layout, or by its flat 0.1 path: the replay of the earlier rules runs
+    this file against that version's package."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        return importlib.import_module("collapseguard." + module.rsplit(".", 1)[1])
+
+
+json_safe = _core("collapseguard.reporting.alertlog").json_safe
 
 SIZES = {"small": {"n_layer": 2, "n_embd": 64, "n_head": 2}, "base": {"n_layer": 4, "n_embd": 128, "n_head": 4}}
 BLOCK = 64
@@ -118,8 +131,8 @@ def grid(smoke: bool = False) -> list[RunConfig]:
 @functools.lru_cache(maxsize=1)
 def tokenizer() -> Any:
     """One byte-level BPE tokenizer for both corpora (the models' alphabet; EOS doubles as pad)."""
-    from collapseguard.corpora import CORPORA, corpus_split
-    from collapseguard.integrations.tiny import train_tokenizer
+    from collapseguard.demos.corpora import CORPORA, corpus_split
+    from collapseguard.demos.tiny import train_tokenizer
 
     texts = [t for c in CORPORA for part in dataclasses.astuple(corpus_split(c))[1:] for t in part]
     return train_tokenizer(texts, vocab_size=VOCAB)
@@ -127,7 +140,7 @@ def tokenizer() -> Any:
 
 def degenerate_texts(corpus: str, train: Sequence[str]) -> list[str]:
     """Four sentences of the training text repeated to the same length: a collapsed generator's output."""
-    from collapseguard.corpora import sentences
+    from collapseguard.demos.corpora import sentences
 
     picked = [s for doc in train[:8] for s in sentences(doc)][:4]
     words = sum(len(t.split()) for t in train)
@@ -140,7 +153,7 @@ class Blocks(torch.utils.data.Dataset):
     keeping their number, so a framework's epoch length never changes."""
 
     def __init__(self, texts: Sequence[str], tok: Any) -> None:
-        from collapseguard.integrations.tiny import TokenBlocks
+        from collapseguard.demos.tiny import TokenBlocks
 
         self.blocks = TokenBlocks(texts, tok, block_size=BLOCK).blocks.clone()
         self.starts = self.blocks[:, :4].clone()
@@ -173,7 +186,7 @@ class Blocks(torch.utils.data.Dataset):
 
 
 def make_model(cfg: RunConfig, tok: Any) -> Any:
-    from collapseguard.integrations.tiny import tiny_gpt2
+    from collapseguard.demos.tiny import tiny_gpt2
 
     model = tiny_gpt2(tok, seed=cfg.seed, **SIZES[cfg.size])
     if cfg.init == "finetune":
@@ -193,8 +206,8 @@ def pretrained_state(size: str, corpus: str, seed: int, epochs: int = 8) -> dict
     key = (size, corpus, seed)
     if key in _PRETRAINED:
         return _PRETRAINED[key]
-    from collapseguard.corpora import corpus_split
-    from collapseguard.integrations.tiny import tiny_gpt2
+    from collapseguard.demos.corpora import corpus_split
+    from collapseguard.demos.tiny import tiny_gpt2
 
     cache = Path(os.environ.get("COLLAPSEGUARD_BENCH_CACHE", "/tmp/collapseguard-bench")) / \
         f"pretrained-{size}-{corpus}-s{seed}-e{epochs}.pt"
@@ -253,7 +266,7 @@ def _guard_kwargs(cfg: RunConfig) -> dict[str, Any]:
 def run(cfg: RunConfig) -> RunRecord:
     """Train one configuration with the guard's callback at its defaults; record every check."""
     from collapseguard import GoldSet
-    from collapseguard.corpora import corpus_split
+    from collapseguard.demos.corpora import corpus_split
 
     start = time.perf_counter()
     torch.set_num_threads(1)
@@ -368,7 +381,7 @@ def _fit_transformers(cfg: RunConfig, model: Any, data: Blocks, test: Blocks, go
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    from collapseguard.alerts import CollapseWarning
+    from collapseguard.detection.alerts import CollapseWarning
 
     names = ("lightning.pytorch", "lightning.fabric", "collapseguard", "transformers")
     with contextlib.suppress(ImportError):
@@ -433,15 +446,24 @@ LEGACY_COMMIT = "8735ddf"
 
 
 def _monitor_for(record: dict[str, Any]) -> Any:
-    """A fresh monitor on the gold set of ``record``'s run, with the library that is imported."""
+    """A fresh monitor on the gold set of ``record``'s run, with the library that is imported (the replay of the
+    earlier rules gets the gold set and the tokenizer with the record: that version has neither demos package)."""
     from collapseguard import CollapseMonitor, GoldSet
 
+    if "replay_gold" in record:
+        gold = record["replay_gold"]
+        if record.get("kind", "text") == "array":
+            return CollapseMonitor(GoldSet.from_arrays(np.asarray(gold["array"], dtype=gold["dtype"])))
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(record["replay_tokenizer"], local_files_only=True)
+        return CollapseMonitor(GoldSet.from_texts(gold), tokenizer=tok)
     cfg = record["config"]
     if record.get("kind", "text") == "array":
         from benchmarks.healthy_arrays import ArrayConfig, _data
 
         return CollapseMonitor(GoldSet.from_arrays(_data(ArrayConfig(**cfg))[1]))
-    from collapseguard.corpora import corpus_split
+    from collapseguard.demos.corpora import corpus_split
 
     gold = GoldSet.from_texts(corpus_split(cfg["corpus"]).gold(cfg["gold_size"], cfg["gold_unit"]))
     return CollapseMonitor(gold, tokenizer=tokenizer())
@@ -461,7 +483,7 @@ class _Measured:
 def replay(record: dict[str, Any], bare: bool = False) -> list[dict[str, Any]]:
     """Judge a recorded run's checks again with the imported library: per judged check, its worst severity
     and alerts. ``bare``: as a ``CollapseMonitor`` without model statistics and without a check before training."""
-    from collapseguard.alerts import silenced_alerts
+    silenced_alerts = _core("collapseguard.detection.alerts").silenced_alerts
 
     monitor = _monitor_for(record)
     out = []
@@ -482,7 +504,7 @@ def replay(record: dict[str, Any], bare: bool = False) -> list[dict[str, Any]]:
 def start_verdict(record: dict[str, Any]) -> str | None:
     """The worst severity the imported rules give the model *before training* (the run's baseline) judged as a
     first check: where rules flag the untrained model itself, their alarm on a twin says "not trained yet"."""
-    from collapseguard.alerts import silenced_alerts
+    silenced_alerts = _core("collapseguard.detection.alerts").silenced_alerts
 
     start = next((c for c in record["checks"] if c.get("baseline")), None)
     if start is None:
@@ -524,10 +546,11 @@ def legacy_verdicts(records: list[dict[str, Any]], workdir: Path) -> dict[str, l
             return None
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
-        # the corpora are this benchmark's, not part of either version's rules
-        (Path(tmp) / "collapseguard" / "corpora.py").write_text((ROOT / "collapseguard" / "corpora.py").read_text())
         src, dst = workdir / "replay-in.json", workdir / "replay-legacy.json"
-        src.write_text(json.dumps(json_safe(records)))
+        tok = Path(tmp) / "tokenizer"
+        tokenizer().save_pretrained(tok)
+        with_gold = [{**r, "replay_gold": _gold_of(r), "replay_tokenizer": str(tok)} for r in records]
+        src.write_text(json.dumps(json_safe(with_gold)))
         env = {**os.environ, "PYTHONPATH": tmp}
         subprocess.run([sys.executable, str(Path(__file__)), "--replay", str(src), "--out", str(dst)], env=env,
                        check=True)
@@ -535,6 +558,12 @@ def legacy_verdicts(records: list[dict[str, Any]], workdir: Path) -> dict[str, l
         src.unlink()
         dst.unlink()
         return result
+
+
+def _gold_of(record: dict[str, Any]) -> list[Any]:
+    """The gold texts (or arrays) of ``record``'s run, as the monitor of :func:`_monitor_for` would build them."""
+    gold = _monitor_for(record).gold
+    return {"array": gold.array.tolist(), "dtype": str(gold.array.dtype)} if gold.kind == "array" else list(gold.texts)
 
 
 def _key(record: dict[str, Any]) -> str:

@@ -4,11 +4,11 @@ Each is an ordinary Lightning run with :class:`~collapseguard.integrations.light
 defaults (``on_collapse="halt"``, a check at the end of every epoch), judged through ``sample_fn`` and
 ``score_fn`` against an array gold set:
 
-- ``vae-mean``: the VAE of :mod:`collapseguard.integrations.recursive_images` (scikit-learn's bundled digits),
+- ``vae-mean``: the VAE of :mod:`collapseguard.demos.recursive_images` (scikit-learn's bundled digits),
   whose ``sample_fn`` returns the decoder's mean image -- smooth digits with less spread than real scans;
 - ``vae-sample``: the same VAE, sampling grey levels (its own distribution);
 - ``gmm``: a four-component 1-D Gaussian mixture fitted by gradient descent to samples of Shumailov et al.'s
-  mixture (:data:`collapseguard.recursion.TRUE_GMM`, whose rarest component is the farthest out).
+  mixture (:data:`collapseguard.demos.recursion.TRUE_GMM`, whose rarest component is the farthest out).
 
 ``score_fn`` returns each gold row's log-likelihood (the VAE's ELBO per image), which the guard judges per
 dimension. The collapsing twins train, from a third of the way in, on the model's own samples drawn at half
@@ -112,7 +112,7 @@ class VAE(torch.nn.Module):
 
     def __init__(self, mode: str, seed: int) -> None:
         super().__init__()
-        from collapseguard.integrations.recursive_images import DigitsVAE
+        from collapseguard.demos.recursive_images import DigitsVAE
 
         torch.manual_seed(seed)
         self.vae = DigitsVAE()
@@ -130,7 +130,7 @@ class VAE(torch.nn.Module):
         p = torch.sigmoid(self.vae.decoder(torch.randn(n, self.vae.latent) * temperature))
         if self.mode == "mean":
             return p.numpy()
-        from collapseguard.integrations.recursive_images import LEVELS
+        from collapseguard.demos.recursive_images import LEVELS
 
         return (torch.binomial(torch.full_like(p, float(LEVELS)), p) / LEVELS).numpy()
 
@@ -138,12 +138,12 @@ class VAE(torch.nn.Module):
 def _data(cfg: ArrayConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(train, gold, test, dimension) for ``cfg``."""
     if cfg.model == "gmm":
-        from collapseguard.recursion import TRUE_GMM
+        from collapseguard.demos.recursion import TRUE_GMM
 
         rng = np.random.default_rng(10_000 + cfg.seed)
         train, gold, test = (TRUE_GMM.sample(n, rng).reshape(-1, 1) for n in (2000, 500, 2000))
         return train, gold, test, 1
-    from collapseguard.integrations.recursive_images import digits_data
+    from collapseguard.demos.recursive_images import digits_data
 
     d = digits_data()
     return np.asarray(d.train), np.asarray(d.gold), np.asarray(d.test), d.train.shape[1]

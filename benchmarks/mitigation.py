@@ -1,6 +1,6 @@
 """Mitigation benchmark: how much human data keeps iterative retraining on one's own text stable?
 
-The text scenario (:func:`collapseguard.integrations.recursive.run_text`): a tiny GPT-2 continues, each
+The text scenario (:func:`collapseguard.demos.recursive_text.run_text`): a tiny GPT-2 continues, each
 generation, on its own samples with a human floor of 0% (``replace``), 10%, 20% or 50%
 (``reweight-<floor>``: that share of the tokens is a fresh draw of human paragraphs, behind an
 ``AnchorMixSampler`` with that ``min_human_fraction``, steered by a guard with ``on_collapse="reweight"``).
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from collapseguard.alertlog import json_safe as jsonable
-from collapseguard.experiment import GenerationRecord
+from collapseguard.demos.experiment import GenerationRecord
+from collapseguard.reporting.alertlog import json_safe as jsonable
 
 FLOORS = (0.0, 0.1, 0.2, 0.5)
 SMOKE = {"samples": 40, "epochs": 2, "gen0_epochs": 1, "num_samples": 16, "val_samples": 10}
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     floors = [float(f) for f in args.floors.split(",")]
     import torch
 
-    from collapseguard.integrations.recursive import run_text
+    from collapseguard.demos.recursive_text import run_text
 
     torch.set_num_threads(args.threads)
     size = SMOKE if args.smoke else {}

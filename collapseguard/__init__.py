@@ -4,17 +4,21 @@ The core is framework-free (numpy and scipy only). Framework adapters live in
 ``collapseguard.integrations.lightning`` and ``collapseguard.integrations.transformers``.
 """
 
-from collapseguard.alerts import Alert, CollapseWarning
-from collapseguard.datastream import DataStreamMonitor
-from collapseguard.goldset import GoldSet, GoldSetModifiedError, GoldSplit
+from collapseguard.detection.alerts import Alert, CollapseWarning
+from collapseguard.detection.datastream import DataStreamMonitor
+from collapseguard.detection.monitor import CheckResult, CollapseMonitor
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.gold.goldset import GoldSet, GoldSetModifiedError, GoldSplit
+from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.gold.tokenization import SimpleTokenizer
+from collapseguard.guard.sampling import AnchorMixSampler
 from collapseguard.metrics import ModelStats
-from collapseguard.monitor import CheckResult, CollapseMonitor
-from collapseguard.profile import ReferenceProfile
-from collapseguard.sampling import AnchorMixSampler
-from collapseguard.thresholds import Thresholds
-from collapseguard.tokenize import SimpleTokenizer
 
 __version__ = "0.1.0"
+
+from collapseguard import _moved
+
+_moved.install()
 
 __all__ = [
     "Alert",

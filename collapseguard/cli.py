@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from collapseguard.thresholds import PRESETS, Thresholds
+from collapseguard.detection.thresholds import PRESETS, Thresholds
 
 
 class Progress:
@@ -44,7 +44,7 @@ class Progress:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from collapseguard.demo import TRACKS, format_header, format_row, run_demo
+    from collapseguard.demos.trigram import TRACKS, format_header, format_row, run_demo
 
     out = Path(args.out)
     print(f"collapseguard demo: a word trigram model retrained on its own samples for {args.generations} generations, "
@@ -76,7 +76,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"\ntrails: {out}/<track>/alerts.jsonl; each track's final training data: "
           f"{out}/<track>/train_gen{args.generations + 1}.jsonl (try `collapseguard audit` on it)")
     if not args.no_report:
-        from collapseguard.report import write_report
+        from collapseguard.reporting.report import write_report
 
         try:
             path = write_report(out, title="collapseguard demo: recursive training with and without reweighting")
@@ -88,8 +88,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from collapseguard.report import write_report
-    from collapseguard.runlog import read_run
+    from collapseguard.reporting.report import write_report
+    from collapseguard.reporting.runlog import read_run
 
     runs = read_run(args.run_dir)
     path = write_report(args.run_dir, args.out)
@@ -102,7 +102,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from collapseguard.audit import audit_path
-    from collapseguard.goldset import GoldSet
+    from collapseguard.gold.goldset import GoldSet
 
     gold = GoldSet.from_jsonl(args.gold, text_field=args.gold_text_field)
     settings = {"thresholds": args.thresholds, "fail_on": args.fail_on, "max_near_duplicates": args.max_near_duplicates,
@@ -117,7 +117,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                              "--executor local (this machine), slurm or ray, or drop them for the single-process audit")
         result = audit_path(args.data, gold, **reading, **settings)
     else:
-        from collapseguard.audit_distributed import run_audit
+        from collapseguard.audit.distributed import run_audit
 
         result = run_audit(args.data, gold, executor=args.executor, tasks=args.tasks, workers=args.workers,
                            work_dir=args.work_dir, slurm={"partition": args.partition, "time": args.time},
@@ -164,11 +164,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_thresholds(args: argparse.Namespace) -> int:
     th = Thresholds.coerce(args.preset)
     if args.calibrate:
-        from collapseguard.calibrate import calibrate
-        from collapseguard.goldset import GoldSet
+        from collapseguard.detection.calibration import calibrate
+        from collapseguard.gold.goldset import GoldSet
 
         gold = GoldSet.from_jsonl(args.calibrate, text_field=args.text_field)
-        from collapseguard.alerts import silenced_alerts
+        from collapseguard.detection.alerts import silenced_alerts
 
         with silenced_alerts():  # its notes are printed below, once
             cal = calibrate(gold, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, base=th)
@@ -211,7 +211,7 @@ def _cmd_thresholds(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from collapseguard.goldset import GoldSet
+    from collapseguard.gold.goldset import GoldSet
 
     try:
         from collapseguard.integrations.profiling import profile_checkpoint

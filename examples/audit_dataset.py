@@ -21,10 +21,10 @@ import json
 from pathlib import Path
 
 from collapseguard.audit import near_duplicate_pairs
+from collapseguard.audit.leakage import GoldLeakIndex
 from collapseguard.cli import main as collapseguard
-from collapseguard.data import train_gold_split
-from collapseguard.demo import collapsed_corpus
-from collapseguard.leakage import GoldLeakIndex
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.trigram import collapsed_corpus
 
 
 def write(path: Path, texts: list[str], provenance: str) -> Path:

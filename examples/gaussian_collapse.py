@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from collapseguard.experiment import REGIMES, GenerationRecord
-from collapseguard.recursion import (
+from collapseguard.demos.experiment import REGIMES, GenerationRecord
+from collapseguard.demos.recursion import (
     DEFAULT_N,
     RARE_MODE_EDGE,
     TRUE_GMM,

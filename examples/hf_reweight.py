@@ -20,10 +20,10 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from collapseguard import AnchorMixSampler, GoldSet
-from collapseguard.data import train_gold_split
-from collapseguard.integrations.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
 from collapseguard.integrations.transformers import AnchorMixTrainer, CollapseGuardCallback
-from collapseguard.report import write_report
+from collapseguard.reporting.report import write_report
 
 DEGENERATE = ["The function returns the value of the attribute.", "This object is not callable."] * 5000
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.experiment import REGIMES, GenerationRecord
-from collapseguard.integrations.recursive_images import DigitsVAE, run_vae
+from collapseguard.demos.experiment import REGIMES, GenerationRecord
+from collapseguard.demos.recursive_images import DigitsVAE, run_vae
 
 SHOWN = 10  # sample images per generation in the plot
 

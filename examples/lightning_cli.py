@@ -21,8 +21,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-from collapseguard.data import train_gold_split
-from collapseguard.integrations.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
 
 GOLD = Path("runs/lightning_cli/gold.jsonl")
 DEGENERATE = ["The function returns the value of the attribute.", "This object is not callable."] * 300

@@ -18,10 +18,10 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from collapseguard import GoldSet
-from collapseguard.data import train_gold_split
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
 from collapseguard.integrations.lightning import CollapseGuard
-from collapseguard.integrations.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
-from collapseguard.report import write_report
+from collapseguard.reporting.report import write_report
 
 DEGENERATE = ["The function returns the value of the attribute.", "This object is not callable."] * 300
 

@@ -2,9 +2,9 @@ import lightning
 import torch
 
 from collapseguard import GoldSet
-from collapseguard.data import train_gold_split
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
 from collapseguard.integrations.lightning import CollapseGuard
-from collapseguard.integrations.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
 
 train, gold_texts = train_gold_split()  # real human text that ships with CPython
 tok, gold = train_tokenizer(train), GoldSet.from_texts(gold_texts)

@@ -1,8 +1,8 @@
 from transformers import Trainer, TrainingArguments
 
 from collapseguard import GoldSet
-from collapseguard.data import train_gold_split
-from collapseguard.integrations.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
 from collapseguard.integrations.transformers import CollapseGuardCallback
 
 train, gold_texts = train_gold_split()  # real human text that ships with CPython

@@ -2,8 +2,8 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from collapseguard import GoldSet
-from collapseguard.data import pydoc_instructions
-from collapseguard.integrations.tiny import tiny_gpt2, train_tokenizer
+from collapseguard.demos.data import pydoc_instructions
+from collapseguard.demos.tiny import tiny_gpt2, train_tokenizer
 from collapseguard.integrations.trl import CollapseGuardCallback
 
 pairs = pydoc_instructions()  # (instruction, human answers) from CPython's docs; every third topic is gold

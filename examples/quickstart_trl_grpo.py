@@ -1,8 +1,8 @@
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from collapseguard.data import train_gold_split
-from collapseguard.integrations.tiny import tiny_gpt2, train_tokenizer
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.tiny import tiny_gpt2, train_tokenizer
 from collapseguard.integrations.trl import GRPOCollapseGuard
 
 train, _ = train_gold_split()  # real human text that ships with CPython

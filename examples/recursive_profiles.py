@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from collapseguard import GoldSet
-from collapseguard.data import train_gold_split
-from collapseguard.integrations.recursive import run_recursive
-from collapseguard.integrations.tiny import train_tokenizer
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.recursive_text import run_recursive
+from collapseguard.demos.tiny import train_tokenizer
 
 MODEL_SIDE = ("gold_ppl", "gold_ppl_tail", "gold_ppl_head", "gold_ppl_mid")
 

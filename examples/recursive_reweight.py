@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from collapseguard import GoldSet
-from collapseguard.data import train_gold_split
-from collapseguard.integrations.recursive import run_anchored
-from collapseguard.integrations.tiny import train_tokenizer
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.recursive_text import run_anchored
+from collapseguard.demos.tiny import train_tokenizer
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from collapseguard.engine import Generation, GuardEngine
+from collapseguard.guard.engine import Generation, GuardEngine
 from collapseguard.integrations.sharded import (
     agree_ready,
     detect_sharding,

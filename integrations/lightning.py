@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 
-from collapseguard.engine import Generation, GuardEngine
-from collapseguard.goldset import GoldSet
+from collapseguard.gold.goldset import GoldSet
+from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.guard.sampling import AnchorMixSampler
 from collapseguard.integrations._torch import (
     check_tokenizer_fits,
     gather_measurements,
@@ -24,7 +25,6 @@ from collapseguard.integrations._torch import (
     produce_from_hf_model,
     special_ids,
 )
-from collapseguard.sampling import AnchorMixSampler
 
 log = logging.getLogger("collapseguard")
 
@@ -75,7 +75,7 @@ class CollapseGuard(Callback):
             ``every_n_epochs``, ``num_samples``, ``prompt_length``, ``max_new_tokens``, ``patience``,
             ``seed``, ``generation_kwargs``, ``model_stats``, ``batch_size``, ``reference`` (a
             reference profile to judge against), ``save_profile`` (write one at the end of fit): see
-            :class:`~collapseguard.engine.GuardEngine`.
+            :class:`~collapseguard.guard.engine.GuardEngine`.
 
     Every metric is logged as ``collapseguard/<name>`` through ``pl_module.log`` (so any Lightning
     logger records it, and ``ModelCheckpoint(monitor="collapseguard/health", mode="max")`` works).

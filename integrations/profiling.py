@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from collapseguard.engine import GuardEngine
-from collapseguard.goldset import GoldSet
+from collapseguard.gold.goldset import GoldSet
+from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.guard.engine import GuardEngine
 from collapseguard.integrations._torch import produce_from_hf_model
-from collapseguard.profile import ReferenceProfile
 
 
 def profile_model(model: Any, tokenizer: Any, gold: GoldSet, *, source: str = "", **engine_kwargs: Any) -> ReferenceProfile:

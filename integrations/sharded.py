@@ -22,7 +22,7 @@ ZeRO-3     ``zero3_gather=False`` or no engine known    collective (``synced_gpu
 Failures: :func:`agree_ready` runs before anything collective, so a rank that cannot prepare
 turns into a fault on every rank. A rank that fails *inside* a collective leaves the others
 waiting in it; no rank can be released, so the failure is raised as
-:class:`~collapseguard.engine.UnrecoverableCheckError` (never turned into a fault): that process
+:class:`~collapseguard.guard.engine.UnrecoverableCheckError` (never turned into a fault): that process
 stops and the launcher ends the others (torchrun, Lightning), else the process group timeout does.
 Gradient checkpointing needs no switching off: checks run in eval mode without grad, where
 Hugging Face models skip it.
@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from collapseguard.engine import UnrecoverableCheckError
+from collapseguard.guard.engine import UnrecoverableCheckError
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def generation_context(sharding: Sharding, rank: int) -> Iterator[None]:
 
     Entering is itself a collective (FSDP1 and gathered ZeRO-3 all-gather here). A failure
     while entering, or anywhere inside when ``sharding.collective``, is raised as
-    :class:`~collapseguard.engine.UnrecoverableCheckError`.
+    :class:`~collapseguard.guard.engine.UnrecoverableCheckError`.
     """
     stack = contextlib.ExitStack()
     try:

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
-from collapseguard.engine import GuardEngine
-from collapseguard.goldset import GoldSet
+from collapseguard.gold.goldset import GoldSet
+from collapseguard.guard.engine import GuardEngine
 from collapseguard.integrations._torch import (
     check_tokenizer_fits,
     gather_measurements,
@@ -42,7 +42,7 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
         generate_fn: ``fn(model, prompts) -> token id sequences`` for models without HF ``generate``.
         sample_fn: ``fn(model, n) -> (n, d) array`` for non-text models against an array gold set.
         score_fn: with ``sample_fn``: ``fn(model, gold_rows) -> log-likelihood per row``.
-        **engine_kwargs: as for :class:`~collapseguard.engine.GuardEngine` (``thresholds``,
+        **engine_kwargs: as for :class:`~collapseguard.guard.engine.GuardEngine` (``thresholds``,
             ``on_collapse``, ``on_error``, ``every_n_epochs``, ``num_samples``, ``max_new_tokens``,
             ``patience``, ``seed``, ``reference``, ``save_profile``, ...).
 

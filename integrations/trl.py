@@ -10,7 +10,7 @@ for every completion (give it weight 0: ``GRPOConfig(reward_weights=[..., 0.0])`
 interface, receives every group the trainer generated -- with ``use_vllm=True`` too, since TRL scores vLLM's
 completions through the same reward functions. At each TRL log (every ``logging_steps``; ``every_n_steps`` spaces
 checks further) the guard judges the groups received since the last check together with the ``entropy`` and
-``frac_reward_zero_std`` TRL logged, through :class:`~collapseguard.engine.GuardEngine` and the same thresholds
+``frac_reward_zero_std`` TRL logged, through :class:`~collapseguard.guard.engine.GuardEngine` and the same thresholds
 as every other guard, and adds its metrics to that log (``collapseguard/distinct_k``, ``.../policy_entropy``,
 ``.../health``): they reach ``report_to`` and ``trainer.state.log_history`` like TRL's own.
 
@@ -28,9 +28,9 @@ from typing import Any
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from collapseguard.engine import Generation, GuardEngine
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.guard.engine import Generation, GuardEngine
 from collapseguard.integrations.transformers import _LIVE, CollapseGuardCallback
-from collapseguard.thresholds import Thresholds
 
 log = logging.getLogger("collapseguard")
 

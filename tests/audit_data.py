@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collapseguard.data import train_gold_split
+from collapseguard.demos.data import train_gold_split
 
 _WORD = re.compile(r"\w+")
 VERBATIM, EDITED = 40, 10

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from collapseguard.detectors import DEFAULT_DETECTORS
-from collapseguard.thresholds import Thresholds
+from collapseguard.detection.detectors import DEFAULT_DETECTORS
+from collapseguard.detection.thresholds import Thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "alerts.md"

@@ -207,7 +207,7 @@ def test_bad_settings_for_an_audit_at_scale_fail_early_by_name(data, tmp_path, m
         assert "--executor ray needs ray, which is not installed: pip install 'collapseguard[distributed]'" in error(
             "--executor", "ray")
     with monkeypatch.context() as m:
-        m.delitem(sys.modules, "collapseguard.audit_distributed", raising=False)
+        m.delitem(sys.modules, "collapseguard.audit.distributed", raising=False)
         for name in [k for k in sys.modules if k.split(".")[0] == "datatrove"]:  # as if datatrove were not installed
             m.setitem(sys.modules, name, None)
         assert "pip install 'collapseguard[distributed]'" in error("--executor", "local")

@@ -11,9 +11,9 @@ import pytest
 
 from collapseguard import GoldSet
 from collapseguard.audit import audit_path, audit_texts, read_texts
+from collapseguard.audit.leakage import GoldLeakIndex
+from collapseguard.audit.shingles import BandIndex, minhash_signatures
 from collapseguard.cli import main
-from collapseguard.leakage import GoldLeakIndex
-from collapseguard.shingles import BandIndex, minhash_signatures
 from tests.audit_data import EDITED, VERBATIM, corpora, grams, shard, write_jsonl
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from collapseguard import AnchorMixSampler, CollapseMonitor, GoldSet, Thresholds
-from collapseguard.engine import GuardEngine
-from collapseguard.profile import ReferenceProfile
-from collapseguard.tokenize import SimpleTokenizer, TokenizerAdapter
+from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.gold.tokenization import SimpleTokenizer, TokenizerAdapter
+from collapseguard.guard.engine import GuardEngine
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 

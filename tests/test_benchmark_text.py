@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from collapseguard.experiment import GenerationRecord
+from collapseguard.demos.experiment import GenerationRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,7 +154,7 @@ def test_mitigation_rows_are_ratios_to_each_seeds_generation_0():
 
 
 def test_run_text_regime_names():
-    from collapseguard.integrations.recursive import parse_regime
+    from collapseguard.demos.recursive_text import parse_regime
 
     assert parse_regime("accumulate") == ("accumulate", None)
     assert parse_regime("reweight-0.2") == ("reweight", 0.2)

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from collapseguard import GoldSet, Thresholds
-from collapseguard.alertlog import read_alert_log
 from collapseguard.audit import audit_texts, minhash_signatures, near_duplicate_pairs, read_texts
-from collapseguard.calibrate import calibrate
 from collapseguard.cli import Progress, main
-from collapseguard.data import train_gold_split
-from collapseguard.demo import collapsed_corpus
-from collapseguard.runlog import read_run
+from collapseguard.demos.data import train_gold_split
+from collapseguard.demos.trigram import collapsed_corpus
+from collapseguard.detection.calibration import calibrate
+from collapseguard.reporting.alertlog import read_alert_log
+from collapseguard.reporting.runlog import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -376,7 +376,7 @@ def test_audit_judges_once_whatever_the_patience_and_refuses_too_little_data():
 def test_demo_takes_any_floor_and_leaves_the_logger_as_it_found_it(tmp_path):
     import logging
 
-    from collapseguard.demo import run_demo
+    from collapseguard.demos.trigram import run_demo
 
     log = logging.getLogger("collapseguard")
     before = log.isEnabledFor(logging.WARNING)

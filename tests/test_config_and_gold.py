@@ -12,8 +12,8 @@ import pytest
 
 from collapseguard import CollapseMonitor, GoldSet, GoldSetModifiedError, Thresholds
 from collapseguard.cli import main
-from collapseguard.engine import Generation, GuardEngine
-from collapseguard.tokenize import SimpleTokenizer
+from collapseguard.gold.tokenization import SimpleTokenizer
+from collapseguard.guard.engine import Generation, GuardEngine
 
 TEXTS = [f"human text number {i} says something about topic {i % 5} in its own words" for i in range(12)]
 
@@ -196,7 +196,11 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {"torch", "lightning", "pytorch_lightning", "transformers"}:
             raise ImportError(f"blocked: {name}")
 sys.meta_path.insert(0, Block())
-import collapseguard, collapseguard.metrics, collapseguard.engine, collapseguard.demo, collapseguard.cli
+import collapseguard, collapseguard.metrics, collapseguard.cli, collapseguard.audit, collapseguard.demos.trigram
+for pkg in ("gold", "metrics", "detection", "guard", "reporting"):
+    import pkgutil, importlib
+    for m in pkgutil.iter_modules(importlib.import_module("collapseguard." + pkg).__path__):
+        importlib.import_module(f"collapseguard.{pkg}.{m.name}")
 assert not {"torch", "lightning", "transformers"} & set(sys.modules), sorted(sys.modules)
 print(collapseguard.__version__)
 """

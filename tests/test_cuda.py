@@ -10,8 +10,8 @@ import torch
 pytest.importorskip("lightning")
 pytest.importorskip("transformers")
 
+from collapseguard.demos.tiny import lightning_module
 from collapseguard.integrations.lightning import CollapseGuard
-from collapseguard.integrations.tiny import lightning_module
 from collapseguard.integrations.transformers import CollapseGuardCallback
 from tests import tiny_runs as tr
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from collapseguard import DataStreamMonitor
-from collapseguard.data import train_gold_split
-from collapseguard.tokenize import SimpleTokenizer
+from collapseguard.demos.data import train_gold_split
+from collapseguard.gold.tokenization import SimpleTokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from collapseguard.alertlog import read_alert_log
+from collapseguard.reporting.alertlog import read_alert_log
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

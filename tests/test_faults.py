@@ -17,8 +17,8 @@ pytest.importorskip("transformers")
 import lightning.pytorch as pl
 
 from collapseguard import GoldSet
-from collapseguard.alertlog import read_alert_log
 from collapseguard.integrations.lightning import CollapseGuard
+from collapseguard.reporting.alertlog import read_alert_log
 from tests import tiny_runs as tr
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
@@ -132,7 +132,7 @@ def test_alert_log_on_a_read_only_disk_never_stops_training(tmp_path, read_only_
 def test_failure_inside_a_collective_is_never_turned_into_a_fault(on_error):
     """A rank that failed while the others wait in a collective of a sharded model must stop, not go
     on to gather faults: the others could never answer (tests/test_sharded.py runs the real case)."""
-    from collapseguard.engine import GuardEngine, UnrecoverableCheckError
+    from collapseguard.guard.engine import GuardEngine, UnrecoverableCheckError
 
     engine = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), on_error=on_error, **tr.GUARD_KWARGS)
     engine.setup()

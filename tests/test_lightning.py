@@ -125,7 +125,7 @@ def test_failing_generation_is_an_alert_not_a_crash(tmp_path, caplog):
 
 
 def test_module_with_own_generate_method(tmp_path):
-    from collapseguard.integrations.tiny import lightning_module
+    from collapseguard.demos.tiny import lightning_module
 
     class Wrapper(torch.nn.Module):  # hides the PreTrainedModel one level down
         def __init__(self, hf):

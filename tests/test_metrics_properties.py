@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collapseguard import CollapseMonitor, GoldSet
+from collapseguard.gold.tokenization import SimpleTokenizer
 from collapseguard.metrics import (
     CompressionRatio,
     DistinctN,
@@ -55,7 +56,6 @@ from collapseguard.metrics import (
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import count_table
 from collapseguard.metrics.embedding import GoldEllipsoid
-from collapseguard.tokenize import SimpleTokenizer
 
 nltk_bleu = pytest.importorskip("nltk.translate.bleu_score")
 vendi = pytest.importorskip("vendi_score.vendi")

@@ -18,6 +18,7 @@ from scipy.stats import entropy as scipy_entropy
 from scipy.stats import linregress
 
 from collapseguard import CollapseMonitor, GoldSet
+from collapseguard.gold.tokenization import SimpleTokenizer, stable_token_id
 from collapseguard.metrics import (
     CompressionRatio,
     DistinctN,
@@ -58,7 +59,6 @@ from collapseguard.metrics import (
 )
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.embedding import GoldEllipsoid
-from collapseguard.tokenize import SimpleTokenizer, stable_token_id
 
 nltk_bleu = pytest.importorskip("nltk.translate.bleu_score")
 vendi = pytest.importorskip("vendi_score.vendi")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from collapseguard import CollapseMonitor, CollapseWarning, GoldSet, Thresholds
-from collapseguard.data import train_gold_split
-from collapseguard.detectors import Signal
+from collapseguard.demos.data import train_gold_split
+from collapseguard.detection.detectors import Signal
+from collapseguard.gold.tokenization import SimpleTokenizer
 from collapseguard.metrics import ModelStats
-from collapseguard.tokenize import SimpleTokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 
@@ -85,7 +85,7 @@ def test_same_output_for_every_prompt_is_late_phase(monitor, corpus):
 
 def test_length_limit_hint_separates_setup_fault_from_collapse(corpus):
     """The EOS/padding hint needs outputs that run to the limit where gold texts themselves end within it."""
-    from collapseguard.corpora import sentences
+    from collapseguard.demos.corpora import sentences
 
     short = GoldSet.from_texts([s for p in corpus[0] for s in sentences(p)][:400])  # sentences end early
     monitor = CollapseMonitor(short, tokenizer=SimpleTokenizer(), prompt_length=8, max_new_tokens=32)

@@ -10,9 +10,9 @@ import pytest
 
 from collapseguard import CollapseMonitor, GoldSet
 from collapseguard.cli import main
+from collapseguard.gold.profiles import ProfileMismatchError, ReferenceProfile
+from collapseguard.gold.tokenization import SimpleTokenizer
 from collapseguard.metrics import ModelStats
-from collapseguard.profile import ProfileMismatchError, ReferenceProfile
-from collapseguard.tokenize import SimpleTokenizer
 from tests import tiny_runs as tr
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
@@ -78,7 +78,7 @@ def test_mismatched_profiles_are_refused_naming_the_difference(gold):
     with pytest.raises(ProfileMismatchError, match="gold set"):
         CollapseMonitor(GoldSet.from_texts(tr.texts()[0][:100]), tokenizer=tr.tokenizer(), prompt_length=16,
                         max_new_tokens=32, reference=profile)
-    from collapseguard.engine import GuardEngine
+    from collapseguard.guard.engine import GuardEngine
 
     with pytest.raises(ProfileMismatchError, match=r"num_samples \(64 vs the profile's 32\)"):
         GuardEngine(gold, tokenizer=tr.tokenizer(), num_samples=64, reference=profile)
@@ -131,7 +131,7 @@ def test_cli_profiles_a_saved_checkpoint_offline(tmp_path, gold, monkeypatch):
 
 @pytest.mark.slow
 def test_recursive_training_is_caught_at_generation_one_with_the_gen0_profile(tmp_path, gold):
-    from collapseguard.integrations.recursive import run_recursive
+    from collapseguard.demos.recursive_text import run_recursive
 
     results = run_recursive(tr.texts()[0], gold, tr.tokenizer(), tmp_path, generations=2, epochs=8, samples=500,
                             **tr.GUARD_KWARGS)

@@ -8,8 +8,7 @@ import logging
 import pytest
 
 from collapseguard import GoldSet
-from collapseguard.engine import GuardEngine
-from collapseguard.provenance import (
+from collapseguard.gold.provenance import (
     Provenance,
     ProvenanceLedger,
     label_from_croissant,
@@ -18,7 +17,8 @@ from collapseguard.provenance import (
     load_manifest,
     normalize_label,
 )
-from collapseguard.tokenize import SimpleTokenizer
+from collapseguard.gold.tokenization import SimpleTokenizer
+from collapseguard.guard.engine import GuardEngine
 
 
 def test_column_labels_never_count_missing_as_human():

@@ -41,7 +41,7 @@ def test_quickstart_runs(example, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     if example == "quickstart_lightning.py":
         # Lightning's default logger (TensorBoard where it is installed, else CSV) got every metric
-        from collapseguard.runlog import read_run
+        from collapseguard.reporting.runlog import read_run
 
         run = read_run(tmp_path / "lightning_logs")[0]
         assert len(run.series["health"]) == 3 and "gold_ppl_tail" in run.series and not run.notes

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collapseguard.experiment import GenerationRecord
-from collapseguard.recursion import (
+from collapseguard.demos.experiment import GenerationRecord
+from collapseguard.demos.recursion import (
     expected_variance,
     expected_variance_sd,
     fit_gaussian,

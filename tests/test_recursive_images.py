@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from collapseguard.experiment import REGIMES, GenerationRecord
-from collapseguard.integrations.recursive_images import SCENARIO, digits_data, run_vae
+from collapseguard.demos.experiment import REGIMES, GenerationRecord
+from collapseguard.demos.recursive_images import SCENARIO, digits_data, run_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATIONS = 3

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from collapseguard import AnchorMixSampler, GoldSet
-from collapseguard.engine import Generation, GuardEngine
-from collapseguard.tokenize import SimpleTokenizer
+from collapseguard.gold.tokenization import SimpleTokenizer
+from collapseguard.guard.engine import Generation, GuardEngine
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 TEXTS = [f"human text number {i} says something about topic {i % 5} in its own words" for i in range(40)]
@@ -60,8 +60,8 @@ def test_reweight_configuration_errors(kwargs, match):
 
 def test_lightning_reweights_and_logs_the_realized_share(tmp_path):
     pytest.importorskip("lightning")
+    from collapseguard.demos.tiny import lightning_module
     from collapseguard.integrations.lightning import AnchorMixDataModule, CollapseGuard
-    from collapseguard.integrations.tiny import lightning_module
     from tests import tiny_runs as tr
 
     dataset, labels = tr.mixed_blocks()
@@ -106,7 +106,7 @@ def test_hf_anchor_trainer_reweights(tmp_path):
 @pytest.mark.slow
 def test_iterative_retraining_collapses_without_anchors_and_holds_with_them(tmp_path):
     pytest.importorskip("lightning")
-    from collapseguard.integrations.recursive import run_anchored
+    from collapseguard.demos.recursive_text import run_anchored
     from tests import tiny_runs as tr
 
     results = run_anchored(tr.texts()[0], tr.gold(), tr.tokenizer(), tmp_path, generations=5, epochs=2,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collapseguard.sampling import AnchorMixSampler
+from collapseguard.guard.sampling import AnchorMixSampler
 
 sizes = st.tuples(st.integers(0, 60), st.integers(0, 120), st.integers(0, 10))  # human, synthetic, unknown
 

@@ -1,5 +1,5 @@
 """Learning-aware judging: output-side deficits of a model that is still getting closer to the human data
-hold; once it moves away, what it lost since its best point is judged (collapseguard.trajectory)."""
+hold; once it moves away, what it lost since its best point is judged (collapseguard.detection.trajectory)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from collapseguard import CollapseMonitor, GoldSet
-from collapseguard.data import train_gold_split
-from collapseguard.tokenize import SimpleTokenizer
-from collapseguard.trajectory import find_anchor
+from collapseguard.demos.data import train_gold_split
+from collapseguard.detection.trajectory import find_anchor
+from collapseguard.gold.tokenization import SimpleTokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 

@@ -12,8 +12,8 @@ import torch
 pytest.importorskip("trl")
 
 from collapseguard import GoldSet
-from collapseguard.data import pydoc_instructions, train_gold_split
-from collapseguard.integrations.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
+from collapseguard.demos.data import pydoc_instructions, train_gold_split
+from collapseguard.demos.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
 from collapseguard.integrations.trl import CollapseGuardCallback, GRPOCollapseGuard
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")]

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from collapseguard import CollapseMonitor, GoldSet, Thresholds
-from collapseguard.engine import Generation, GuardEngine
-from collapseguard.goldset import GoldSetModifiedError
+from collapseguard.gold.goldset import GoldSetModifiedError
+from collapseguard.guard.engine import Generation, GuardEngine
 from collapseguard.metrics import DistinctK, WithinDistinctN, WithinSimilarity, within_prompt_diversity
 from collapseguard.metrics.within_prompt import as_groups
 
@@ -117,7 +117,7 @@ def test_outputs_must_come_in_whole_groups():
 
 # ---------------------------------------------------------------- monitor with samples_per_prompt
 def _gold_texts() -> list[str]:
-    from collapseguard.data import train_gold_split
+    from collapseguard.demos.data import train_gold_split
 
     return train_gold_split()[1]
 
@@ -219,7 +219,7 @@ def test_entropy_only_at_its_warn_bound_warns():
 
 # ---------------------------------------------------------------- chat gold sets
 def chat_tokenizer():
-    from collapseguard.integrations.tiny import train_tokenizer
+    from collapseguard.demos.tiny import train_tokenizer
 
     pytest.importorskip("transformers")
     return train_tokenizer(_gold_texts(), vocab_size=300, chat=True)

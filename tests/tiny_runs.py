@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from collapseguard import GoldSet
-from collapseguard.data import train_gold_split
+from collapseguard.demos.data import train_gold_split
 
 # A handful of sentences repeated: the degenerate corpus a collapsed generator feeds back.
 DEGENERATE = ["The function returns the value of the attribute.", "This object is not callable."] * 300
@@ -24,7 +24,7 @@ def texts() -> tuple[list[str], list[str]]:
 
 @functools.lru_cache(maxsize=1)
 def tokenizer() -> Any:
-    from collapseguard.integrations.tiny import train_tokenizer
+    from collapseguard.demos.tiny import train_tokenizer
 
     train, gold = texts()
     return train_tokenizer(train + gold, vocab_size=512)
@@ -40,13 +40,13 @@ def corpus(kind: str) -> list[str]:
 
 
 def blocks(kind: str) -> torch.utils.data.Dataset:
-    from collapseguard.integrations.tiny import TokenBlocks
+    from collapseguard.demos.tiny import TokenBlocks
 
     return TokenBlocks(corpus(kind), tokenizer(), block_size=64)
 
 
 def model(seed: int = 0, dropout: float = 0.1) -> Any:
-    from collapseguard.integrations.tiny import tiny_gpt2
+    from collapseguard.demos.tiny import tiny_gpt2
 
     return tiny_gpt2(tokenizer(), seed=seed, dropout=dropout)
 
@@ -64,7 +64,7 @@ def lightning_trainer(tmp: Path, max_epochs: int, callbacks: list, accelerator: 
 
 def lightning_fit(tmp: Path, kind: str, max_epochs: int, callbacks: list, seed: int = 0,
                   ckpt_path: str | None = None, dropout: float = 0.1, **trainer_kwargs: Any) -> tuple[Any, Any]:
-    from collapseguard.integrations.tiny import lightning_module
+    from collapseguard.demos.tiny import lightning_module
 
     module = lightning_module(model(seed, dropout))
     loader = torch.utils.data.DataLoader(blocks(kind), batch_size=16, shuffle=False)

@@ -74,7 +74,7 @@ def as_batch(outputs: object, tokenizer: object = None) -> TokenBatch:
     """A :class:`TokenBatch` from a batch, texts or token-id lists."""
     if isinstance(outputs, TokenBatch):
         return outputs
-    from collapseguard.tokenize import TokenizerAdapter, to_sequences
+    from collapseguard.gold.tokenization import TokenizerAdapter, to_sequences
 
     adapter = tokenizer if isinstance(tokenizer, TokenizerAdapter) else None
     if tokenizer is not None and adapter is None:

@@ -42,7 +42,7 @@ def distinct_n(outputs: Any, n: int = 2, tokenizer: Any = None) -> float:
     Args:
         outputs: texts or token-id sequences.
         n: n-gram order (>= 1).
-        tokenizer: tokenizer for texts (default :class:`~collapseguard.tokenize.SimpleTokenizer`).
+        tokenizer: tokenizer for texts (default :class:`~collapseguard.gold.tokenization.SimpleTokenizer`).
 
     Returns 0.0 when the outputs hold no n-gram.
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from collapseguard.gold.tokenization import stable_token_id
 from collapseguard.metrics.base import Metric
-from collapseguard.tokenize import stable_token_id
 
 NEAR_DUPLICATE = 0.8
 """Jaccard similarity of word 1- and 2-gram sets at or above which two answers count as one (``distinct_k``)."""

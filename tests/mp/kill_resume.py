@@ -44,8 +44,8 @@ def lightning(out: Path, mode: str) -> None:
     ckpt = ModelCheckpoint(dirpath=out / "ckpt", save_top_k=-1, every_n_epochs=1)
     last = sorted((out / "ckpt").glob("*.ckpt"), key=os.path.getmtime)[-1] if mode == "resume" else None
     if REWEIGHT:
+        from collapseguard.demos.tiny import lightning_module
         from collapseguard.integrations.lightning import AnchorMixDataModule
-        from collapseguard.integrations.tiny import lightning_module
 
         data = AnchorMixDataModule(*tr.mixed_blocks(), batch_size=16, min_human_fraction=0.1)
         guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **{**GUARD, "on_collapse": "reweight"},

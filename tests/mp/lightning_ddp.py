@@ -10,8 +10,8 @@ import sys
 import lightning.pytorch as pl
 import torch
 
+from collapseguard.demos.tiny import lightning_module
 from collapseguard.integrations.lightning import CollapseGuard
-from collapseguard.integrations.tiny import lightning_module
 from tests import tiny_runs as tr
 from tests.mp import exit_in_step
 from tests.mp.scripted import Scripted, dump

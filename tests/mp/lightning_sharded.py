@@ -21,9 +21,9 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import fully_shard
 from transformers import LogitsProcessorList
 
+from collapseguard.demos.tiny import _tiny_lm_class
 from collapseguard.integrations.lightning import CollapseGuard
 from collapseguard.integrations.sharded import detect_sharding
-from collapseguard.integrations.tiny import _tiny_lm_class
 from tests import tiny_runs as tr
 from tests.mp import exit_in_step
 from tests.mp.sharded import GUARD, ForceEOS, spy_on_measure, without_deepspeed_shm

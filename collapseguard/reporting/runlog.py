@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collapseguard.alertlog import read_alert_log
+from collapseguard.reporting.alertlog import read_alert_log
 
 PREFIX = "collapseguard/"
 _TRAIL_TYPES = {"config", "baseline", "check", "alert", "halt"}

@@ -4,7 +4,7 @@
 simplest form: fit a distribution by maximum likelihood, sample from the fit, fit the
 next generation on those samples, and repeat. Generation 0 is the ML fit on ``n``
 samples of the true distribution; generation ``g + 1`` is fit on ``n`` samples drawn
-the way its regime says (see :data:`~collapseguard.experiment.REGIMES`):
+the way its regime says (see :data:`~collapseguard.demos.experiment.REGIMES`):
 
 * ``replace``: from generation ``g``'s fit only -- the collapsing regime;
 * ``fresh``: from the true distribution again (a control);
@@ -36,11 +36,11 @@ Two scenarios:
   measure: once a mode has drained, EM splits another component and the smallest weight
   jumps back up.
 
-At every generation a :class:`~collapseguard.monitor.CollapseMonitor` built on held-out
+At every generation a :class:`~collapseguard.detection.monitor.CollapseMonitor` built on held-out
 true samples (the gold set, the same for every generation and regime of a seed) checks
 ``check_size`` samples of the generation's fit, with the gold samples' log-likelihood
 under the fit as ``gold_loglik``. Each generation gives one
-:class:`~collapseguard.experiment.GenerationRecord`; ``metrics`` holds what the guard
+:class:`~collapseguard.demos.experiment.GenerationRecord`; ``metrics`` holds what the guard
 measured plus the fit's own numbers under ``fit_*`` keys: ``fit_mean``, ``fit_variance``,
 ``fit_tail_mass`` (the fit's mass outside the truth's 1st..99th percentiles; 0.02 in truth)
 and, for the mixture, ``fit_min_weight``, ``fit_rare_mass`` (mass beyond
@@ -61,11 +61,11 @@ from scipy.optimize import brentq
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from collapseguard.alerts import silenced_alerts
-from collapseguard.experiment import REGIMES, GenerationRecord
-from collapseguard.goldset import GoldSet
-from collapseguard.monitor import CollapseMonitor
-from collapseguard.thresholds import Thresholds
+from collapseguard.demos.experiment import REGIMES, GenerationRecord
+from collapseguard.detection.alerts import silenced_alerts
+from collapseguard.detection.monitor import CollapseMonitor
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.gold.goldset import GoldSet
 
 SCENARIOS = ("gaussian", "gmm")
 DEFAULT_N = {"gaussian": 300, "gmm": 500}

@@ -3,7 +3,7 @@
 Two corpora, each of real human writing:
 
 - ``"pydoc"``: the prose paragraphs of CPython's documentation topics (``pydoc_data.topics``, in every
-  Python install; :func:`collapseguard.data.pydoc_paragraphs`): technical writing, 708 paragraphs.
+  Python install; :func:`collapseguard.demos.data.pydoc_paragraphs`): technical writing, 708 paragraphs.
 - ``"news"``: the Lee corpus of 350 Australian Broadcasting Corporation news articles (Lee, Pincombe and
   Welsh, 2005) that gensim ships inside its wheel as test data (``gensim/test/test_data/lee*.cor``;
   ``pip install gensim``, nothing downloaded at run time): news reporting, about 64,000 words.
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from collapseguard.data import pydoc_paragraphs
+from collapseguard.demos.data import pydoc_paragraphs
 
 CORPORA = ("pydoc", "news")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")

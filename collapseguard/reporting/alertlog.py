@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from collapseguard.alerts import Alert, logger
+from collapseguard.detection.alerts import Alert, logger
 
 
 def json_safe(value: Any) -> Any:

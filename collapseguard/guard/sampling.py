@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from collapseguard.alerts import logger
+from collapseguard.detection.alerts import logger
 
 LABELS = ("human", "synthetic", "unknown")
 

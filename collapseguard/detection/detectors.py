@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from collapseguard.alerts import Phase, Severity
-from collapseguard.thresholds import Thresholds
-from collapseguard.trajectory import Anchor
+from collapseguard.detection.alerts import Phase, Severity
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.detection.trajectory import Anchor
 
 Kind = Literal["ratio", "inverse_ratio", "excess", "rise", "log_rise"]
 _LOWER_IS_WORSE = ("ratio", "inverse_ratio")
@@ -40,7 +40,7 @@ class Signal:
     kind: Kind
     warn: float
     critical: float
-    anchored: bool = False  # also judged against the run's best point (collapseguard.trajectory), not gold alone
+    anchored: bool = False  # also judged against the run's best point (collapseguard.detection.trajectory), not gold alone
     from_start: bool = False  # a rise also counts from the model before training (the baseline check)
     own_start: int = 0  # no gold value: judged against the mean of the run's first own_start points (baseline first)
 
@@ -144,7 +144,7 @@ class Detector:
 
         ``reference`` holds gold's metrics, ``history`` earlier checks' metrics (oldest
         first), ``profile`` a trusted reference model's metrics (may be empty), ``anchor`` the
-        run's point closest to the human data (:func:`~collapseguard.trajectory.find_anchor`). Rises
+        run's point closest to the human data (:func:`~collapseguard.detection.trajectory.find_anchor`). Rises
         are measured from the best of the run and the profile; output-side signals are judged against
         the least demanding of gold, the profile and the anchor, so a model that is still learning
         (the anchor is the current check) is not judged on what it has not learned yet. ``baseline``

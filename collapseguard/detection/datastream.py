@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.alerts import Alert
+from collapseguard.detection.alerts import Alert
+from collapseguard.detection.thresholds import Thresholds
 from collapseguard.metrics import distinct_n, duplicate_fraction
 from collapseguard.metrics._batch import TokenBatch
-from collapseguard.thresholds import Thresholds
 
 
 class DataStreamMonitor:

@@ -9,7 +9,7 @@ the generation-0 profile and checks once, at the end of the run.
 :func:`run_anchored` and :func:`run_text` retrain iteratively instead: each generation continues the
 previous model (warm start). :func:`run_text` is the text scenario (``"text-gpt2"``) of the detection
 and mitigation benchmarks (``benchmarks/detection.py``, ``benchmarks/mitigation.py``): it returns one
-:class:`~collapseguard.experiment.GenerationRecord` per generation, with a ground-truth quality measured
+:class:`~collapseguard.demos.experiment.GenerationRecord` per generation, with a ground-truth quality measured
 on human test text that neither the models nor the guard see.
 """
 
@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from collapseguard.alerts import SEVERITY_RANK, CollapseWarning
-from collapseguard.experiment import GenerationRecord
-from collapseguard.goldset import GoldSet
-from collapseguard.integrations.tiny import TokenBlocks, lightning_module, tiny_gpt2
+from collapseguard.demos.experiment import GenerationRecord
+from collapseguard.demos.tiny import TokenBlocks, lightning_module, tiny_gpt2
+from collapseguard.detection.alerts import SEVERITY_RANK, CollapseWarning
+from collapseguard.gold.goldset import GoldSet
 
 
 @dataclass
@@ -124,8 +124,8 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
 
     import lightning.pytorch as pl
 
+    from collapseguard.guard.sampling import AnchorMixSampler
     from collapseguard.integrations.lightning import CollapseGuard
-    from collapseguard.sampling import AnchorMixSampler
 
     workdir = Path(workdir)
     profile = workdir / f"anchored-gen0-seed{seed}.json"
@@ -200,8 +200,8 @@ class TextData:
 @functools.lru_cache(maxsize=2)
 def text_data(split: int = 8) -> TextData:
     """The tokenizer (byte-level BPE, as in the tests and examples), gold set and pool / val / test split."""
-    from collapseguard.data import train_gold_split
-    from collapseguard.integrations.tiny import train_tokenizer
+    from collapseguard.demos.data import train_gold_split
+    from collapseguard.demos.tiny import train_tokenizer
 
     train, gold_texts = train_gold_split()
     test = train[::split]
@@ -242,7 +242,7 @@ def _draw_paragraphs(texts: Sequence[str], tokens: int, tokenizer: Any, seed: in
 
 def parse_regime(regime: str, floor: float | None = None) -> tuple[str, float | None]:
     """``("replace" | "fresh" | "accumulate" | "reweight", floor)`` from ``"reweight-0.2"`` and the like."""
-    from collapseguard.experiment import REGIMES
+    from collapseguard.demos.experiment import REGIMES
 
     if regime in REGIMES:
         return regime, None
@@ -319,9 +319,9 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
 
     import lightning.pytorch as pl
 
+    from collapseguard.demos.tiny import TokenBlocks, lightning_module, tiny_gpt2
+    from collapseguard.guard.sampling import AnchorMixSampler
     from collapseguard.integrations.lightning import CollapseGuard
-    from collapseguard.integrations.tiny import TokenBlocks, lightning_module, tiny_gpt2
-    from collapseguard.sampling import AnchorMixSampler
 
     kind, human_floor = parse_regime(regime, floor)
     name = f"reweight-{human_floor:g}" if kind == "reweight" else kind
@@ -357,7 +357,7 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
         if key not in _GEN0_CACHE:
             import tempfile
 
-            from collapseguard.profile import ReferenceProfile
+            from collapseguard.gold.profiles import ReferenceProfile
 
             base = tiny_gpt2(tok, seed=seed)
             with tempfile.TemporaryDirectory() as tmp:

@@ -7,12 +7,12 @@ measures a sample of the data exactly as the guard measures a model's outputs
 (same metrics, same gold reference of the same count and length, same
 thresholds), and adds what only a dataset has: near-duplicate pairs over the
 whole set, texts far outside the gold set's range, the provenance mix, and gold
-texts that leaked into it (:mod:`collapseguard.leakage`).
+texts that leaked into it (:mod:`collapseguard.audit.leakage`).
 
 The data is streamed, never held whole: one pass measures every text into a
 mergeable :class:`ShardScan` (and MinHash bands spilled to disk), a second pass
 fetches the diversity sample and the texts of candidate near-duplicate pairs.
-:mod:`collapseguard.audit_distributed` runs the same passes as datatrove steps
+:mod:`collapseguard.audit.distributed` runs the same passes as datatrove steps
 over shards, merges the shards' states and judges them with :func:`judge`.
 """
 
@@ -27,12 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.alerts import SEVERITY_RANK, Alert, silenced_alerts
-from collapseguard.goldset import GoldSet, json_lines
-from collapseguard.leakage import LEAK_CONTAINMENT, GoldLeakIndex, LeakTally
-from collapseguard.monitor import CollapseMonitor
-from collapseguard.provenance import normalize_label
-from collapseguard.shingles import (
+from collapseguard.audit.leakage import LEAK_CONTAINMENT, GoldLeakIndex, LeakTally
+from collapseguard.audit.shingles import (
     WORDS,
     BandIndex,
     components,
@@ -45,9 +41,13 @@ from collapseguard.shingles import (
     word_grams,
     words_of,
 )
-from collapseguard.suite import MetricSuite
-from collapseguard.thresholds import Thresholds
-from collapseguard.tokenize import SimpleTokenizer
+from collapseguard.detection.alerts import SEVERITY_RANK, Alert, silenced_alerts
+from collapseguard.detection.monitor import CollapseMonitor
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.gold.goldset import GoldSet, json_lines
+from collapseguard.gold.provenance import normalize_label
+from collapseguard.gold.tokenization import SimpleTokenizer
+from collapseguard.metrics.suite import MetricSuite
 
 __all__ = ["AuditResult", "DataSource", "ShardScan", "audit_path", "audit_texts", "judge", "minhash_signatures",
            "near_duplicate_pairs", "read_texts"]
@@ -508,7 +508,7 @@ def audit_texts(texts: Sequence[str], gold: GoldSet, *, thresholds: Thresholds |
     Jaccard ≥ 0.8) above ``max_near_duplicates`` of the texts, outliers above ``max_outliers``,
     a human share below ``min_human_fraction`` (when ``labels`` are given), or gold texts found in
     the data above ``max_gold_leakage`` of the gold set (default 0: any leaked gold text;
-    see :mod:`collapseguard.leakage` for ``leak_containment``) fail it too.
+    see :mod:`collapseguard.audit.leakage` for ``leak_containment``) fail it too.
 
     Raises:
         ValueError: no texts, or a bad setting (named).

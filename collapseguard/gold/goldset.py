@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.tokenize import TokenizerAdapter
+from collapseguard.gold.tokenization import TokenizerAdapter
 
 MIN_GOLD_SIZE = 4
 _TEXT_TAG = b"collapseguard-gold-v1\x00text\x00"

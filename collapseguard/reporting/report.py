@@ -1,6 +1,6 @@
 """A self-contained HTML report of a run: every metric over time against gold, alerts, configuration.
 
-``write_report(run_dir)`` reads what :mod:`collapseguard.runlog` finds (the
+``write_report(run_dir)`` reads what :mod:`collapseguard.reporting.runlog` finds (the
 guard's trail, Lightning CSV logs, ``trainer_state.json``, TensorBoard events),
 draws the plots with matplotlib and embeds them as PNG data, so the one HTML
 file can be mailed or attached to a ticket and opened anywhere.
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from collapseguard.alerts import PHASE_NAMES
-from collapseguard.runlog import LOSS_KEYS, RunLog, read_run
+from collapseguard.detection.alerts import PHASE_NAMES
+from collapseguard.reporting.runlog import LOSS_KEYS, RunLog, read_run
 
 COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 SEVERITY_COLORS = {"warn": "#ff7f0e", "critical": "#d62728"}

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.alerts import logger, silenced_alerts
-from collapseguard.goldset import GoldSet
-from collapseguard.monitor import CollapseMonitor
-from collapseguard.thresholds import Thresholds
+from collapseguard.detection.alerts import logger, silenced_alerts
+from collapseguard.detection.monitor import CollapseMonitor
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.gold.goldset import GoldSet
 
 # which Thresholds fields each output metric's signal uses, and how its score is read
 _FIELDS = {

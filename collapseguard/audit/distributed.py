@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.audit import (
+from collapseguard.audit.dataset import (
     AuditResult,
     AuditSettings,
     DataSource,
@@ -49,10 +49,10 @@ from collapseguard.audit import (
     sample_indices,
     text_of,
 )
-from collapseguard.goldset import GoldSet
-from collapseguard.provenance import normalize_label
-from collapseguard.shingles import jaccard, shingle_hashes, words_of
-from collapseguard.suite import MetricSuite
+from collapseguard.audit.shingles import jaccard, shingle_hashes, words_of
+from collapseguard.gold.goldset import GoldSet
+from collapseguard.gold.provenance import normalize_label
+from collapseguard.metrics.suite import MetricSuite
 
 INSTALL = "pip install 'collapseguard[distributed]'"
 try:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from collapseguard.alerts import silenced_alerts
-from collapseguard.data import train_gold_split
-from collapseguard.engine import Generation, GuardEngine
-from collapseguard.goldset import GoldSet
-from collapseguard.monitor import CheckResult
-from collapseguard.sampling import AnchorMixSampler
-from collapseguard.tokenize import SimpleTokenizer, stable_token_id
+from collapseguard.demos.data import train_gold_split
+from collapseguard.detection.alerts import silenced_alerts
+from collapseguard.detection.monitor import CheckResult
+from collapseguard.gold.goldset import GoldSet
+from collapseguard.gold.tokenization import SimpleTokenizer, stable_token_id
+from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.guard.sampling import AnchorMixSampler
 
 
 class TrigramLM:

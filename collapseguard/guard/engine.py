@@ -18,14 +18,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from collapseguard.alertlog import AlertLog
-from collapseguard.alerts import Alert, emit, logger
-from collapseguard.goldset import GoldSet, GoldSetModifiedError
+from collapseguard.detection.alerts import Alert, emit, logger
+from collapseguard.detection.monitor import CheckResult, CollapseMonitor
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.gold.goldset import GoldSet, GoldSetModifiedError
+from collapseguard.gold.profiles import ReferenceProfile
 from collapseguard.metrics import ModelStats
-from collapseguard.monitor import CheckResult, CollapseMonitor
-from collapseguard.profile import ReferenceProfile
-from collapseguard.suite import MetricSuite
-from collapseguard.thresholds import Thresholds
+from collapseguard.metrics.suite import MetricSuite
+from collapseguard.reporting.alertlog import AlertLog
 
 ENGINE_STATE_VERSION = 1
 BASELINE_SEED_OFFSET = 1_000_003  # the check before training samples from seed + this
@@ -89,14 +89,14 @@ class GuardEngine:
         thresholds: :class:`Thresholds`, preset name or dict.
         on_collapse: ``"warn"`` (log and warn only), ``"halt"`` (stop training after
             ``patience`` consecutive critical checks) or ``"reweight"`` (raise the human share of an
-            :class:`~collapseguard.sampling.AnchorMixSampler` as alerts grow, relax it as health recovers).
+            :class:`~collapseguard.guard.sampling.AnchorMixSampler` as alerts grow, relax it as health recovers).
         sampler: the ``AnchorMixSampler`` that ``on_collapse="reweight"`` steers; its starting
             ``min_human_fraction`` is the floor it never goes below.
         max_human_fraction, reweight_step: the ceiling of the human share and its step per check
             (a warn raises it one step, a critical two; ``recovery_checks`` clean checks lower it one).
-        provenance: a :class:`~collapseguard.provenance.ProvenanceLedger` whose summary (samples and
+        provenance: a :class:`~collapseguard.gold.provenance.ProvenanceLedger` whose summary (samples and
             tokens by label) is logged when training starts.
-        data_monitor: a :class:`~collapseguard.datastream.DataStreamMonitor` fed with the training
+        data_monitor: a :class:`~collapseguard.detection.datastream.DataStreamMonitor` fed with the training
             batches; judged at every check (its alerts are logged and trailed, never halt training).
         on_error: ``"warn"`` (a failing check becomes a fault alert, training goes on) or ``"raise"``.
         every_n_epochs: run a check at the end of every n-th epoch.
@@ -111,16 +111,16 @@ class GuardEngine:
         zero3_gather: DeepSpeed ZeRO-3 only: gather the whole model once for a check (fast, and a rank
             failing while generating is a fault; needs the full parameters' memory on each device), or
             ``False``: fetch them module by module as training does (every forward a collective).
-        reference: a :class:`~collapseguard.profile.ReferenceProfile` or the path of its JSON: judge
+        reference: a :class:`~collapseguard.gold.profiles.ReferenceProfile` or the path of its JSON: judge
             every check against this trusted model as well.
         save_profile: write a reference profile of the final model to this path at the end of training.
         alert_log: append a JSONL trail here (one line per check and per alert; written by rank 0).
         check_on_train_start: measure the model once before training starts (same prompts and settings, not
             judged): the run's starting point, so that a model which gets worse than where it started is
-            judged against it from the first check (see :mod:`collapseguard.trajectory`). Skipped on resume.
+            judged against it from the first check (see :mod:`collapseguard.detection.trajectory`). Skipped on resume.
         samples_per_prompt: continue each gold prompt k times (groups kept together when prompts are shared out
             across ranks): within-prompt diversity is measured on the groups, the metrics across prompts on
-            each group's first sample (see :class:`~collapseguard.monitor.CollapseMonitor`).
+            each group's first sample (see :class:`~collapseguard.detection.monitor.CollapseMonitor`).
 
     ``gold=None`` is for guards that judge what the trainer generated itself (the GRPO guard): no prompts, groups
     of ``samples_per_prompt`` samples and trainer-reported statistics, judged against the run's own start.

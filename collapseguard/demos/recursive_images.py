@@ -12,7 +12,7 @@ ELBO bounds a proper discrete log-likelihood, so ``exp(-ELBO / 64)`` is a per-pi
 guess over the grey levels scores 17; the trained model about 5). That is ``quality``.
 
 Generation 0 trains on ``samples`` human train images; generation ``g + 1`` on ``samples`` images drawn
-the way its regime says (:data:`~collapseguard.experiment.REGIMES`):
+the way its regime says (:data:`~collapseguard.demos.experiment.REGIMES`):
 
 * ``replace``: images sampled from generation ``g``'s model only (``z ~ N(0, I)``, then grey levels
   ``~ Binomial(16, p)``: the model's own distribution), trained from scratch -- the collapsing regime of
@@ -25,9 +25,9 @@ Every generation trains for the same number of optimiser steps (``epochs`` passe
 images), so an ``accumulate`` pool that grows does not make later generations slower (``pool_epochs=True``
 trains on the pool as Gerstgrasser et al. do; its quality then improves on generation 0's).
 
-At every generation a :class:`~collapseguard.monitor.CollapseMonitor` (the engine behind the Lightning
+At every generation a :class:`~collapseguard.detection.monitor.CollapseMonitor` (the engine behind the Lightning
 callback) checks ``check_size`` images sampled from the model against the gold set, with the gold images'
-ELBO per pixel as ``gold_loglik``; one :class:`~collapseguard.experiment.GenerationRecord` per generation.
+ELBO per pixel as ``gold_loglik``; one :class:`~collapseguard.demos.experiment.GenerationRecord` per generation.
 
 What the guard sees (4 seeds x 8 generations, balanced thresholds, default settings):
 
@@ -62,18 +62,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from collapseguard.alerts import CollapseWarning
-from collapseguard.experiment import REGIMES, GenerationRecord
-from collapseguard.goldset import GoldSet
-from collapseguard.monitor import CollapseMonitor
-from collapseguard.thresholds import Thresholds
+from collapseguard.demos.experiment import REGIMES, GenerationRecord
+from collapseguard.detection.alerts import CollapseWarning
+from collapseguard.detection.monitor import CollapseMonitor
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.gold.goldset import GoldSet
 
 SCENARIO = "vae-digits"
 LEVELS = 16  # load_digits pixels are integer grey levels 0..16
 PIXELS = 64
 BATCH_SIZE = 128
 
-# Independent random streams of one seed (see collapseguard.recursion): a draw in one never shifts another.
+# Independent random streams of one seed (see collapseguard.demos.recursion): a draw in one never shifts another.
 _INIT, _TRAIN, _FRESH, _MODEL, _CHECK, _VAL, _EVAL = range(7)
 
 

@@ -1,7 +1,7 @@
 """CollapseMonitor: measure outputs against a gold set, judge them, keep the run's history.
 
 The data flow is one-way: outputs -> :meth:`CollapseMonitor.measure` (a
-mergeable :class:`~collapseguard.suite.MetricSuite`) -> :meth:`evaluate`
+mergeable :class:`~collapseguard.metrics.suite.MetricSuite`) -> :meth:`evaluate`
 (metrics, gold reference, detectors, patience) -> :class:`CheckResult` with a
 health score and alerts. :meth:`check` chains the two for one process; a
 distributed caller merges the suites of all ranks in between.
@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.alerts import PHASES, SEVERITY_RANK, Alert, emit, logger
-from collapseguard.detectors import DEFAULT_DETECTORS, Detector, Finding
-from collapseguard.goldset import GoldSet
+from collapseguard.detection.alerts import PHASES, SEVERITY_RANK, Alert, emit, logger
+from collapseguard.detection.detectors import DEFAULT_DETECTORS, Detector, Finding
+from collapseguard.detection.thresholds import Thresholds
+from collapseguard.detection.trajectory import Anchor, find_anchor
+from collapseguard.gold.goldset import GoldSet
+from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.gold.tokenization import TokenizerAdapter, to_sequences
 from collapseguard.metrics import ModelStats
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix
+from collapseguard.metrics.suite import ArraySuite, GroupSuite, MetricSuite, TextGoldContext, TextSuite
 from collapseguard.metrics.within_prompt import normalize_answer, within_prompt_metrics
-from collapseguard.profile import ReferenceProfile
-from collapseguard.suite import ArraySuite, GroupSuite, MetricSuite, TextGoldContext, TextSuite
-from collapseguard.thresholds import Thresholds
-from collapseguard.tokenize import TokenizerAdapter, to_sequences
-from collapseguard.trajectory import Anchor, find_anchor
 
 STATE_VERSION = 1
 
@@ -47,7 +47,7 @@ class CheckResult:
         bounds: per judged metric, its reference and warn/critical bounds in the metric's units,
             and ``direction`` (``"low"``: bad below the bounds; ``"high"``: bad above).
         anchor: the run's point closest to the human data (``source``, ``step``, ``distance``, ``value``; see
-            :mod:`collapseguard.trajectory`), against which output-side signals are judged as well as gold.
+            :mod:`collapseguard.detection.trajectory`), against which output-side signals are judged as well as gold.
     """
 
     step: int | None
@@ -63,7 +63,7 @@ class CheckResult:
     @property
     def learning(self) -> bool:
         """True when this check is the run's closest approach to the human data so far (see
-        :mod:`collapseguard.trajectory`): the model is still getting better, and output-side signals hold."""
+        :mod:`collapseguard.detection.trajectory`): the model is still getting better, and output-side signals hold."""
         return self.anchor.get("source") == "current"
 
     @property
@@ -96,12 +96,12 @@ class CollapseMonitor:
         gold: the human gold set (text or array).
         thresholds: a :class:`Thresholds`, a preset name or a dict (default ``"balanced"``).
         tokenizer: for text gold sets: a HF tokenizer, ``tokenizers.Tokenizer``, a callable, or
-            None for the built-in :class:`~collapseguard.tokenize.SimpleTokenizer`.
+            None for the built-in :class:`~collapseguard.gold.tokenization.SimpleTokenizer`.
         prompt_length: gold tokens given to the model as the prompt.
         max_new_tokens: length of the gold reference continuation; longer outputs are truncated
             to it before measuring, so outputs and gold are compared like with like.
         detectors: detector classes to run (default: TailLoss, VarianceShrinkage, RepetitionLoop).
-        reference: a :class:`~collapseguard.profile.ReferenceProfile` (or the path of its JSON) of a
+        reference: a :class:`~collapseguard.gold.profiles.ReferenceProfile` (or the path of its JSON) of a
             trusted earlier model: rises are then measured from it as well as from the run's best,
             and diversity is judged against it where it sits below gold.
         samples_per_prompt: k samples of each prompt, passed one after another: the metrics across prompts read

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from collapseguard.alerts import logger
+from collapseguard.detection.alerts import logger
 
 LABELS = ("human", "synthetic", "unknown")
 _ALIASES = {

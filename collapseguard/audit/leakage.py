@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.shingles import normalized, word_grams, words_of
+from collapseguard.audit.shingles import normalized, word_grams, words_of
 
 LEAK_CONTAINMENT = 0.5
 MIN_NEAR_WORDS = 10
@@ -72,8 +72,8 @@ class GoldLeakIndex:
              ) -> list[tuple[int, bool, float]]:
         """(gold index, exact, containment) of every gold text that ``text`` leaks, by gold index.
 
-        ``words`` and ``grams`` (the text's :func:`~collapseguard.shingles.words_of` and
-        :func:`~collapseguard.shingles.word_grams`) save computing them twice.
+        ``words`` and ``grams`` (the text's :func:`~collapseguard.audit.shingles.words_of` and
+        :func:`~collapseguard.audit.shingles.word_grams`) save computing them twice.
         """
         words = words_of(text) if words is None else words
         found: dict[int, tuple[int, bool, float]] = {}

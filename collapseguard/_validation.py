@@ -1,0 +1,1 @@
+"""Placeholder: the one validator lands next."""
