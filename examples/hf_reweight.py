@@ -56,12 +56,12 @@ def main() -> None:
     Trainer(model=model, args=arguments(out / "base", args.base_epochs), processing_class=tok,
             train_dataset=TokenBlocks(train, tok),
             callbacks=[CollapseGuardCallback(gold, num_samples=32, every_n_epochs=args.base_epochs,
-                                             save_profile=profile)]).train()
+                                             save_profile_to=profile)]).train()
     # the fine-tune: mostly synthetic data, judged against the base model's profile
     sampler = AnchorMixSampler(labels, batch_size=16, min_human_fraction=args.floor, seed=0,
                                allow_repeat_anchors=True)
-    guard = CollapseGuardCallback(gold, on_collapse="reweight", sampler=sampler, max_human_fraction=0.8,
-                                  num_samples=32, reference=profile, alert_log=out / "alerts.jsonl")
+    guard = CollapseGuardCallback(gold, on_collapse="reweight", anchor_sampler=sampler, max_human_fraction=0.8,
+                                  num_samples=32, reference_profile=profile, alert_log=out / "alerts.jsonl")
     trainer = AnchorMixTrainer(model=model, args=arguments(out, args.epochs), processing_class=tok, callbacks=[guard],
                                train_dataset=torch.utils.data.ConcatDataset([synthetic, human]), anchor_sampler=sampler)
     trainer.train()

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.gold.goldset import GoldSet
+from collapseguard.guard.engine import GeneratedBatch, GuardEngine
+from collapseguard.guard.options import BY_NAME, check_option
 from collapseguard.integrations.sharded import (
     agree_ready,
     detect_sharding,
@@ -24,6 +27,45 @@ from collapseguard.integrations.sharded import (
     generation_target,
 )
 from collapseguard.metrics import ModelStats
+
+
+def build_engine(caller: str, arguments: dict[str, Any]) -> GuardEngine:
+    """The engine behind a callback, from the callback's own arguments (its ``locals()``): the adapter's part of the
+    shared options (a gold path, a tokenizer path, the model-facing functions) is resolved and checked here, the rest
+    is the engine's, validated there, with the callback named in every refusal."""
+    args = {k: v for k, v in arguments.items() if k in BY_NAME}
+    for name in ("gold", "generate_fn", "sample_fn", "score_fn"):
+        check_option(caller, name, args[name])
+    gold = args.pop("gold")
+    if not isinstance(gold, GoldSet):  # from LightningCLI / YAML / a script: the path of a JSONL gold file
+        gold = GoldSet.from_jsonl(gold)
+    tokenizer = args.pop("tokenizer")
+    if isinstance(tokenizer, str | Path):
+        tokenizer = load_tokenizer(tokenizer)
+    generate_fn, sample_fn, score_fn = args.pop("generate_fn"), args.pop("sample_fn"), args.pop("score_fn")
+    if generate_fn is not None and sample_fn is not None:
+        raise ValueError(f"{caller}: generate_fn and sample_fn were both given: pass generate_fn (text models) or "
+                         "sample_fn (array models), not both")
+    if score_fn is not None and sample_fn is None:
+        raise ValueError(f"{caller}: score_fn scores gold samples of an array gold set: pass it with sample_fn")
+    if sample_fn is None and gold.kind == "array":
+        raise ValueError(f"{caller}: an array gold set needs sample_fn=fn(model, n) -> (n, d) samples")
+    if sample_fn is not None and gold.kind == "text":
+        raise ValueError(f"{caller}: sample_fn is for array gold sets; this gold set holds texts: use generate_fn")
+    return GuardEngine(gold, tokenizer=tokenizer, caller=caller, **args)
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """A tokenizer from a local ``save_pretrained`` folder or a ``tokenizer.json`` file (never downloads)."""
+    if Path(path).is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(path))
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"tokenizer={str(path)!r} is neither a tokenizer.json file nor a save_pretrained folder")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 @contextlib.contextmanager
@@ -136,7 +178,7 @@ def gold_model_stats(model: Callable[..., Any], prompts: Sequence[np.ndarray], c
 
 
 def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                          holders: Sequence[Any] = ()) -> Callable[[], Generation]:
+                          holders: Sequence[Any] = ()) -> Callable[[], GeneratedBatch]:
     """A ``produce`` for the engine that drives a Hugging Face causal LM (``generate`` + forward).
 
     A sharded model (FSDP2, FSDP1, DeepSpeed ZeRO-3; see :mod:`collapseguard.integrations.sharded`)
@@ -147,12 +189,12 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
     machinery may live.
     """
 
-    def produce() -> Generation:
+    def produce() -> GeneratedBatch:
         sharding = detect_sharding(model, holders, zero3_gather=engine.zero3_gather)
         try:
             prompts = engine.prompts(rank, world_size)  # each repeated samples_per_prompt times
-            scored = engine.prompts(rank, world_size, repeat=False) if engine.model_stats else None
-            continuations = engine.gold_continuations(rank, world_size) if engine.model_stats else None
+            scored = engine.prompts(rank, world_size, repeat=False) if engine.score_gold else None
+            continuations = engine.gold_continuations(rank, world_size) if engine.score_gold else None
             eos, pad = special_ids(tokenizer, model)
             kwargs = dict(engine.generation_kwargs)
             target, keep, keep_scored = model, len(prompts), len(scored or ())
@@ -183,7 +225,7 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
                 stats = gold_model_stats(target, scored, continuations, device=device, batch_size=engine.batch_size)
                 stats = ModelStats(stats.token_ids[:keep_scored], stats.nll[:keep_scored],
                                    stats.entropy[:keep_scored])
-        return Generation(sequences=seqs[:keep], finished=finished[:keep], model_stats=stats)
+        return GeneratedBatch(sequences=seqs[:keep], finished=finished[:keep], model_stats=stats)
 
     return produce
 
@@ -194,11 +236,11 @@ def _numpy(x: Any) -> np.ndarray:
 
 def produce_from_callable(engine: GuardEngine, model: torch.nn.Module, fn: Callable[..., Any], kind: str,
                           rank: int = 0, world_size: int = 1,
-                          score_fn: Callable[..., Any] | None = None) -> Callable[[], Generation]:
+                          score_fn: Callable[..., Any] | None = None) -> Callable[[], GeneratedBatch]:
     """A ``produce`` around a user's ``generate_fn(model, prompts)`` or ``sample_fn(model, n)``
     (with ``score_fn(model, gold_rows) -> log-likelihoods`` for the model-side statistic)."""
 
-    def produce() -> Generation:
+    def produce() -> GeneratedBatch:
         with isolated_check(model, engine.check_seed):
             if kind == "sample":
                 n = len(range(rank, engine.num_samples, world_size))
@@ -208,12 +250,12 @@ def produce_from_callable(engine: GuardEngine, model: torch.nn.Module, fn: Calla
                     rows = torch.as_tensor(engine.gold_samples(rank, world_size), dtype=torch.float32,
                                            device=model_device(model))
                     loglik = _numpy(score_fn(model, rows)).reshape(-1)
-                return Generation(samples=samples, gold_loglik=loglik)
+                return GeneratedBatch(samples=samples, gold_loglik=loglik)
             out = fn(model, engine.prompts(rank, world_size))
-        if isinstance(out, Generation):
+        if isinstance(out, GeneratedBatch):
             return out
         seqs = [s.detach().cpu().numpy() if isinstance(s, torch.Tensor) else s for s in out]
-        return Generation(sequences=list(seqs))
+        return GeneratedBatch(sequences=list(seqs))
 
     return produce
 

@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
+from collapseguard.detection.datastream import DataStreamMonitor
+from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet
-from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.gold.provenance import ProvenanceLedger
+from collapseguard.guard.engine import GeneratedBatch, GuardEngine
+from collapseguard.guard.options import GuardCallbackMeta
 from collapseguard.guard.sampling import AnchorMixSampler
 from collapseguard.integrations._torch import (
+    build_engine,
     check_tokenizer_fits,
     gather_measurements,
     generate_continuations,
@@ -43,69 +51,81 @@ def find_hf_model(module: torch.nn.Module) -> Any | None:
     return None
 
 
-def load_tokenizer(path: str) -> Any:
-    """A tokenizer from a local ``save_pretrained`` folder or a ``tokenizer.json`` file (never downloads)."""
-    from pathlib import Path
+class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
+    """Check a model for collapse at the end of training epochs; log, warn, halt or reweight.
 
-    if Path(path).is_file():
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(path)
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"tokenizer={path!r} is neither a tokenizer.json file nor a save_pretrained folder")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
-
-
-class CollapseGuard(Callback):
-    """Check a model for collapse at the end of training epochs; log, warn, and optionally halt.
+    Every argument after ``tokenizer`` is keyword-only. The Hugging Face callback takes the same ones
+    (:data:`collapseguard.guard.options.OPTIONS` holds them once, so the two cannot drift apart).
 
     Args:
-        gold: the human gold set (:class:`~collapseguard.GoldSet`), or the path of a JSONL gold file
-            (text in ``"text"``), as a LightningCLI config gives it.
-        tokenizer: the model's tokenizer, or the path of a saved one; when omitted, the module's
-            ``tokenizer`` attribute is used (required for a text gold set).
-        generate_fn: ``fn(pl_module, prompts) -> token id sequences`` for models that are neither a
-            HF ``PreTrainedModel`` holder nor have a HF-style ``generate`` method.
-        sample_fn: ``fn(pl_module, n) -> (n, d) array`` for non-text models against an array gold set.
-        score_fn: with ``sample_fn``: ``fn(pl_module, gold_rows) -> log-likelihood per row``, the
-            model-side statistic for non-text models (judged as ``gold_nll``).
-        **engine_kwargs: ``thresholds``, ``on_collapse`` ("warn" | "halt"), ``on_error``,
-            ``every_n_epochs``, ``num_samples``, ``prompt_length``, ``max_new_tokens``, ``patience``,
-            ``seed``, ``generation_kwargs``, ``model_stats``, ``batch_size``, ``reference`` (a
-            reference profile to judge against), ``save_profile`` (write one at the end of fit): see
-            :class:`~collapseguard.guard.engine.GuardEngine`.
+        gold: the human gold set (:class:`~collapseguard.GoldSet`), or the path of a JSONL gold file (text in
+            ``"text"``), as a LightningCLI config gives it.
+        tokenizer: the model's tokenizer, or the path of a saved one (``save_pretrained`` folder or
+            ``tokenizer.json``); when omitted, the module's ``tokenizer`` attribute (required for text gold).
+        generate_fn: ``fn(model, prompts) -> token id sequences`` for models that are neither a Hugging Face
+            ``PreTrainedModel`` holder nor have a HF-style ``generate`` method (``model``: the LightningModule).
+        sample_fn: ``fn(model, n) -> (n, d) array`` for non-text models against an array gold set.
+        score_fn: with ``sample_fn``: ``fn(model, gold_rows) -> log-likelihood per row``, the model-side statistic
+            of non-text models (judged as ``gold_nll``).
+        thresholds: a :class:`~collapseguard.Thresholds`, a preset name (``"balanced"``, ``"strict"``,
+            ``"lenient"``), a dict of fields or a YAML/JSON file.
+        on_collapse: ``"warn"`` (log and warn), ``"halt"`` (stop training after ``patience`` consecutive critical
+            checks, on every rank) or ``"reweight"`` (raise the human share of ``anchor_sampler`` as alerts grow,
+            relax it as health recovers).
+        on_error: ``"warn"`` (a failing check becomes a fault alert; training goes on) or ``"raise"``.
+        every_n_epochs: check at the end of every n-th epoch.
+        num_samples: gold prompts continued per check (across all processes).
+        prompt_length: gold tokens in each prompt.
+        max_new_tokens: tokens generated per prompt (also the length of the gold reference continuations).
+        samples_per_prompt: continue each prompt k times and judge within-prompt diversity (chat gold sets).
+        patience: consecutive critical checks before halting.
+        seed: generation seed; check k samples with ``seed + k``, so a resumed run samples the same way.
+        generation_kwargs: overrides of the sampling settings (default: pure sampling, temperature 1).
+        score_gold: also score the gold continuations teacher-forced (banded gold perplexity, entropy): the
+            model-side evidence that tells a learning model from a collapsing one.
+        batch_size: prompts per generation batch.
+        check_on_train_start: measure the model once before training (not judged): the run's starting point.
+        zero3_gather: DeepSpeed ZeRO-3 only: gather the whole model once per check (``False``: module by module).
+        reference_profile: a :class:`~collapseguard.gold.profiles.ReferenceProfile` (or its JSON path): judge
+            every check against this trusted model as well.
+        save_profile_to: write a reference profile of the final model to this path at the end of training.
+        alert_log: append a JSONL trail (one line per check and per alert) to this path; written by rank 0.
+        anchor_sampler: the :class:`~collapseguard.AnchorMixSampler` of the training DataLoader that
+            ``on_collapse="reweight"`` steers; its ``min_human_fraction`` is the floor.
+        max_human_fraction: the ceiling of the human share when reweighting.
+        reweight_step: how far a warn moves the human share (a critical: twice).
+        recovery_checks: clean checks in a row before the human share steps back down.
+        provenance: a :class:`~collapseguard.gold.provenance.ProvenanceLedger` logged when training starts.
+        data_monitor: a :class:`~collapseguard.DataStreamMonitor` fed with the training batches and judged at
+            every check (its alerts never halt training; it uses these thresholds unless given its own).
 
     Every metric is logged as ``collapseguard/<name>`` through ``pl_module.log`` (so any Lightning
     logger records it, and ``ModelCheckpoint(monitor="collapseguard/health", mode="max")`` works).
+    Like ``EarlyStopping``, it does nothing under ``fast_dev_run``, during the sanity check or outside fitting.
     """
 
-    def __init__(self, gold: GoldSet | str, tokenizer: Any = None, *, generate_fn: Callable[..., Any] | None = None,
-                 sample_fn: Callable[..., Any] | None = None, score_fn: Callable[..., Any] | None = None,
-                 **engine_kwargs: Any) -> None:
-        if isinstance(gold, str):  # from LightningCLI / YAML: the path of a JSONL gold file
-            gold = GoldSet.from_jsonl(gold)
-        if not isinstance(gold, GoldSet):
-            raise TypeError(f"CollapseGuard needs gold=GoldSet.from_texts(...) (or from_jsonl / from_pairs / "
-                            f"from_arrays, or a JSONL path), got {type(gold).__name__}")
-        if isinstance(tokenizer, str):
-            tokenizer = load_tokenizer(tokenizer)
-        if generate_fn is not None and sample_fn is not None:
-            raise ValueError("pass generate_fn (text models) or sample_fn (array models), not both")
-        if score_fn is not None and sample_fn is None:
-            raise ValueError("score_fn scores gold samples of an array gold set: pass it with sample_fn")
-        for name, fn in (("generate_fn", generate_fn), ("sample_fn", sample_fn), ("score_fn", score_fn)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
-        self.engine = GuardEngine(gold, tokenizer=tokenizer, **engine_kwargs)
-        if sample_fn is None and gold.kind == "array":
-            raise ValueError("an array gold set needs sample_fn=fn(pl_module, n) -> (n, d) samples")
-        if sample_fn is not None and gold.kind == "text":
-            raise ValueError("sample_fn is for array gold sets; this gold set holds texts: use generate_fn")
-        self.generate_fn = generate_fn
-        self.sample_fn = sample_fn
-        self.score_fn = score_fn
+    def __init__(self, gold: GoldSet | str | Path, tokenizer: Any = None, *,
+                 generate_fn: Callable[..., Any] | None = None, sample_fn: Callable[..., Any] | None = None,
+                 score_fn: Callable[..., Any] | None = None,
+                 thresholds: Thresholds | str | dict[str, Any] | None = None,
+                 on_collapse: Literal["warn", "halt", "reweight"] = "warn",
+                 on_error: Literal["warn", "raise"] = "warn",
+                 every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
+                 samples_per_prompt: int = 1, patience: int = 1, seed: int = 0,
+                 generation_kwargs: dict[str, Any] | None = None, score_gold: bool = True, batch_size: int = 32,
+                 check_on_train_start: bool = True, zero3_gather: bool = True,
+                 reference_profile: ReferenceProfile | str | Path | None = None,
+                 save_profile_to: str | Path | None = None, alert_log: str | Path | None = None,
+                 anchor_sampler: AnchorMixSampler | None = None, max_human_fraction: float = 0.8,
+                 reweight_step: float = 0.1, recovery_checks: int = 2,
+                 provenance: ProvenanceLedger | None = None, data_monitor: DataStreamMonitor | None = None) -> None:
+        self.engine = build_engine(type(self).__name__, locals())
+        self.generate_fn, self.sample_fn, self.score_fn = generate_fn, sample_fn, score_fn
+
+    @staticmethod
+    def _should_skip_check(trainer: Trainer) -> bool:
+        # as EarlyStopping and ModelCheckpoint: no checks in a smoke run, a sanity check or outside fitting
+        return bool(trainer.fast_dev_run) or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING
 
     @property
     def state_key(self) -> str:
@@ -145,6 +165,8 @@ class CollapseGuard(Callback):
                                      step=trainer.global_step, epoch=trainer.current_epoch)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._should_skip_check(trainer):
+            return
         self.engine.run_baseline(self._produce(trainer, pl_module), gather_measurements, step=trainer.global_step)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
@@ -154,7 +176,7 @@ class CollapseGuard(Callback):
             monitor.observe(batch["input_ids"], batch.get("is_human"))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.engine.save_profile is None:
+        if self.engine.save_profile_to is None or self._should_skip_check(trainer):
             return
         if self.engine.last_step != trainer.global_step:  # profile the final model, not an earlier one
             self._check(trainer, pl_module)
@@ -162,7 +184,7 @@ class CollapseGuard(Callback):
             self.engine.write_profile(source=f"lightning:{type(pl_module).__name__}@step{trainer.global_step}")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not self.engine.should_check(trainer.current_epoch):
+        if self._should_skip_check(trainer) or not self.engine.should_check(trainer.current_epoch):
             return
         outcome = self._check(trainer, pl_module)
         for name, value in outcome.log_metrics.items():
@@ -183,13 +205,13 @@ class CollapseGuard(Callback):
         self.engine.load_state_dict(state_dict)
 
 
-def _generate_via_method(module: Any, prompts: list, engine: GuardEngine) -> Generation:
+def _generate_via_method(module: Any, prompts: list, engine: GuardEngine) -> GeneratedBatch:
     """Drive a LightningModule's own HF-style ``generate(input_ids=..., max_new_tokens=..., ...)``."""
     eos, pad = special_ids(engine.tokenizer, module)
     seqs, finished = generate_continuations(
         module.generate, prompts, device=model_device(module), max_new_tokens=engine.max_new_tokens,
         eos_token_id=eos, pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=engine.generation_kwargs)
-    return Generation(sequences=seqs, finished=finished)
+    return GeneratedBatch(sequences=seqs, finished=finished)
 
 
 class AnchorMixDataModule(LightningDataModule):
@@ -198,7 +220,7 @@ class AnchorMixDataModule(LightningDataModule):
     Builds an :class:`~collapseguard.AnchorMixSampler` over ``dataset`` (one provenance label per
     index) and shards it across the trainer's processes itself, so run the trainer with
     ``use_distributed_sampler=False``. Give ``datamodule.sampler`` to
-    ``CollapseGuard(..., on_collapse="reweight", sampler=datamodule.sampler)`` to steer the floor.
+    ``CollapseGuard(..., on_collapse="reweight", anchor_sampler=datamodule.sampler)`` to steer the floor.
     """
 
     def __init__(self, dataset: Any, labels: Any, batch_size: int, min_human_fraction: float = 0.2, seed: int = 0,

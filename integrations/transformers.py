@@ -10,15 +10,22 @@ import inspect
 import logging
 import weakref
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
+from collapseguard.detection.datastream import DataStreamMonitor
+from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet
-from collapseguard.guard.engine import GuardEngine
+from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.gold.provenance import ProvenanceLedger
+from collapseguard.guard.options import GuardCallbackMeta
+from collapseguard.guard.sampling import AnchorMixSampler
 from collapseguard.integrations._torch import (
+    build_engine,
     check_tokenizer_fits,
     gather_measurements,
     produce_from_callable,
@@ -29,22 +36,18 @@ log = logging.getLogger("collapseguard")
 
 # HF restores an ExportableState callback by calling type(cb)(**stored_args) with JSON args.
 # A gold set is not JSON, so the stored args hold only a key, and the class hands back the
-# live guard the user built with the same gold set and settings (see __new__).
+# live guard the user built with the same gold set and settings (GuardCallbackMeta calls _restore).
 _LIVE: weakref.WeakValueDictionary[str, CollapseGuardCallback] = weakref.WeakValueDictionary()
 
 
-class CollapseGuardCallback(TrainerCallback, ExportableState):
-    """Check a model for collapse at the end of training epochs; log, warn, and optionally halt.
+class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCallbackMeta):
+    """Check a model for collapse at the end of training epochs; log, warn, halt or reweight.
 
-    Args:
-        gold: the human gold set (:class:`~collapseguard.GoldSet`).
-        tokenizer: optional; by default the Trainer's ``processing_class``.
-        generate_fn: ``fn(model, prompts) -> token id sequences`` for models without HF ``generate``.
-        sample_fn: ``fn(model, n) -> (n, d) array`` for non-text models against an array gold set.
-        score_fn: with ``sample_fn``: ``fn(model, gold_rows) -> log-likelihood per row``.
-        **engine_kwargs: as for :class:`~collapseguard.guard.engine.GuardEngine` (``thresholds``,
-            ``on_collapse``, ``on_error``, ``every_n_epochs``, ``num_samples``, ``max_new_tokens``,
-            ``patience``, ``seed``, ``reference``, ``save_profile``, ...).
+    Args: the same as the Lightning :class:`~collapseguard.integrations.lightning.CollapseGuard`'s, name for name
+    (one specification, :data:`collapseguard.guard.options.OPTIONS`, holds them both), except that the model-facing
+    functions (``generate_fn``, ``sample_fn``, ``score_fn``) receive the Trainer's model, and that the tokenizer
+    defaults to the Trainer's ``processing_class``. ``on_collapse="reweight"`` steers the sampler of an
+    :class:`AnchorMixTrainer`.
 
     Metrics land in ``state.log_history`` as ``collapseguard/<name>``, reach the ``report_to``
     integrations, and are added to evaluation metrics as ``eval_collapseguard/<name>`` so that
@@ -52,38 +55,42 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
     Resume restores the guard's state with ``restore_callback_states_from_checkpoint=True``.
     """
 
-    def __new__(cls, *args: Any, restore_key: str | None = None, **kwargs: Any) -> CollapseGuardCallback:
-        if restore_key is not None:
-            live = _LIVE.get(restore_key)
-            if live is None:
-                raise ValueError("cannot restore CollapseGuardCallback state: build the callback with the same gold "
-                                 "set and settings as the checkpointed run and pass it to the Trainer")
-            return live
-        return super().__new__(cls)
-
-    def __init__(self, gold: GoldSet | None = None, tokenizer: Any = None, *,
+    def __init__(self, gold: GoldSet | str | Path, tokenizer: Any = None, *,
                  generate_fn: Callable[..., Any] | None = None, sample_fn: Callable[..., Any] | None = None,
-                 score_fn: Callable[..., Any] | None = None, restore_key: str | None = None,
-                 **engine_kwargs: Any) -> None:
-        if restore_key is not None:  # HF restoring state into the live instance: already configured
-            return
-        if gold is None:
-            raise TypeError("CollapseGuardCallback needs gold=GoldSet.from_texts(...) (or from_jsonl / from_arrays)")
-        if generate_fn is not None and sample_fn is not None:
-            raise ValueError("pass generate_fn (text models) or sample_fn (array models), not both")
-        if score_fn is not None and sample_fn is None:
-            raise ValueError("score_fn scores gold samples of an array gold set: pass it with sample_fn")
-        self.engine = GuardEngine(gold, tokenizer=tokenizer, **engine_kwargs)
-        if sample_fn is None and gold.kind == "array":
-            raise ValueError("an array gold set needs sample_fn=fn(model, n) -> (n, d) samples")
-        self.generate_fn = generate_fn
-        self.sample_fn = sample_fn
-        self.score_fn = score_fn
+                 score_fn: Callable[..., Any] | None = None,
+                 thresholds: Thresholds | str | dict[str, Any] | None = None,
+                 on_collapse: Literal["warn", "halt", "reweight"] = "warn",
+                 on_error: Literal["warn", "raise"] = "warn",
+                 every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
+                 samples_per_prompt: int = 1, patience: int = 1, seed: int = 0,
+                 generation_kwargs: dict[str, Any] | None = None, score_gold: bool = True, batch_size: int = 32,
+                 check_on_train_start: bool = True, zero3_gather: bool = True,
+                 reference_profile: ReferenceProfile | str | Path | None = None,
+                 save_profile_to: str | Path | None = None, alert_log: str | Path | None = None,
+                 anchor_sampler: AnchorMixSampler | None = None, max_human_fraction: float = 0.8,
+                 reweight_step: float = 0.1, recovery_checks: int = 2,
+                 provenance: ProvenanceLedger | None = None, data_monitor: DataStreamMonitor | None = None) -> None:
+        self.engine = build_engine(type(self).__name__, locals())
+        self.generate_fn, self.sample_fn, self.score_fn = generate_fn, sample_fn, score_fn
+        self._register()
+
+    def _register(self) -> None:
         self._pending_logs: dict[str, float] = {}
         self._latest: dict[str, float] = {}
         e = self.engine
-        self.restore_key = f"{gold.fingerprint[:16]}:{e.every_n_epochs}:{e.num_samples}:{e.max_new_tokens}:{e.seed}"
+        fingerprint = e.gold.fingerprint[:16] if e.gold is not None else "nogold"
+        self.restore_key = f"{type(self).__name__}:{fingerprint}:{e.every_n_epochs}:{e.num_samples}:" \
+                           f"{e.max_new_tokens}:{e.seed}"
         _LIVE[self.restore_key] = self
+
+    @classmethod
+    def _restore(cls, key: str) -> CollapseGuardCallback:
+        """The live guard a checkpoint's state belongs to (HF rebuilds callbacks from their stored args)."""
+        live = _LIVE.get(key)
+        if live is None:
+            raise ValueError(f"cannot restore {cls.__name__} state: build the callback with the same gold set and "
+                             "settings as the checkpointed run and pass it to the Trainer")
+        return live
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
@@ -113,7 +120,7 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
-        if self.engine.save_profile is None:
+        if self.engine.save_profile_to is None:
             return
         if self.engine.last_step != state.global_step:  # profile the final model, not an earlier one
             self._check(args, state, model, round(state.epoch or 0) - 1, optimizer)
@@ -122,7 +129,7 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:
-        sampler = self.engine.sampler
+        sampler = self.engine.anchor_sampler
         if sampler is not None and callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(round(state.epoch or 0))
 
@@ -168,7 +175,7 @@ class CollapseGuardCallback(TrainerCallback, ExportableState):
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
-        return {"args": {"restore_key": self.restore_key}, "attributes": {"guard_state": self.engine.state_dict()}}
+        return {"args": {"_restore_key": self.restore_key}, "attributes": {"guard_state": self.engine.state_dict()}}
 
     @property
     def guard_state(self) -> dict[str, Any]:
@@ -184,7 +191,7 @@ class AnchorMixTrainer(Trainer):
 
     The sampler shards batches across processes itself (``num_replicas``/``rank``), so the
     DataLoader is built here, not re-sharded by accelerate. Pass the same sampler to
-    ``CollapseGuardCallback(..., on_collapse="reweight", sampler=sampler)`` to steer it.
+    ``CollapseGuardCallback(..., on_collapse="reweight", anchor_sampler=sampler)`` to steer it.
     The HF Trainer counts steps assuming every epoch has the same length, so give the sampler
     ``allow_repeat_anchors=True`` (or a human pool large enough for the highest floor):
     otherwise a raised floor shortens epochs and resumed runs miscount them.

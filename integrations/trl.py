@@ -24,12 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from collapseguard._validation import Interval, OneOf, validate
 from collapseguard.detection.thresholds import Thresholds
-from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 from collapseguard.integrations.transformers import _LIVE, CollapseGuardCallback
 
 log = logging.getLogger("collapseguard")
@@ -101,31 +103,35 @@ class GRPOCollapseGuard(CollapseGuardCallback):
     ``restore_callback_states_from_checkpoint=True``, like :class:`CollapseGuardCallback`.
     """
 
-    def __init__(self, *, thresholds: Thresholds | str | dict | None = None, on_collapse: str = "warn",
-                 on_error: str = "warn", every_n_steps: int = 1, patience: int = 1, alert_log: str | None = None,
-                 restore_key: str | None = None) -> None:
-        if restore_key is not None:  # HF restoring state into the live instance: already configured
-            return
-        if on_collapse not in ("warn", "halt"):
-            raise ValueError(f"GRPOCollapseGuard: on_collapse={on_collapse!r} is not supported: choose 'warn' or "
-                             "'halt' (reweighting steers a data sampler; GRPO draws its own completions)")
+    _options = ("thresholds", "on_collapse", "on_error", "patience", "alert_log")
+    _narrowed = ("on_collapse",)  # GRPO draws its own completions: there is no data sampler to reweight
+
+    def __init__(self, *, thresholds: Thresholds | str | dict[str, Any] | None = None,
+                 on_collapse: Literal["warn", "halt"] = "warn", on_error: Literal["warn", "raise"] = "warn",
+                 every_n_steps: int = 1, patience: int = 1, alert_log: str | Path | None = None) -> None:
+        caller = type(self).__name__
+        validate(caller, "on_collapse", on_collapse, OneOf("warn", "halt"),
+                 fix="reweighting steers a data sampler, and GRPO draws its own completions")
+        validate(caller, "every_n_steps", every_n_steps, Interval(int, 1, None))
         # samples_per_prompt is the trainer's num_generations, known at train begin (2 until then)
         self.engine = GuardEngine(None, thresholds=thresholds, on_collapse=on_collapse, on_error=on_error,
-                                  patience=patience, alert_log=alert_log, samples_per_prompt=2, model_stats=False,
-                                  check_on_train_start=False)
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"GRPOCollapseGuard: every_n_steps must be an int >= 1, got {every_n_steps!r}")
+                                  patience=patience, alert_log=alert_log, samples_per_prompt=2, score_gold=False,
+                                  check_on_train_start=False, caller=caller)
         self.every_n_steps = every_n_steps
         self.generate_fn = self.sample_fn = self.score_fn = None
-        self._pending_logs: dict[str, float] = {}
-        self._latest: dict[str, float] = {}
         self._texts: list[str] = []
         self._prompts: list[str] = []
         self._reported: dict[str, list[float]] = {name: [] for name in TRL_STATS.values()}
         self._last_check_step = 0
         self._split_groups = 0
         self.reward_func = _GroupTap(self)
-        settings = json.dumps([self.engine.thresholds.to_dict(), on_collapse, every_n_steps, patience], sort_keys=True)
+        self._register()
+
+    def _register(self) -> None:
+        self._pending_logs: dict[str, float] = {}
+        self._latest: dict[str, float] = {}
+        e = self.engine
+        settings = json.dumps([e.thresholds.to_dict(), e.on_collapse, self.every_n_steps, e.patience], sort_keys=True)
         self.restore_key = "grpo:" + hashlib.sha256(settings.encode()).hexdigest()[:16]
         _LIVE[self.restore_key] = self
 
@@ -152,10 +158,10 @@ class GRPOCollapseGuard(CollapseGuardCallback):
         return kept
 
     def _produce(self, args: TrainingArguments, model: Any) -> Any:
-        def produce() -> Generation:
+        def produce() -> GeneratedBatch:
             reported = {name: values for name, values in self._reported.items() if values}
             self._reported = {name: [] for name in TRL_STATS.values()}
-            return Generation(sequences=self._groups(), reported=reported)
+            return GeneratedBatch(sequences=self._groups(), reported=reported)
 
         return produce
 

@@ -80,15 +80,15 @@ def test_thresholds_yaml_and_json_round_trip(tmp_path, capsys):
     assert main(["thresholds", str(tmp_path / "t.yaml"), "--format", "json"]) == 0
     assert Thresholds.from_dict(json.loads(capsys.readouterr().out)) == Thresholds.preset("lenient")
     # a user's hand-written YAML: a preset base and one override
-    (tmp_path / "mine.yml").write_text("preset: strict\npatience: 3\n", encoding="utf-8")
-    assert Thresholds.coerce(str(tmp_path / "mine.yml")) == Thresholds.preset("strict").replace(patience=3)
+    (tmp_path / "mine.yml").write_text("preset: strict\nalert_patience: 3\n", encoding="utf-8")
+    assert Thresholds.coerce(str(tmp_path / "mine.yml")) == Thresholds.preset("strict").replace(alert_patience=3)
 
 
 @pytest.mark.parametrize(("content", "message"), [
     ("- a\n- b\n", "must hold a mapping"),
     ("diversity_wrn: 0.5\n", "unknown threshold field"),
     ("diversity_warn: [\n", "not valid YAML"),
-    ("diversity_warn: 0.3\n", "diversity_critical=0.5 must be below diversity_warn=0.3"),
+    ("diversity_warn: 0.3\n", "diversity_critical=0.5 is invalid: it must be below diversity_warn=0.3"),
 ])
 def test_bad_thresholds_files_name_the_file_and_the_problem(tmp_path, content, message):
     path = tmp_path / "bad.yaml"

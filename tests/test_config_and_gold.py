@@ -13,7 +13,7 @@ import pytest
 from collapseguard import CollapseMonitor, GoldSet, GoldSetModifiedError, Thresholds
 from collapseguard.cli import main
 from collapseguard.gold.tokenization import SimpleTokenizer
-from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 
 TEXTS = [f"human text number {i} says something about topic {i % 5} in its own words" for i in range(12)]
 
@@ -87,13 +87,13 @@ def test_presets_are_ordered_strict_to_lenient():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"diversity_warn": 1.5}, r"diversity_warn=1.5 is out of range: it must lie in \[0, 1\]"),
+        ({"diversity_warn": 1.5}, r"Thresholds: diversity_warn=1.5 is invalid: diversity_warn must be a number in \[0, 1\]"),
         ({"diversity_warn": 0.4, "diversity_critical": 0.5}, "must be below diversity_warn"),
         ({"repetition_warn": 0.5, "repetition_critical": 0.4}, "must be above repetition_warn"),
-        ({"patience": 0}, r"patience=0 is out of range"),
-        ({"patience": 1.5}, "patience must be an int"),
+        ({"alert_patience": 0}, r"alert_patience=0 is invalid: alert_patience must be an int in \[1, 1000\]"),
+        ({"alert_patience": 1.5}, "alert_patience must be an int"),
         ({"tail_coverage_warn": "high"}, "must be a number"),
-        ({"tail_ppl_rise_warn": float("nan")}, "out of range"),
+        ({"tail_ppl_rise_warn": float("nan")}, "tail_ppl_rise_warn=nan is invalid"),
     ],
 )
 def test_invalid_thresholds_name_field_and_range(kwargs, match):
@@ -103,9 +103,9 @@ def test_invalid_thresholds_name_field_and_range(kwargs, match):
 
 def test_thresholds_from_dict_file_and_unknowns(tmp_path):
     path = tmp_path / "th.json"
-    path.write_text(json.dumps({"preset": "strict", "patience": 3}))
+    path.write_text(json.dumps({"preset": "strict", "alert_patience": 3}))
     th = Thresholds.from_file(path)
-    assert th.patience == 3 and th.diversity_warn == Thresholds.preset("strict").diversity_warn
+    assert th.alert_patience == 3 and th.diversity_warn == Thresholds.preset("strict").diversity_warn
     with pytest.raises(ValueError, match="unknown threshold field"):
         Thresholds.from_dict({"diversity": 0.5})
     with pytest.raises(ValueError, match="unknown thresholds preset"):
@@ -118,8 +118,8 @@ def test_thresholds_from_dict_file_and_unknowns(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"on_collapse": "explode"}, "on_collapse='explode' is not supported"),
-        ({"on_error": "ignore"}, "on_error='ignore' is not supported"),
+        ({"on_collapse": "explode"}, "on_collapse='explode' is invalid: on_collapse must be one of"),
+        ({"on_error": "ignore"}, "on_error='ignore' is invalid: on_error must be one of"),
         ({"every_n_epochs": 0}, "every_n_epochs must be an int >= 1"),
         ({"patience": -1}, "patience must be an int >= 1"),
         ({"num_samples": 1}, "num_samples must be an int >= 2"),
@@ -137,7 +137,7 @@ def test_engine_faults_never_raise_in_warn_mode():
     engine = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), prompt_length=4, max_new_tokens=8,
                          num_samples=6)
     engine.setup()
-    empty = engine.measure(lambda: Generation(sequences=[]))
+    empty = engine.measure(lambda: GeneratedBatch(sequences=[]))
     assert empty.phase == "fault" and "no outputs" in empty.message
     boom = engine.measure(lambda: (_ for _ in ()).throw(RuntimeError("boom")))
     assert boom.phase == "fault" and "RuntimeError: boom" in boom.message
@@ -152,7 +152,7 @@ def test_engine_halts_after_patience_critical_checks_and_shards_prompts():
     engine.setup()
     shards = [engine.prompts(r, 3) for r in range(3)]
     assert sum(len(s) for s in shards) == 16
-    stuck = Generation(sequences=[np.array([5, 6] * 4)] * 16)
+    stuck = GeneratedBatch(sequences=[np.array([5, 6] * 4)] * 16)
     first = engine.conclude([engine.measure(lambda: stuck)], step=1, epoch=0)
     assert first.result.critical and not first.should_stop
     second = engine.conclude([engine.measure(lambda: stuck)], step=2, epoch=1)
@@ -215,9 +215,9 @@ def test_nan_samples_are_a_fault_not_a_crash():
     rng = np.random.default_rng(0)
     engine = GuardEngine(GoldSet.from_arrays(rng.normal(size=(40, 3))), num_samples=10)
     engine.setup()
-    fault = engine.measure(lambda: Generation(samples=np.full((10, 3), np.nan)))
+    fault = engine.measure(lambda: GeneratedBatch(samples=np.full((10, 3), np.nan)))
     assert fault.phase == "fault" and "NaN or inf in 10 of 10 rows" in fault.message
-    ok = engine.measure(lambda: Generation(samples=rng.normal(size=(10, 3))))
+    ok = engine.measure(lambda: GeneratedBatch(samples=rng.normal(size=(10, 3))))
     assert engine.conclude([ok], step=1, epoch=0).result.judged
 
 

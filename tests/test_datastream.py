@@ -54,7 +54,7 @@ def test_human_share_below_floor(streams):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="window=2 must be an int >= 8"):
+    with pytest.raises(ValueError, match="window=2 is invalid: window must be an int >= 8"):
         DataStreamMonitor(window=2)
     monitor = DataStreamMonitor()
     with pytest.raises(ValueError, match="is_human has 1 flags for 2 sequences"):

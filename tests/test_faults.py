@@ -80,7 +80,7 @@ def test_alert_log_is_an_append_only_trail(tmp_path):
     tr.lightning_fit(tmp_path, "varied", 4, [guard])
     records = read_alert_log(log)
     assert records[0]["type"] == "config" and records[0]["gold"]["fingerprint"] == tr.gold().fingerprint
-    assert records[0]["guard"]["on_collapse"] == "halt" and records[0]["thresholds"]["patience"] >= 1
+    assert records[0]["guard"]["on_collapse"] == "halt" and records[0]["thresholds"]["alert_patience"] >= 1
     checks = [r for r in records if r["type"] == "check"]
     assert all(set(c["bounds"]) >= {"distinct_2", "seq_rep_4"} and c["reference"] for c in checks)
     assert [c["epoch"] for c in checks] == [0, 1] and all(c["rank"] == 0 for c in checks)

@@ -81,7 +81,7 @@ def test_mismatched_profiles_are_refused_naming_the_difference(gold):
     from collapseguard.guard.engine import GuardEngine
 
     with pytest.raises(ProfileMismatchError, match=r"num_samples \(64 vs the profile's 32\)"):
-        GuardEngine(gold, tokenizer=tr.tokenizer(), num_samples=64, reference=profile)
+        GuardEngine(gold, tokenizer=tr.tokenizer(), num_samples=64, reference_profile=profile)
 
 
 def test_bad_profile_files_are_refused(tmp_path):
@@ -124,7 +124,7 @@ def test_cli_profiles_a_saved_checkpoint_offline(tmp_path, gold, monkeypatch):
     assert profile.metrics["num_outputs"] == 32 and math.isfinite(profile.metrics["gold_ppl_tail"])
     from collapseguard.integrations.lightning import CollapseGuard
 
-    guard = CollapseGuard(gold, tokenizer=tr.tokenizer(), reference=out, **tr.GUARD_KWARGS)
+    guard = CollapseGuard(gold, tokenizer=tr.tokenizer(), reference_profile=out, **tr.GUARD_KWARGS)
     guard.engine.setup()  # same gold, tokenizer and settings: accepted
     assert main(["profile", str(tmp_path / "nope"), "--gold", str(gold_path), "--out", str(out)]) == 2
 

@@ -9,7 +9,7 @@ import pytest
 
 from collapseguard import AnchorMixSampler, GoldSet
 from collapseguard.gold.tokenization import SimpleTokenizer
-from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 TEXTS = [f"human text number {i} says something about topic {i % 5} in its own words" for i in range(40)]
@@ -18,10 +18,10 @@ TEXTS = [f"human text number {i} says something about topic {i % 5} in its own w
 def test_policy_steps_up_on_alerts_and_down_on_recovery():
     sampler = AnchorMixSampler(["human"] * 10 + ["synthetic"] * 30, 8, 0.2)
     engine = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
-                         sampler=sampler, prompt_length=4, max_new_tokens=8, num_samples=16, max_human_fraction=0.5)
+                         anchor_sampler=sampler, prompt_length=4, max_new_tokens=8, num_samples=16, max_human_fraction=0.5)
     engine.setup()
-    healthy = Generation(sequences=list(engine.monitor.split.continuations[:16]))
-    stuck = Generation(sequences=[np.array([5, 6] * 4)] * 16)
+    healthy = GeneratedBatch(sequences=list(engine.monitor.split.continuations[:16]))
+    stuck = GeneratedBatch(sequences=[np.array([5, 6] * 4)] * 16)
     seen = []
     for gen in (stuck, stuck, healthy, healthy, healthy, healthy, healthy, healthy):
         outcome = engine.run_check(lambda g=gen: g, step=len(seen), epoch=len(seen))
@@ -36,22 +36,22 @@ def test_policy_steps_up_on_alerts_and_down_on_recovery():
 def test_reweight_state_is_restored_into_the_sampler():
     labels = ["human"] * 10 + ["synthetic"] * 30
     first = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
-                        sampler=AnchorMixSampler(labels, 8, 0.2), prompt_length=4, max_new_tokens=8, num_samples=16)
+                        anchor_sampler=AnchorMixSampler(labels, 8, 0.2), prompt_length=4, max_new_tokens=8, num_samples=16)
     first.setup()
-    first.run_check(lambda: Generation(sequences=[np.array([5, 6] * 4)] * 16), step=1, epoch=0)
+    first.run_check(lambda: GeneratedBatch(sequences=[np.array([5, 6] * 4)] * 16), step=1, epoch=0)
     sampler = AnchorMixSampler(labels, 8, 0.2)
     resumed = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
-                          sampler=sampler, prompt_length=4, max_new_tokens=8, num_samples=16)
+                          anchor_sampler=sampler, prompt_length=4, max_new_tokens=8, num_samples=16)
     resumed.load_state_dict(first.state_dict())  # before setup, as Lightning restores callbacks
     resumed.setup()
     assert resumed.human_fraction == first.human_fraction == sampler.min_human_fraction == 0.4
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({}, "needs sampler=AnchorMixSampler"),
-    ({"sampler": AnchorMixSampler(["human", "synthetic"], 2, 0.5), "max_human_fraction": 0.3},
-     "max_human_fraction=0.3 is below the sampler's min_human_fraction=0.5"),
-    ({"sampler": AnchorMixSampler(["human", "synthetic"], 2, 0.5), "reweight_step": 0}, "reweight_step=0 must be"),
+    ({}, "needs anchor_sampler=AnchorMixSampler"),
+    ({"anchor_sampler": AnchorMixSampler(["human", "synthetic"], 2, 0.5), "max_human_fraction": 0.3},
+     "max_human_fraction=0.3 is invalid: it is below the sampler's min_human_fraction=0.5"),
+    ({"anchor_sampler": AnchorMixSampler(["human", "synthetic"], 2, 0.5), "reweight_step": 0}, "reweight_step=0 is invalid: reweight_step must be"),
 ])
 def test_reweight_configuration_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -68,7 +68,7 @@ def test_lightning_reweights_and_logs_the_realized_share(tmp_path):
     data = AnchorMixDataModule(dataset, labels, batch_size=16, min_human_fraction=0.1, seed=0)
     sampler = data.sampler
     guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=tr.alarming, on_collapse="reweight",
-                          sampler=sampler, **tr.GUARD_KWARGS)
+                          anchor_sampler=sampler, **tr.GUARD_KWARGS)
     trainer = tr.lightning_trainer(tmp_path, 3, [guard], use_distributed_sampler=False)
     trainer.fit(lightning_module(tr.model()), datamodule=data)
     assert sampler.min_human_fraction == pytest.approx(0.7)  # three critical checks: 0.1 -> 0.3 -> 0.5 -> 0.7
@@ -91,7 +91,7 @@ def test_hf_anchor_trainer_reweights(tmp_path):
 
     dataset, labels = tr.mixed_blocks()
     sampler = AnchorMixSampler(labels, 16, 0.1, seed=0)
-    guard = CollapseGuardCallback(tr.gold(), generate_fn=tr.alarming, on_collapse="reweight", sampler=sampler,
+    guard = CollapseGuardCallback(tr.gold(), generate_fn=tr.alarming, on_collapse="reweight", anchor_sampler=sampler,
                                   **tr.GUARD_KWARGS)
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, learning_rate=3e-3, use_cpu=True,
                              report_to=[], disable_tqdm=True, save_strategy="no", logging_strategy="epoch")

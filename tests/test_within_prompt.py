@@ -18,7 +18,7 @@ import pytest
 
 from collapseguard import CollapseMonitor, GoldSet, Thresholds
 from collapseguard.gold.goldset import GoldSetModifiedError
-from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 from collapseguard.metrics import DistinctK, WithinDistinctN, WithinSimilarity, within_prompt_diversity
 from collapseguard.metrics.within_prompt import as_groups
 
@@ -195,12 +195,12 @@ def test_groups_and_reported_entropy_judged_against_the_runs_start():
     engine.setup()
     healthy = [f"w{j} x{i} y{j}" for i in range(4) for j in range(4)]
     for step, entropy in enumerate([5.5, 5.4, 5.6, 5.3]):
-        outcome = engine.run_check(lambda e=entropy: Generation(
+        outcome = engine.run_check(lambda e=entropy: GeneratedBatch(
             sequences=healthy, reported={"policy_entropy": [e], "frac_reward_zero_std": [0.1]}), step=step, epoch=0)
         assert not outcome.result.alerts and not outcome.should_stop
     assert outcome.log_metrics["collapseguard/policy_entropy"] == 5.3
     collapsed = [f"the the x{i}" for i in range(4) for _ in range(4)]
-    outcome = engine.run_check(lambda: Generation(sequences=collapsed, reported={"policy_entropy": [0.03]}),
+    outcome = engine.run_check(lambda: GeneratedBatch(sequences=collapsed, reported={"policy_entropy": [0.03]}),
                                step=9, epoch=0)
     alerts = {a.metric: a for a in outcome.result.alerts}
     assert alerts["policy_entropy"].severity == "critical" and alerts["policy_entropy"].reference == 5.5
@@ -271,8 +271,8 @@ def test_from_chat_groups_responses_by_prompt_and_jsonl_round_trip(tmp_path):
                                 for i in range(5)]), r"empty last assistant turn"),
     (lambda: GoldSet.from_pairs(["a", "b", "c"], ["x", "y", "z"]), r"3 distinct prompt\(s\); a gold set needs at least 4"),
     (lambda: CollapseMonitor(None), r"gold=None .* samples_per_prompt >= 2"),
-    (lambda: GuardEngine(GoldSet.from_arrays(np.zeros((8, 2))), samples_per_prompt=2), r"array gold set has none"),
-    (lambda: GuardEngine(None, samples_per_prompt=0), r"samples_per_prompt must be an int >= 1"),
+    (lambda: GuardEngine(GoldSet.from_arrays(np.zeros((8, 2))), samples_per_prompt=2), r"an array gold set has no prompts to repeat"),
+    (lambda: GuardEngine(None, samples_per_prompt=0), r"samples_per_prompt=0 is invalid: samples_per_prompt must be an int >= 1"),
 ])
 def test_bad_input_is_refused_with_the_fix(call, match):
     with pytest.raises((TypeError, ValueError), match=match):

@@ -400,7 +400,7 @@ class AuditSettings:
         """The monitor that measures the diversity sample (one check: patience cannot apply to data seen once)."""
         if gold.kind != "text":
             raise ValueError("audit compares texts with a text gold set; this gold set holds arrays")
-        return CollapseMonitor(gold, Thresholds.coerce(self.thresholds).replace(patience=1),
+        return CollapseMonitor(gold, Thresholds.coerce(self.thresholds).replace(alert_patience=1),
                                tokenizer=tokenizer if tokenizer is not None else SimpleTokenizer(),
                                prompt_length=1, max_new_tokens=self.max_length)
 

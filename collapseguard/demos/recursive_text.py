@@ -93,7 +93,7 @@ def run_recursive(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: 
         for lg in quiet:
             lg.setLevel(logging.ERROR)
         try:
-            base, guard0 = fit(train, seed * 1000, save_profile=profile)
+            base, guard0 = fit(train, seed * 1000, save_profile_to=profile)
             gen0 = guard0.engine.monitor.checks[-1]
             results.append(GenerationResult("gen0", 0, gen0["metrics"], dict(gen0["metrics"]), gen0["alerts"]))
             for regime in regimes:
@@ -101,8 +101,8 @@ def run_recursive(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: 
                 for g in range(1, generations + 1):
                     data = sample_texts(model, tokenizer, starts, samples, seed=seed * 1000 + g) \
                         if regime == "replace" else list(train)
-                    model, guard = fit(data, seed * 1000 + g, reference=profile)
-                    ref = guard.engine.reference
+                    model, guard = fit(data, seed * 1000 + g, reference_profile=profile)
+                    ref = guard.engine.reference_profile
                     last = guard.engine.monitor.checks[-1]
                     results.append(GenerationResult(regime, g, last["metrics"], dict(ref.metrics), last["alerts"]))
         finally:
@@ -138,7 +138,7 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
             synthetic, human = TokenBlocks(texts, tokenizer), TokenBlocks(anchors, tokenizer)
             sampler = AnchorMixSampler(["synthetic"] * len(synthetic) + ["human"] * len(human), 16, floor,
                                        seed=run_seed, allow_repeat_anchors=True)
-            guard = CollapseGuard(gold, tokenizer=tokenizer, on_collapse="reweight", sampler=sampler,
+            guard = CollapseGuard(gold, tokenizer=tokenizer, on_collapse="reweight", anchor_sampler=sampler,
                                   **guard_kwargs, **extra)
             loader = torch.utils.data.DataLoader(torch.utils.data.ConcatDataset([synthetic, human]),
                                                  batch_sampler=sampler)
@@ -154,7 +154,7 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)
         base = tiny_gpt2(tokenizer, seed=seed)
-        guard0 = fit(base, train, (), seed * 1000, 4 * epochs, save_profile=profile, every_n_epochs=4 * epochs)
+        guard0 = fit(base, train, (), seed * 1000, 4 * epochs, save_profile_to=profile, every_n_epochs=4 * epochs)
         gen0 = guard0.engine.monitor.checks[-1]
         results.append(GenerationResult("gen0", 0, gen0["metrics"], dict(gen0["metrics"]), gen0["alerts"]))
         for regime in ("replace", "reweight"):
@@ -165,9 +165,9 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
                 if regime == "reweight":
                     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1000 + g))
                     anchors = [train[i] for i in pick[: samples // 8].tolist()]
-                guard = fit(model, data, anchors, seed * 1000 + g, epochs, reference=profile)
+                guard = fit(model, data, anchors, seed * 1000 + g, epochs, reference_profile=profile)
                 last = guard.engine.monitor.checks[-1]
-                results.append(GenerationResult(regime, g, last["metrics"], dict(guard.engine.reference.metrics),
+                results.append(GenerationResult(regime, g, last["metrics"], dict(guard.engine.reference_profile.metrics),
                                                 last["alerts"]))
     return results
 
@@ -361,7 +361,7 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
 
             base = tiny_gpt2(tok, seed=seed)
             with tempfile.TemporaryDirectory() as tmp:
-                guard0 = CollapseGuard(gold, tokenizer=tok, save_profile=Path(tmp) / "gen0.json",
+                guard0 = CollapseGuard(gold, tokenizer=tok, save_profile_to=Path(tmp) / "gen0.json",
                                        every_n_epochs=gen0_epochs, **guard_kwargs)
                 fit(base, loader_of(TokenBlocks(data.pool, tok)), gen0_epochs, guard0, seed * 1000)
                 profile = ReferenceProfile.load(Path(tmp) / "gen0.json")
@@ -378,7 +378,7 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
         synthetic_val: list[str] = []  # accumulate: every generation's held-out samples
         for g in range(1, generations + 1):
             run_seed = seed * 1000 + g
-            guard = CollapseGuard(gold, tokenizer=tok, reference=profile, every_n_epochs=epochs, **guard_kwargs)
+            guard = CollapseGuard(gold, tokenizer=tok, reference_profile=profile, every_n_epochs=epochs, **guard_kwargs)
             if kind == "fresh":
                 fit(model, loader_of(TokenBlocks(_draw_paragraphs(data.pool, budget, tok, run_seed), tok)), epochs,
                     guard, run_seed)
@@ -408,8 +408,8 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
                 anchors = TokenBlocks(_draw_paragraphs(data.pool, round(budget * human_floor), tok, run_seed), tok)
                 sampler = AnchorMixSampler(["synthetic"] * len(own) + ["human"] * len(anchors), 16, human_floor,
                                            seed=run_seed, allow_repeat_anchors=True)
-                guard = CollapseGuard(gold, tokenizer=tok, reference=profile, on_collapse="reweight",
-                                      sampler=sampler, **guard_kwargs)
+                guard = CollapseGuard(gold, tokenizer=tok, reference_profile=profile, on_collapse="reweight",
+                                      anchor_sampler=sampler, **guard_kwargs)
                 loader = torch.utils.data.DataLoader(torch.utils.data.ConcatDataset([own, anchors]),
                                                      batch_sampler=sampler)
                 fit(model, loader, epochs, guard, run_seed)

@@ -25,7 +25,7 @@ from collapseguard.detection.alerts import silenced_alerts
 from collapseguard.detection.monitor import CheckResult
 from collapseguard.gold.goldset import GoldSet
 from collapseguard.gold.tokenization import SimpleTokenizer, stable_token_id
-from collapseguard.guard.engine import Generation, GuardEngine
+from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 from collapseguard.guard.sampling import AnchorMixSampler
 
 
@@ -102,9 +102,9 @@ def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation
         reweight = track == "reweight"
         engines[track] = GuardEngine(
             gold, tokenizer=tok, thresholds=thresholds, num_samples=num_prompts, prompt_length=16, max_new_tokens=32,
-            model_stats=False, alert_log=trail, on_collapse="reweight" if reweight else "warn",
+            score_gold=False, alert_log=trail, on_collapse="reweight" if reweight else "warn",
             # the guard's floor is exactly the one asked for; each generation's sampler realises the share
-            sampler=AnchorMixSampler(["synthetic", "human"], 16, floor) if reweight else None)
+            anchor_sampler=AnchorMixSampler(["synthetic", "human"], 16, floor) if reweight else None)
     if out is not None:
         _write_jsonl(out / "gold.jsonl", [{"text": t} for t in gold_texts])
     corpora = {track: human for track in TRACKS}
@@ -116,22 +116,22 @@ def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation
                 engine.setup()
                 model = TrigramLM(corpora[track])
                 prompts = engine.prompts()
-                outcome = engine.run_check(lambda m=model, p=prompts: Generation(
+                outcome = engine.run_check(lambda m=model, p=prompts: GeneratedBatch(
                     sequences=[m.sample(x, 32, rng) for x in p], finished=[False] * len(p)), step=gen, epoch=gen)
                 synthetic = _sample_corpus(model, human, samples_per_generation, rng)
                 share = 0.0
-                if engine.sampler is not None:
+                if engine.anchor_sampler is not None:
                     # the guard's human share decides the next generation's mix: a fresh draw of
                     # human paragraphs, batched by a sampler that holds the share as a floor
-                    engine.sampler = _mix_sampler(engine.human_fraction, samples_per_generation, len(human),
+                    engine.anchor_sampler = _mix_sampler(engine.human_fraction, samples_per_generation, len(human),
                                                   seed + gen)
-                    labels = engine.sampler.labels.tolist()
+                    labels = engine.anchor_sampler.labels.tolist()
                     anchors = [human[i] for i in rng.choice(len(human), size=labels.count("human"), replace=False)]
                     pool = synthetic[:labels.count("synthetic")] + anchors
-                    drawn = [i for batch in engine.sampler for i in batch]
+                    drawn = [i for batch in engine.anchor_sampler for i in batch]
                     corpora[track] = [pool[i] for i in drawn]
                     provenance[track] = [labels[i] for i in drawn]
-                    share = float(engine.sampler.realized_human_fraction or 0.0)
+                    share = float(engine.anchor_sampler.realized_human_fraction or 0.0)
                 else:
                     corpora[track], provenance[track] = synthetic, ["synthetic"] * len(synthetic)
                 row = DemoRow(gen, track, outcome.result, share)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from collapseguard._validation import NONE, Interval, validate
 from collapseguard.detection.alerts import Alert
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.metrics import distinct_n, duplicate_fraction
@@ -30,7 +31,9 @@ class DataStreamMonitor:
         min_human_fraction: alert when the realized human share of the window falls below it
             (only for batches observed with provenance flags).
         thresholds: bounds (``diversity_warn``/``_critical`` for the distinct-2 ratio,
-            ``repetition_warn``/``_critical`` for the duplicate share).
+            ``repetition_warn``/``_critical`` for the duplicate share). ``None``: the thresholds of the guard it is
+            given to (``data_monitor=``), so a guard at ``"strict"`` judges its data stream at ``"strict"`` too;
+            ``"balanced"`` when used alone.
 
     ``observe`` takes each batch's token ids (and, optionally, which rows are human); the guard
     calls :meth:`evaluate` at every check, with the gold token sequences from its monitor.
@@ -40,15 +43,20 @@ class DataStreamMonitor:
 
     def __init__(self, window: int = 512, min_human_fraction: float | None = None,
                  thresholds: Thresholds | str | dict | None = None) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 8:
-            raise ValueError(f"window={window!r} must be an int >= 8 (sequences kept for the rolling check)")
-        if min_human_fraction is not None and not 0.0 <= min_human_fraction <= 1.0:
-            raise ValueError(f"min_human_fraction={min_human_fraction!r} must be a fraction in [0, 1]")
+        validate("DataStreamMonitor", "window", window, Interval(int, 8, None),
+                 fix="the rolling check keeps at least 8 sequences")
+        validate("DataStreamMonitor", "min_human_fraction", min_human_fraction, Interval(float, 0, 1), NONE)
         self.window = window
         self.min_human_fraction = min_human_fraction
+        self.thresholds_given = thresholds is not None
         self.thresholds = Thresholds.coerce(thresholds)
         self._seqs: deque[np.ndarray] = deque(maxlen=window)
         self._human: deque[bool | None] = deque(maxlen=window)
+
+    def inherit_thresholds(self, thresholds: Thresholds) -> None:
+        """Judge with the guard's thresholds unless this monitor was given its own."""
+        if not self.thresholds_given:
+            self.thresholds = thresholds
 
     def observe(self, token_ids: Any, is_human: Sequence[bool] | None = None) -> None:
         """Add a batch: a 2-D array/tensor of token ids (rows = sequences) or a list of sequences."""

@@ -365,7 +365,7 @@ class CollapseMonitor:
 
     def _apply_patience(self, findings: list[Finding], step: int | None) -> list[Alert]:
         """Raise a finding's alert once it held ``patience`` consecutive checks (at its mildest severity)."""
-        patience = self.thresholds.patience
+        patience = self.thresholds.alert_patience
         alerts = []
         for f in findings:
             if f.severity is None:

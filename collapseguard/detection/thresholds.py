@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from collapseguard._validation import Interval, validate
+
+RENAMED_FIELDS = {"patience": "alert_patience"}
+"""Threshold fields renamed in 0.2 (old -> new); the old names work in dicts, files, ``replace`` and the constructor,
+with a ``DeprecationWarning``, until 0.3."""
+
+
+def _renamed_fields(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for old, new in RENAMED_FIELDS.items():
+        if old in out:
+            warnings.warn(f"Thresholds: {old} was renamed {new} in collapseguard 0.2 (the callbacks' patience= is "
+                          "halting's)", DeprecationWarning, stacklevel=3)
+            out.setdefault(new, out.pop(old))
+    return out
 
 
 def _f(default: float, lo: float, hi: float, doc: str, **kw: Any) -> Any:
@@ -27,7 +45,7 @@ class Thresholds:
     >>> Thresholds(diversity_warn=0.4, diversity_critical=0.5)
     Traceback (most recent call last):
     ...
-    ValueError: diversity_critical=0.5 must be below diversity_warn=0.4 (critical is the more severe bound); lower diversity_critical or raise diversity_warn
+    ValueError: Thresholds: diversity_critical=0.5 is invalid: it must be below diversity_warn=0.4 (critical is the more severe bound). Lower diversity_critical or raise diversity_warn.
     """
 
     # early phase: tail loss
@@ -63,7 +81,7 @@ class Thresholds:
     # dynamics
     trend_window: int = _f(3, 2, 1000, "checks in the trend window", integer=True)
     trend_drop_warn: float = _f(0.2, 0, 1, "warn when a metric already below gold fell by this share across the trend window, even above the ratio bound")
-    patience: int = _f(1, 1, 1000, "consecutive checks a condition must hold before its alert is raised", integer=True)
+    alert_patience: int = _f(1, 1, 1000, "consecutive checks a condition must hold before its alert is raised (the callbacks' patience= counts critical checks before halting)", integer=True)
     corroboration: int = _f(2, 0, 1000, "a check where this many different signals warn at once is critical: independent evidence that agrees (0 switches it off)", integer=True)
     min_outputs: int = _f(8, 2, 10**6, "fewer outputs than this make a check unreliable: it is reported, not judged", integer=True)
     min_tail_types: int = _f(10, 0, 10**6, "tail coverage is judged only where gold's own continuations at the check size cover at least this many rare types: with fewer, a word or two swings the ratio", integer=True)
@@ -84,26 +102,20 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
             lo, hi = f.metadata["range"]
-            if f.metadata.get("integer"):
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise TypeError(f"{f.name} must be an int, got {value!r}")
-            elif not isinstance(value, int | float) or isinstance(value, bool):
-                raise TypeError(f"{f.name} must be a number, got {value!r}")
-            if not lo <= value <= hi or value != value:
-                raise ValueError(f"{f.name}={value!r} is out of range: it must lie in [{lo}, {hi}] ({f.metadata['doc']})")
+            validate("Thresholds", f.name, getattr(self, f.name), Interval(int if f.metadata.get("integer") else float,
+                                                                          lo, hi), fix=f.metadata["doc"])
         for warn, crit, side in self._PAIRS:
             w, c = getattr(self, warn), getattr(self, crit)
             if side == "below" and not c < w:
                 raise ValueError(
-                    f"{crit}={c} must be below {warn}={w} (critical is the more severe bound); "
-                    f"lower {crit} or raise {warn}"
+                    f"Thresholds: {crit}={c} is invalid: it must be below {warn}={w} (critical is the more severe "
+                    f"bound). Lower {crit} or raise {warn}."
                 )
             if side == "above" and not c > w:
                 raise ValueError(
-                    f"{crit}={c} must be above {warn}={w} (critical is the more severe bound); "
-                    f"raise {crit} or lower {warn}"
+                    f"Thresholds: {crit}={c} is invalid: it must be above {warn}={w} (critical is the more severe "
+                    f"bound). Raise {crit} or lower {warn}."
                 )
 
     # ------------------------------------------------------------------ presets
@@ -136,7 +148,7 @@ class Thresholds:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Thresholds:
         """Fields from a dict; ``preset`` names a base the other keys override."""
-        data = dict(data)
+        data = _renamed_fields(data)
         base = PRESETS.get(data.pop("preset", "balanced"))
         if base is None:
             raise ValueError(f"unknown thresholds preset in dict: choose one of {sorted(PRESETS)}")
@@ -189,7 +201,14 @@ class Thresholds:
         return "\n".join(lines) + "\n"
 
     def replace(self, **changes: Any) -> Thresholds:
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **_renamed_fields(changes))
+
+    def __getattr__(self, name: str) -> Any:  # only called for names the instance lacks
+        if name in RENAMED_FIELDS:
+            warnings.warn(f"Thresholds.{name} was renamed {RENAMED_FIELDS[name]} in collapseguard 0.2",
+                          DeprecationWarning, stacklevel=2)
+            return getattr(self, RENAMED_FIELDS[name])
+        raise AttributeError(f"'Thresholds' object has no attribute {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -218,8 +237,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "nll_rise_warn": 1.3, "nll_rise_critical": 2.0,
         "diversity_warn": 0.6, "diversity_critical": 0.35, "overconfidence_warn": 1.5, "overconfidence_critical": 2.5,
         "self_bleu_rise_warn": 0.25, "self_bleu_rise_critical": 0.5,
-        "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "patience": 2,
+        "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "alert_patience": 2,
         "distinct_k_warn": 0.6, "distinct_k_critical": 0.35, "within_similarity_warn": 0.35,
         "within_similarity_critical": 0.65, "entropy_warn": 0.35, "entropy_critical": 0.1,
     },
 }
+
+
+def _accept_renamed(init: Any) -> Any:
+    @functools.wraps(init)
+    def __init__(self: Thresholds, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **_renamed_fields(kwargs))
+
+    return __init__
+
+
+Thresholds.__init__ = _accept_renamed(Thresholds.__init__)  # type: ignore[method-assign]

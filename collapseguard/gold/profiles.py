@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from collapseguard._validation import message
+
 PROFILE_SCHEMA_VERSION = 1
 
 
@@ -84,13 +86,14 @@ class ReferenceProfile:
         """Read a profile JSON file (plain JSON: no pickle, nothing executed)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"reference={str(path)!r}: no such profile file (make one with save_profile=... "
-                                    "or `collapseguard profile`)")
+            raise FileNotFoundError(f"ReferenceProfile: reference_profile={str(path)!r} is invalid: no such profile "
+                                    "file. Make one with save_profile_to=... or `collapseguard profile`.")
         with open(path, encoding="utf-8") as fh:
             try:
                 return cls.from_dict(json.load(fh))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"reference={str(path)!r} is not JSON ({exc.msg})") from None
+                raise ValueError(f"ReferenceProfile: reference_profile={str(path)!r} is invalid: it is not JSON "
+                                 f"({exc.msg}). Pass a file written with save_profile_to=....") from None
 
     @classmethod
     def coerce(cls, value: ReferenceProfile | str | Path | dict[str, Any] | None) -> ReferenceProfile | None:
@@ -100,8 +103,8 @@ class ReferenceProfile:
             return cls.load(value)
         if isinstance(value, dict):
             return cls.from_dict(value)
-        raise TypeError(f"reference must be a ReferenceProfile, a path to a profile JSON or a dict, "
-                        f"got {type(value).__name__}")
+        raise TypeError(message("ReferenceProfile", "reference_profile", value,
+                                "a ReferenceProfile, the path of a profile JSON or a dict", wrong_type=True))
 
     # ---------------------------------------------------------- comparability
     def differences(self, gold_fingerprint: str, settings: dict[str, Any]) -> list[str]:

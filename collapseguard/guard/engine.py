@@ -18,19 +18,21 @@ from typing import Any, Literal
 
 import numpy as np
 
+from collapseguard._validation import message
 from collapseguard.detection.alerts import Alert, emit, logger
 from collapseguard.detection.monitor import CheckResult, CollapseMonitor
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet, GoldSetModifiedError
 from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.guard.halting import HaltPolicy
+from collapseguard.guard.options import BY_NAME, check_option
+from collapseguard.guard.reweighting import ReweightPolicy
 from collapseguard.metrics import ModelStats
 from collapseguard.metrics.suite import MetricSuite
 from collapseguard.reporting.alertlog import AlertLog
 
 ENGINE_STATE_VERSION = 1
 BASELINE_SEED_OFFSET = 1_000_003  # the check before training samples from seed + this
-ON_COLLAPSE = ("warn", "halt", "reweight")
-ON_ERROR = ("warn", "raise")
 DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
@@ -41,7 +43,7 @@ class UnrecoverableCheckError(RuntimeError):
 
 
 @dataclass
-class Generation:
+class GeneratedBatch:
     """What an adapter's ``produce`` returns for its shard of prompts.
 
     Text gold: ``sequences`` (generated token ids, EOS excluded) and ``finished``
@@ -68,59 +70,31 @@ class CheckOutcome:
     faults: list[Alert] = field(default_factory=list)
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value!r}")
-    return int(value)
-
-
-def _choice(name: str, value: Any, options: Sequence[str]) -> str:
-    if value not in options:
-        raise ValueError(f"{name}={value!r} is not supported: choose one of {list(options)}")
-    return value
-
-
 class GuardEngine:
     """Configuration, schedule and decisions of a collapse guard (framework-free).
 
-    Args:
-        gold: the human gold set.
-        tokenizer: tokenizer for a text gold set; adapters may supply it later via :meth:`setup`.
-        thresholds: :class:`Thresholds`, preset name or dict.
-        on_collapse: ``"warn"`` (log and warn only), ``"halt"`` (stop training after
-            ``patience`` consecutive critical checks) or ``"reweight"`` (raise the human share of an
-            :class:`~collapseguard.guard.sampling.AnchorMixSampler` as alerts grow, relax it as health recovers).
-        sampler: the ``AnchorMixSampler`` that ``on_collapse="reweight"`` steers; its starting
-            ``min_human_fraction`` is the floor it never goes below.
-        max_human_fraction, reweight_step: the ceiling of the human share and its step per check
-            (a warn raises it one step, a critical two; ``recovery_checks`` clean checks lower it one).
-        provenance: a :class:`~collapseguard.gold.provenance.ProvenanceLedger` whose summary (samples and
-            tokens by label) is logged when training starts.
-        data_monitor: a :class:`~collapseguard.detection.datastream.DataStreamMonitor` fed with the training
-            batches; judged at every check (its alerts are logged and trailed, never halt training).
+    Args: those of the callbacks (:data:`collapseguard.guard.options.OPTIONS`, validated here with the one
+    message format), except the adapter's own (``gold`` as a path, ``generate_fn``, ``sample_fn``,
+    ``score_fn``); ``caller``: the class the user built, named in every refusal. In short:
+
+        thresholds: :class:`Thresholds`, preset name, dict or YAML/JSON file.
+        on_collapse: ``"warn"``, ``"halt"`` (after ``patience`` consecutive critical checks; see
+            :class:`~collapseguard.guard.halting.HaltPolicy`) or ``"reweight"`` (steer ``anchor_sampler``; see
+            :class:`~collapseguard.guard.reweighting.ReweightPolicy`, which owns ``max_human_fraction``,
+            ``reweight_step`` and ``recovery_checks``).
         on_error: ``"warn"`` (a failing check becomes a fault alert, training goes on) or ``"raise"``.
-        every_n_epochs: run a check at the end of every n-th epoch.
-        num_samples: gold prompts continued per check (across all processes).
-        prompt_length: gold tokens in each prompt.
-        max_new_tokens: tokens generated per prompt (also the gold reference length).
-        patience: consecutive critical checks before halting.
-        seed: generation seed; check k uses ``seed + k``, so resumed runs sample the same way.
-        generation_kwargs: overrides of the sampling settings (default: pure sampling, temperature 1).
-        model_stats: also score gold continuations teacher-forced (banded perplexity, entropy).
-        batch_size: prompts per generation batch.
-        zero3_gather: DeepSpeed ZeRO-3 only: gather the whole model once for a check (fast, and a rank
-            failing while generating is a fault; needs the full parameters' memory on each device), or
-            ``False``: fetch them module by module as training does (every forward a collective).
-        reference: a :class:`~collapseguard.gold.profiles.ReferenceProfile` or the path of its JSON: judge
-            every check against this trusted model as well.
-        save_profile: write a reference profile of the final model to this path at the end of training.
-        alert_log: append a JSONL trail here (one line per check and per alert; written by rank 0).
-        check_on_train_start: measure the model once before training starts (same prompts and settings, not
-            judged): the run's starting point, so that a model which gets worse than where it started is
-            judged against it from the first check (see :mod:`collapseguard.detection.trajectory`). Skipped on resume.
-        samples_per_prompt: continue each gold prompt k times (groups kept together when prompts are shared out
-            across ranks): within-prompt diversity is measured on the groups, the metrics across prompts on
-            each group's first sample (see :class:`~collapseguard.detection.monitor.CollapseMonitor`).
+        every_n_epochs, num_samples, prompt_length, max_new_tokens, samples_per_prompt, batch_size, seed,
+            generation_kwargs: the schedule and the generation settings (check k samples with ``seed + k``).
+        score_gold: also score gold continuations teacher-forced (banded perplexity, entropy).
+        check_on_train_start: measure the model once before training (not judged): the run's starting point
+            (see :mod:`collapseguard.detection.trajectory`). Skipped on resume.
+        zero3_gather: DeepSpeed ZeRO-3: gather the whole model once per check (``False``: module by module).
+        reference_profile / save_profile_to: judge against a trusted model's
+            :class:`~collapseguard.gold.profiles.ReferenceProfile` / write one at the end of training.
+        alert_log: append a JSONL trail here (rank 0).
+        provenance: a :class:`~collapseguard.gold.provenance.ProvenanceLedger` logged when training starts.
+        data_monitor: a :class:`~collapseguard.detection.datastream.DataStreamMonitor` judged at every check
+            (never halts); it judges with these thresholds unless it was given its own.
 
     ``gold=None`` is for guards that judge what the trainer generated itself (the GRPO guard): no prompts, groups
     of ``samples_per_prompt`` samples and trainer-reported statistics, judged against the run's own start.
@@ -129,89 +103,100 @@ class GuardEngine:
         TypeError / ValueError: naming the argument, its value and the valid choices.
     """
 
-    def __init__(self, gold: GoldSet, *, tokenizer: Any = None, thresholds: Thresholds | str | dict | None = None,
-                 on_collapse: Literal["warn", "halt"] = "warn", on_error: Literal["warn", "raise"] = "warn",
+    def __init__(self, gold: GoldSet | None, *, tokenizer: Any = None,
+                 thresholds: Thresholds | str | dict[str, Any] | None = None,
+                 on_collapse: Literal["warn", "halt", "reweight"] = "warn", on_error: Literal["warn", "raise"] = "warn",
                  every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
-                 patience: int = 1, seed: int = 0, generation_kwargs: dict[str, Any] | None = None,
-                 model_stats: bool = True, batch_size: int = 32, zero3_gather: bool = True,
-                 reference: ReferenceProfile | str | Path | None = None, save_profile: str | Path | None = None,
-                 alert_log: str | Path | None = None, sampler: Any = None, max_human_fraction: float = 0.8,
-                 reweight_step: float = 0.1, recovery_checks: int = 2, provenance: Any = None,
-                 data_monitor: Any = None, check_on_train_start: bool = True, samples_per_prompt: int = 1) -> None:
+                 samples_per_prompt: int = 1, patience: int = 1, seed: int = 0,
+                 generation_kwargs: dict[str, Any] | None = None, score_gold: bool = True, batch_size: int = 32,
+                 check_on_train_start: bool = True, zero3_gather: bool = True,
+                 reference_profile: ReferenceProfile | str | Path | None = None,
+                 save_profile_to: str | Path | None = None, alert_log: str | Path | None = None,
+                 anchor_sampler: Any = None, max_human_fraction: float = 0.8, reweight_step: float = 0.1,
+                 recovery_checks: int = 2, provenance: Any = None, data_monitor: Any = None,
+                 caller: str = "GuardEngine") -> None:
+        given = {k: v for k, v in locals().items() if k in BY_NAME and BY_NAME[k].engine}
+        for name, value in given.items():  # one validator, one message format, naming the user's callback
+            check_option(caller, name, value)
         if gold is not None and not isinstance(gold, GoldSet):
-            raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
+            raise TypeError(message(caller, "gold", gold, "a GoldSet", BY_NAME["gold"].fix, wrong_type=True))
+        self.caller = caller
         self.gold = gold
         self.tokenizer = tokenizer
-        self.thresholds = Thresholds.coerce(thresholds)
-        self.on_collapse = _choice("on_collapse", on_collapse, ON_COLLAPSE)
-        self.on_error = _choice("on_error", on_error, ON_ERROR)
-        self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
-        self.num_samples = _positive_int("num_samples", num_samples, 2)
-        self.prompt_length = _positive_int("prompt_length", prompt_length)
-        self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
-        self.patience = _positive_int("patience", patience)
-        self.seed = _positive_int("seed", seed, 0)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.samples_per_prompt = _positive_int("samples_per_prompt", samples_per_prompt)
+        self.thresholds = Thresholds.coerce(thresholds)  # once: the monitor and the data stream get this instance
+        self.on_collapse = on_collapse
+        self.on_error = on_error
+        self.every_n_epochs = int(every_n_epochs)
+        self.num_samples = int(num_samples)
+        self.prompt_length = int(prompt_length)
+        self.max_new_tokens = int(max_new_tokens)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.samples_per_prompt = int(samples_per_prompt)
         if gold is not None and gold.kind == "array" and self.samples_per_prompt > 1:
-            raise ValueError("samples_per_prompt > 1 needs prompts: an array gold set has none; drop samples_per_prompt")
-        if generation_kwargs is not None and not isinstance(generation_kwargs, dict):
-            raise TypeError(f"generation_kwargs must be a dict, got {type(generation_kwargs).__name__}")
+            raise ValueError(f"{caller}: samples_per_prompt={samples_per_prompt} is invalid: an array gold set has "
+                             "no prompts to repeat. Drop samples_per_prompt.")
         self.generation_kwargs = {**DEFAULT_GENERATION, **(generation_kwargs or {})}
-        self.model_stats = bool(model_stats)
-        self.zero3_gather = bool(zero3_gather)
-        self.reference = ReferenceProfile.coerce(reference)
-        if self.reference is not None:  # the tokenizer part is checked at setup, once it is known
+        self.score_gold = score_gold
+        self.zero3_gather = zero3_gather
+        self.reference_profile = ReferenceProfile.coerce(reference_profile)
+        if self.reference_profile is not None:  # the tokenizer part is checked at setup, once it is known
             if gold is None:
-                raise ValueError("reference= is judged on gold prompts: pass a GoldSet, or drop reference")
-            self.reference.require_compatible(gold.fingerprint, self.settings())
-        if save_profile is not None and not isinstance(save_profile, str | Path):
-            raise TypeError(f"save_profile must be a file path, got {type(save_profile).__name__}")
-        self.save_profile = Path(save_profile) if save_profile is not None else None
-        if alert_log is not None and not isinstance(alert_log, str | Path):
-            raise TypeError(f"alert_log must be a file path, got {type(alert_log).__name__}")
-        self.alert_log = AlertLog(alert_log, raise_errors=self.on_error == "raise") if alert_log is not None else None
+                raise ValueError(f"{caller}: reference_profile is judged on gold prompts: pass a GoldSet, or drop "
+                                 "reference_profile")
+            self.reference_profile.require_compatible(gold.fingerprint, self.settings())
+        self.save_profile_to = Path(save_profile_to) if save_profile_to is not None else None
+        self.alert_log = AlertLog(alert_log, raise_errors=on_error == "raise") if alert_log is not None else None
         self.rank, self.world_size = 0, 1
-        self.sampler = sampler
-        if self.on_collapse == "reweight":
-            if sampler is None or not callable(getattr(sampler, "set_human_fraction", None)):
-                raise ValueError("on_collapse='reweight' needs sampler=AnchorMixSampler(...) (the sampler of your "
-                                 "training DataLoader), whose human share it raises as alerts grow")
-            self.human_floor = float(sampler.min_human_fraction)
-            for name, value in (("max_human_fraction", max_human_fraction), ("reweight_step", reweight_step)):
-                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-                    raise ValueError(f"{name}={value!r} must be a fraction in (0, 1]")
-            if max_human_fraction < self.human_floor:
-                raise ValueError(f"max_human_fraction={max_human_fraction} is below the sampler's min_human_fraction="
-                                 f"{self.human_floor}: raise max_human_fraction")
-            self.human_fraction: float | None = self.human_floor
-        else:
-            self.human_floor, self.human_fraction = 0.0, None
-        self.max_human_fraction = float(max_human_fraction)
-        self.reweight_step = float(reweight_step)
-        self.recovery_checks = _positive_int("recovery_checks", recovery_checks)
-        self.clean_streak = 0
-        if provenance is not None and not callable(getattr(provenance, "log_summary", None)):
-            raise TypeError(f"provenance must be a ProvenanceLedger, got {type(provenance).__name__}")
+        self.halting = HaltPolicy(on_collapse == "halt", int(patience))
+        self.reweighting: ReweightPolicy | None = None
+        if on_collapse == "reweight":
+            if anchor_sampler is None:
+                raise ValueError(f"{caller}: on_collapse='reweight' needs anchor_sampler=AnchorMixSampler(...) (the "
+                                 "sampler of your training DataLoader), whose human share it raises as alerts grow")
+            self.reweighting = ReweightPolicy(anchor_sampler, max_human_fraction, reweight_step, int(recovery_checks),
+                                              caller=caller)
+        self._anchor_sampler = anchor_sampler
         self.provenance = provenance
-        if data_monitor is not None and not callable(getattr(data_monitor, "evaluate", None)):
-            raise TypeError(f"data_monitor must be a DataStreamMonitor, got {type(data_monitor).__name__}")
         if data_monitor is not None and (gold is None or gold.kind != "text"):
-            raise ValueError("data_monitor watches token streams: it needs a text gold set")
+            raise ValueError(f"{caller}: data_monitor watches token streams: it needs a text gold set")
+        if data_monitor is not None:
+            data_monitor.inherit_thresholds(self.thresholds)
         self.data_monitor = data_monitor
-        if not isinstance(check_on_train_start, bool):
-            raise TypeError(f"check_on_train_start must be True or False, got {check_on_train_start!r}")
         self.check_on_train_start = check_on_train_start
         self._baseline_running = False
         self._data_alerts: set[tuple[str, str]] = set()
         self.monitor: CollapseMonitor | None = None
         self.checks_done = 0
-        self.critical_streak = 0
         self.last_outcome: CheckOutcome | None = None
         self._pending_state: dict[str, Any] | None = None
         self.timing: dict[str, float] = {}  # seconds spent in the last check, by part
         self.timing_history: list[dict[str, float]] = []  # one per successful check of this process
         self.last_step: int | None = None
+
+    @property
+    def anchor_sampler(self) -> Any:
+        """The sampler ``on_collapse="reweight"`` steers."""
+        return self._anchor_sampler
+
+    @anchor_sampler.setter
+    def anchor_sampler(self, sampler: Any) -> None:  # a run that rebuilds its DataLoader hands over the new one
+        self._anchor_sampler = sampler
+        if self.reweighting is not None:
+            self.reweighting.sampler = sampler
+
+    @property
+    def patience(self) -> int:
+        return self.halting.patience
+
+    @property
+    def critical_streak(self) -> int:
+        return self.halting.critical_streak
+
+    @property
+    def human_fraction(self) -> float | None:
+        """The human share ``on_collapse="reweight"`` currently asks of the sampler (None when not reweighting)."""
+        return self.reweighting.fraction if self.reweighting is not None else None
 
     # ------------------------------------------------------------------ setup
     def setup(self, tokenizer: Any = None, *, rank: int = 0, world_size: int = 1) -> None:
@@ -228,7 +213,7 @@ class GuardEngine:
         text = self.gold is None or self.gold.kind == "text"
         self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if text else None,
                                        prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
-                                       reference=self.reference, samples_per_prompt=self.samples_per_prompt)
+                                       reference=self.reference_profile, samples_per_prompt=self.samples_per_prompt)
         # the gold reference at the check size, computed now rather than inside the first check
         self.monitor.reference(self.prompts_per_check)
         if self.prompts_per_check < self.num_samples:
@@ -254,10 +239,10 @@ class GuardEngine:
                       "samples_per_prompt": self.samples_per_prompt,
                       "prompt_length": self.prompt_length,
                       "max_new_tokens": self.max_new_tokens, "patience": self.patience, "seed": self.seed,
-                      "model_stats": self.model_stats, "generation": dict(self.generation_kwargs),
-                      "reference_profile": self.reference.source if self.reference is not None else None,
-                      "human_floor": self.human_floor if self.human_fraction is not None else None,
-                      "max_human_fraction": self.max_human_fraction if self.human_fraction is not None else None},
+                      "model_stats": self.score_gold, "generation": dict(self.generation_kwargs),
+                      "reference_profile": self.reference_profile.source if self.reference_profile else None,
+                      "human_floor": self.reweighting.floor if self.reweighting else None,
+                      "max_human_fraction": self.reweighting.ceiling if self.reweighting else None},
         }
 
     @property
@@ -271,19 +256,19 @@ class GuardEngine:
     def settings(self) -> dict[str, Any]:
         """The generation settings a reference profile must share with this run."""
         out = {"num_samples": self.num_samples, "generation": dict(self.generation_kwargs),
-               "model_stats": self.model_stats}
+               "model_stats": self.score_gold}
         if self.samples_per_prompt > 1:
             out["samples_per_prompt"] = self.samples_per_prompt
         return out
 
     def write_profile(self, source: str = "") -> Path | None:
-        """Save a reference profile of the latest successful check to ``save_profile`` (if set)."""
-        if self.save_profile is None:
+        """Save a reference profile of the latest successful check to ``save_profile_to`` (if set)."""
+        if self.save_profile_to is None:
             return None
         if self.monitor is None or not self.monitor.checks:
-            logger.warning("save_profile=%s: no check ran, so no profile was written", self.save_profile)
+            logger.warning("save_profile_to=%s: no check ran, so no profile was written", self.save_profile_to)
             return None
-        return self.monitor.profile(settings=self.settings(), source=source).save(self.save_profile)
+        return self.monitor.profile(settings=self.settings(), source=source).save(self.save_profile_to)
 
     def should_check(self, epoch: int) -> bool:
         """True at the end of every ``every_n_epochs``-th epoch (``epoch`` counts from 0)."""
@@ -313,7 +298,7 @@ class GuardEngine:
         checks sample the same way with and without it)."""
         return self.seed + (BASELINE_SEED_OFFSET if self._baseline_running else self.checks_done)
 
-    def run_baseline(self, produce: Callable[[], Generation],
+    def run_baseline(self, produce: Callable[[], GeneratedBatch],
                      gather: Callable[[MetricSuite | Alert], list[MetricSuite | Alert]] = lambda local: [local], *,
                      step: int | None) -> bool:
         """Measure the model before training (``check_on_train_start``); every rank calls it, like a check.
@@ -344,7 +329,7 @@ class GuardEngine:
         return True
 
     # ------------------------------------------------------------------ check
-    def measure(self, produce: Callable[[], Generation]) -> MetricSuite | Alert:
+    def measure(self, produce: Callable[[], GeneratedBatch]) -> MetricSuite | Alert:
         """Run this process's generation and measure it; a failure becomes a fault alert."""
         assert self.monitor is not None, "call setup() first"
         try:
@@ -379,7 +364,7 @@ class GuardEngine:
                 raise
             return self._fault("generation", f"the check failed with {type(exc).__name__}: {exc}")
 
-    def run_check(self, produce: Callable[[], Generation],
+    def run_check(self, produce: Callable[[], GeneratedBatch],
                   gather: Callable[[MetricSuite | Alert], list[MetricSuite | Alert]] = lambda local: [local], *,
                   step: int | None, epoch: int | None) -> CheckOutcome:
         """One whole check: measure this process's share, gather every process's, conclude.
@@ -413,11 +398,9 @@ class GuardEngine:
         for fault in faults:
             emit(Alert(fault.phase, fault.severity, fault.metric, fault.value, fault.reference, fault.threshold,
                        fault.message, fault.detector, step), new=True)
-        critical = (result is not None and result.critical) or any(f.severity == "critical" for f in faults)
-        self.critical_streak = self.critical_streak + 1 if critical else 0
-        if result is not None or faults:
-            self._reweight(result)
-        should_stop, reason = self._evaluate_stopping_criteria(result, faults)
+        if self.reweighting is not None:
+            self.reweighting.update(result)
+        should_stop, reason = self.halting.decide(result, faults)
         outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
         outcome.log_metrics.update(self.human_fraction_metrics())
         data_alerts = self._judge_data_stream(outcome, step)
@@ -450,37 +433,6 @@ class GuardEngine:
         self._data_alerts = keys
         return alerts
 
-    def _reweight(self, result: CheckResult | None) -> None:
-        """Move the human share: up a step on a warn, two on a critical, down one after
-        ``recovery_checks`` clean checks; never below the sampler's floor or above the ceiling."""
-        if self.human_fraction is None or result is None:
-            return
-        severity = result.severity
-        self.clean_streak = 0 if severity else self.clean_streak + 1
-        step = {"warn": 1, "critical": 2}.get(severity or "", 0)
-        if not step and self.clean_streak >= self.recovery_checks:
-            step, self.clean_streak = -1, 0
-        new = min(self.max_human_fraction, max(self.human_floor, self.human_fraction + step * self.reweight_step))
-        new = round(new, 6)
-        if new != self.human_fraction:
-            why = f"{severity} alert" if step > 0 else f"{self.recovery_checks} clean checks"
-            logger.warning("collapseguard reweight: human share %.2f -> %.2f from the next epoch (%s; floor %.2f, "
-                           "ceiling %.2f)", self.human_fraction, new, why, self.human_floor, self.max_human_fraction)
-            self.human_fraction = new
-            self.sampler.set_human_fraction(new)
-
-    def _evaluate_stopping_criteria(self, result: CheckResult | None, faults: list[Alert]) -> tuple[bool, str | None]:
-        """(should_stop, reason): halt after ``patience`` consecutive critical checks when on_collapse="halt"."""
-        if self.on_collapse != "halt" or self.critical_streak < self.patience:
-            return False, None
-        worst = next((a for a in faults if a.severity == "critical"), None)
-        if worst is None and result is not None:
-            worst = min((a for a in result.alerts if a.severity == "critical"),
-                        key=lambda a: {"late": 0, "mid": 1, "early": 2}.get(a.phase, 3))
-        what = f"{worst.metric}={worst.value:.4g} (gold reference {worst.reference:.4g}): {worst.message}" if worst else ""
-        return True, (f"collapseguard halted training after {self.critical_streak} consecutive critical check(s) "
-                      f"(patience={self.patience}); {what}")
-
     def _fault(self, metric: str, message: str, severity: str = "warn") -> Alert:
         where = f" on rank {self.rank}" if self.world_size > 1 else ""
         return Alert("fault", severity, metric, math.nan, math.nan, math.nan,  # type: ignore[arg-type]
@@ -498,19 +450,13 @@ class GuardEngine:
 
     def human_fraction_metrics(self) -> dict[str, float]:
         """The human share the sampler drew in the epoch just trained, and the target for the next."""
-        if self.human_fraction is None:
-            return {}
-        out = {"collapseguard/human_fraction_target": self.human_fraction}
-        realized = getattr(self.sampler, "realized_human_fraction", None)
-        if realized is not None:
-            out["collapseguard/human_fraction"] = float(realized)
-        return out
+        return self.reweighting.log_metrics() if self.reweighting is not None else {}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"version": ENGINE_STATE_VERSION, "checks_done": self.checks_done,
                                  "critical_streak": self.critical_streak, "human_fraction": self.human_fraction,
-                                 "clean_streak": self.clean_streak}
+                                 "clean_streak": self.reweighting.clean_streak if self.reweighting else 0}
         if self.monitor is not None:
             state["monitor"] = self.monitor.state_dict()
         elif self._pending_state is not None:
@@ -524,11 +470,19 @@ class GuardEngine:
             self._pending_state = state
             return
         self.checks_done = int(state["checks_done"])
-        self.critical_streak = int(state["critical_streak"])
-        self.clean_streak = int(state.get("clean_streak", 0))
-        if state.get("human_fraction") is not None and self.human_fraction is not None:
-            self.human_fraction = float(state["human_fraction"])
-            self.sampler.set_human_fraction(self.human_fraction)
+        self.halting.critical_streak = int(state["critical_streak"])
+        if self.reweighting is not None:
+            self.reweighting.restore(state.get("human_fraction"), int(state.get("clean_streak", 0)))
         if state.get("monitor"):
             self.monitor.load_state_dict(state["monitor"])
         self._pending_state = None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Generation":  # renamed in 0.2: "generation" means a retraining round in this field
+        import warnings
+
+        warnings.warn("collapseguard.guard.engine.Generation was renamed GeneratedBatch in collapseguard 0.2",
+                      DeprecationWarning, stacklevel=2)
+        return GeneratedBatch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,7 +49,7 @@ def lightning(out: Path, mode: str) -> None:
 
         data = AnchorMixDataModule(*tr.mixed_blocks(), batch_size=16, min_human_fraction=0.1)
         guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **{**GUARD, "on_collapse": "reweight"},
-                              sampler=data.sampler, generate_fn=tr.alarming)
+                              anchor_sampler=data.sampler, generate_fn=tr.alarming)
         trainer = tr.lightning_trainer(out / "logs", 4, [guard, ckpt, Killer()], enable_checkpointing=True,
                                        use_distributed_sampler=False)
         trainer.fit(lightning_module(tr.model(dropout=0.0)), datamodule=data, ckpt_path=str(last) if last else None)
@@ -78,7 +78,7 @@ def hf(out: Path, mode: str) -> None:
 
         dataset, labels = tr.mixed_blocks()
         sampler = AnchorMixSampler(labels, 16, 0.1, allow_repeat_anchors=True)  # HF needs fixed-length epochs
-        guard = CollapseGuardCallback(tr.gold(), **{**GUARD, "on_collapse": "reweight"}, sampler=sampler,
+        guard = CollapseGuardCallback(tr.gold(), **{**GUARD, "on_collapse": "reweight"}, anchor_sampler=sampler,
                                       generate_fn=tr.alarming)
         args = TrainingArguments(output_dir=str(out / "hf"), num_train_epochs=4, learning_rate=3e-3, use_cpu=True,
                                  report_to=[], disable_tqdm=True, save_strategy="epoch", logging_strategy="epoch",
