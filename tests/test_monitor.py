@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
@@ -198,6 +199,53 @@ def test_state_dict_round_trip_and_gold_mismatch(monitor, corpus):
     other = CollapseMonitor(GoldSet.from_texts(corpus[0][:50]), prompt_length=16, max_new_tokens=32)
     with pytest.raises(ValueError, match="another gold set"):
         other.load_state_dict(state)
+
+
+def _monitor_logs(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "collapseguard" and r.levelno >= logging.WARNING]
+
+
+def test_resume_with_the_same_thresholds_is_silent(monitor, corpus, caplog):
+    monitor.check(["same words again and again"] * 64, step=0)
+    # through JSON, as a trail or a checkpoint's JSON side-car stores it: ints and floats compare equal after it
+    state = json.loads(json.dumps(monitor.state_dict()))
+    again = CollapseMonitor(corpus[1], thresholds="balanced", tokenizer=SimpleTokenizer(), prompt_length=16,
+                            max_new_tokens=32)
+    caplog.clear()  # the check's own alert lines
+    with caplog.at_level(logging.WARNING, "collapseguard"):
+        again.load_state_dict(state)
+    assert _monitor_logs(caplog) == []
+    assert json.dumps(again.history) == json.dumps(monitor.history)  # (NaN metrics: compare their JSON)
+
+
+def test_resume_with_other_thresholds_names_each_change_and_keeps_the_current(monitor, corpus, caplog):
+    monitor.check(["same words again and again"] * 64, step=0)
+    state = monitor.state_dict()
+    mine = CollapseMonitor(corpus[1], thresholds={"ppl_rise_warn": 1.3, "patience": 2}, tokenizer=SimpleTokenizer(),
+                           prompt_length=16, max_new_tokens=32)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "collapseguard"):
+        mine.load_state_dict(state)
+    (message,) = _monitor_logs(caplog)
+    assert "ppl_rise_warn 1.15 (saved) -> 1.3 (current)" in message
+    assert "patience 1 (saved) -> 2 (current)" in message
+    assert "current thresholds are used" in message
+    assert "diversity_warn" not in message  # unchanged fields are not listed
+    # the user's configuration wins; the history is restored all the same
+    assert (mine.thresholds.ppl_rise_warn, mine.thresholds.patience) == (1.3, 2)
+    assert mine.history == monitor.history
+
+
+def test_resume_from_a_state_with_other_threshold_fields_names_them(monitor, corpus, caplog):
+    """A state from another version may lack a field or carry one this version does not know."""
+    state = monitor.state_dict()
+    del state["thresholds"]["overconfidence_warn"]
+    state["thresholds"]["retired_bound"] = 0.3
+    with caplog.at_level(logging.WARNING, "collapseguard"):
+        monitor.load_state_dict(state)
+    (message,) = _monitor_logs(caplog)
+    assert "overconfidence_warn (none) (saved) -> 1.0 (current)" in message
+    assert "retired_bound 0.3 (saved) -> (none) (current)" in message
 
 
 def test_merged_shards_give_the_single_process_result(monitor, corpus):

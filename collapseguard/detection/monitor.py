@@ -388,12 +388,40 @@ class CollapseMonitor:
                 "thresholds": self.thresholds.to_dict(), "history": [dict(h) for h in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the history of :meth:`state_dict`.
+
+        The monitor keeps the thresholds it was built with: the saved ones are not restored (they would silently
+        override what the caller configured for this run). Where they differ, a warning on the ``collapseguard``
+        logger names each field with its saved and current value.
+
+        Raises:
+            ValueError: another state version, or a state saved with another gold set.
+        """
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"monitor state version {state.get('version')!r} is not {STATE_VERSION}")
         if state.get("fingerprint") != (self.gold.fingerprint if self.gold is not None else None):
             raise ValueError("this state was saved with another gold set (fingerprints differ); "
                              "resume with the same gold set or start a fresh monitor")
+        saved = state.get("thresholds")
+        if saved is not None:
+            changed = _threshold_changes(saved, self.thresholds.to_dict())
+            if changed:
+                logger.warning("resumed monitor state was saved with other thresholds: %s; the current thresholds "
+                               "are used (the saved ones are not restored)", "; ".join(changed))
         self.history = [dict(h) for h in state["history"]]
+
+
+def _threshold_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"field saved -> current"`` for every threshold that differs, in field order; a field only one side has
+    (a state from an older or newer version) shows as ``(none)`` on the other."""
+    missing = object()
+    changes = []
+    for name in [*current, *(k for k in saved if k not in current)]:
+        old, new = saved.get(name, missing), current.get(name, missing)
+        if old != new:
+            changes.append(f"{name} {'(none)' if old is missing else repr(old)} (saved) -> "
+                           f"{'(none)' if new is missing else repr(new)} (current)")
+    return changes
 
 
 def _anchor_summary(anchor: Anchor | None) -> dict[str, Any]:
