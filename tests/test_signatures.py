@@ -157,3 +157,17 @@ def test_lightning_skips_fast_dev_run_like_early_stopping(tmp_path, caplog):
         trainer, _ = tr.lightning_fit(tmp_path, "varied", 2, [guard], fast_dev_run=True, logger=False)
     assert guard.engine.checks_done == 0 and not guard.engine.monitor.history  # no baseline, no check
     assert not trainer.should_stop and "halted" not in caplog.text
+
+
+def test_lightning_cli_sees_every_argument_with_its_type():
+    jsonargparse = pytest.importorskip("jsonargparse")
+    _callbacks()
+    from collapseguard.integrations.lightning import CollapseGuard
+
+    parser = jsonargparse.ArgumentParser()
+    parser.add_class_arguments(CollapseGuard, "guard")
+    text = parser.format_help()
+    assert all(f"--guard.{o.name}" in text for o in OPTIONS if o.name != "gold") and "--guard.gold" in text
+    assert "{warn,halt,reweight}" in text
+    parsed = parser.parse_args(["--guard.gold=g.jsonl", "--guard.on_collapse=halt", "--guard.num_samples=8"])
+    assert parsed.guard.on_collapse == "halt" and parsed.guard.num_samples == 8
