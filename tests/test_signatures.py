@@ -171,3 +171,13 @@ def test_lightning_cli_sees_every_argument_with_its_type():
     assert "{warn,halt,reweight}" in text
     parsed = parser.parse_args(["--guard.gold=g.jsonl", "--guard.on_collapse=halt", "--guard.num_samples=8"])
     assert parsed.guard.on_collapse == "halt" and parsed.guard.num_samples == 8
+
+
+def test_the_engine_takes_exactly_the_shared_options():
+    from collapseguard.guard.engine import ENGINE_OPTIONS
+
+    assert list(ENGINE_OPTIONS) == [o.name for o in OPTIONS if o.engine]
+    with pytest.raises(TypeError, match=r"^GuardEngine: unexpected argument on_colapse='halt'; did you mean on_collapse=\?"):
+        GuardEngine(tr.gold(), on_colapse="halt")
+    engine = GuardEngine(tr.gold())
+    assert (engine.num_samples, engine.on_collapse, engine.patience) == (64, "warn", 1)  # the specification's defaults

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet, GoldSetModifiedError
 from collapseguard.gold.profiles import ReferenceProfile
 from collapseguard.guard.halting import HaltPolicy
-from collapseguard.guard.options import BY_NAME, check_option
+from collapseguard.guard.options import BY_NAME, OPTIONS, check_names, check_option
 from collapseguard.guard.reweighting import ReweightPolicy
 from collapseguard.metrics import ModelStats
 from collapseguard.metrics.suite import MetricSuite
@@ -34,6 +35,10 @@ from collapseguard.reporting.alertlog import AlertLog
 ENGINE_STATE_VERSION = 1
 BASELINE_SEED_OFFSET = 1_000_003  # the check before training samples from seed + this
 DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+ENGINE_OPTIONS = {o.name: o for o in OPTIONS if o.engine}
+"""What the engine takes besides ``gold`` and ``tokenizer``: the callbacks' options, in their order."""
 
 
 class UnrecoverableCheckError(RuntimeError):
@@ -103,67 +108,59 @@ class GuardEngine:
         TypeError / ValueError: naming the argument, its value and the valid choices.
     """
 
-    def __init__(self, gold: GoldSet | None, *, tokenizer: Any = None,
-                 thresholds: Thresholds | str | dict[str, Any] | None = None,
-                 on_collapse: Literal["warn", "halt", "reweight"] = "warn", on_error: Literal["warn", "raise"] = "warn",
-                 every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
-                 samples_per_prompt: int = 1, patience: int = 1, seed: int = 0,
-                 generation_kwargs: dict[str, Any] | None = None, score_gold: bool = True, batch_size: int = 32,
-                 check_on_train_start: bool = True, zero3_gather: bool = True,
-                 reference_profile: ReferenceProfile | str | Path | None = None,
-                 save_profile_to: str | Path | None = None, alert_log: str | Path | None = None,
-                 anchor_sampler: Any = None, max_human_fraction: float = 0.8, reweight_step: float = 0.1,
-                 recovery_checks: int = 2, provenance: Any = None, data_monitor: Any = None,
-                 caller: str = "GuardEngine") -> None:
-        given = {k: v for k, v in locals().items() if k in BY_NAME and BY_NAME[k].engine}
+    def __init__(self, gold: GoldSet | None, *, tokenizer: Any = None, caller: str = "GuardEngine",
+                 **options: Any) -> None:
+        check_names(caller, options, list(ENGINE_OPTIONS))
+        given = {name: options.get(name, option.default) for name, option in ENGINE_OPTIONS.items()}
         for name, value in given.items():  # one validator, one message format, naming the user's callback
             check_option(caller, name, value)
+        o = SimpleNamespace(**given)
         if gold is not None and not isinstance(gold, GoldSet):
             raise TypeError(message(caller, "gold", gold, "a GoldSet", BY_NAME["gold"].fix, wrong_type=True))
         self.caller = caller
         self.gold = gold
         self.tokenizer = tokenizer
-        self.thresholds = Thresholds.coerce(thresholds)  # once: the monitor and the data stream get this instance
-        self.on_collapse = on_collapse
-        self.on_error = on_error
-        self.every_n_epochs = int(every_n_epochs)
-        self.num_samples = int(num_samples)
-        self.prompt_length = int(prompt_length)
-        self.max_new_tokens = int(max_new_tokens)
-        self.seed = int(seed)
-        self.batch_size = int(batch_size)
-        self.samples_per_prompt = int(samples_per_prompt)
+        self.thresholds = Thresholds.coerce(o.thresholds)  # once: the monitor and the data stream get this instance
+        self.on_collapse = o.on_collapse
+        self.on_error = o.on_error
+        self.every_n_epochs = int(o.every_n_epochs)
+        self.num_samples = int(o.num_samples)
+        self.prompt_length = int(o.prompt_length)
+        self.max_new_tokens = int(o.max_new_tokens)
+        self.seed = int(o.seed)
+        self.batch_size = int(o.batch_size)
+        self.samples_per_prompt = int(o.samples_per_prompt)
         if gold is not None and gold.kind == "array" and self.samples_per_prompt > 1:
-            raise ValueError(f"{caller}: samples_per_prompt={samples_per_prompt} is invalid: an array gold set has "
+            raise ValueError(f"{caller}: samples_per_prompt={o.samples_per_prompt} is invalid: an array gold set has "
                              "no prompts to repeat. Drop samples_per_prompt.")
-        self.generation_kwargs = {**DEFAULT_GENERATION, **(generation_kwargs or {})}
-        self.score_gold = score_gold
-        self.zero3_gather = zero3_gather
-        self.reference_profile = ReferenceProfile.coerce(reference_profile)
+        self.generation_kwargs = {**DEFAULT_GENERATION, **(o.generation_kwargs or {})}
+        self.score_gold = o.score_gold
+        self.zero3_gather = o.zero3_gather
+        self.reference_profile = ReferenceProfile.coerce(o.reference_profile)
         if self.reference_profile is not None:  # the tokenizer part is checked at setup, once it is known
             if gold is None:
                 raise ValueError(f"{caller}: reference_profile is judged on gold prompts: pass a GoldSet, or drop "
                                  "reference_profile")
             self.reference_profile.require_compatible(gold.fingerprint, self.settings())
-        self.save_profile_to = Path(save_profile_to) if save_profile_to is not None else None
-        self.alert_log = AlertLog(alert_log, raise_errors=on_error == "raise") if alert_log is not None else None
+        self.save_profile_to = Path(o.save_profile_to) if o.save_profile_to is not None else None
+        self.alert_log = AlertLog(o.alert_log, raise_errors=o.on_error == "raise") if o.alert_log is not None else None
         self.rank, self.world_size = 0, 1
-        self.halting = HaltPolicy(on_collapse == "halt", int(patience))
+        self.halting = HaltPolicy(o.on_collapse == "halt", int(o.patience))
         self.reweighting: ReweightPolicy | None = None
-        if on_collapse == "reweight":
-            if anchor_sampler is None:
+        if o.on_collapse == "reweight":
+            if o.anchor_sampler is None:
                 raise ValueError(f"{caller}: on_collapse='reweight' needs anchor_sampler=AnchorMixSampler(...) (the "
                                  "sampler of your training DataLoader), whose human share it raises as alerts grow")
-            self.reweighting = ReweightPolicy(anchor_sampler, max_human_fraction, reweight_step, int(recovery_checks),
+            self.reweighting = ReweightPolicy(o.anchor_sampler, o.max_human_fraction, o.reweight_step, int(o.recovery_checks),
                                               caller=caller)
-        self._anchor_sampler = anchor_sampler
-        self.provenance = provenance
-        if data_monitor is not None and (gold is None or gold.kind != "text"):
+        self._anchor_sampler = o.anchor_sampler
+        self.provenance = o.provenance
+        if o.data_monitor is not None and (gold is None or gold.kind != "text"):
             raise ValueError(f"{caller}: data_monitor watches token streams: it needs a text gold set")
-        if data_monitor is not None:
-            data_monitor.inherit_thresholds(self.thresholds)
-        self.data_monitor = data_monitor
-        self.check_on_train_start = check_on_train_start
+        if o.data_monitor is not None:
+            o.data_monitor.inherit_thresholds(self.thresholds)
+        self.data_monitor = o.data_monitor
+        self.check_on_train_start = o.check_on_train_start
         self._baseline_running = False
         self._data_alerts: set[tuple[str, str]] = set()
         self.monitor: CollapseMonitor | None = None

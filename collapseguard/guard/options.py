@@ -110,6 +110,15 @@ def check_option(caller: str, name: str, value: Any) -> Any:
     return validate(caller, name, value, *option.constraints, fix=option.fix) if option.constraints else value
 
 
+def check_names(caller: str, given: dict[str, Any], accepted: list[str]) -> None:
+    """Refuse an argument ``caller`` does not take, naming the close match (a typo) or the ones it takes."""
+    for key, value in given.items():
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f"; did you mean {close[0]}=?" if close else f"; it takes {', '.join(accepted)}"
+            raise TypeError(f"{caller}: unexpected argument {key}={describe(value)}{hint}")
+
+
 def renamed_arguments(caller: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` with 0.1 names moved to their 0.2 names, warning once per old name."""
     out = dict(kwargs)
@@ -166,10 +175,5 @@ class GuardCallbackMeta(type):
         if "_restore_key" in kwargs and hasattr(cls, "_restore"):
             return cls._restore(kwargs["_restore_key"])
         kwargs = renamed_arguments(cls.__name__, kwargs)
-        accepted = cls.__signature__.parameters
-        for key, value in kwargs.items():
-            if key not in accepted:
-                close = difflib.get_close_matches(key, list(accepted), n=1)
-                hint = f"; did you mean {close[0]}=?" if close else f"; it takes {', '.join(accepted)}"
-                raise TypeError(f"{cls.__name__}: unexpected argument {key}={describe(value)}{hint}")
+        check_names(cls.__name__, kwargs, list(cls.__signature__.parameters))
         return super().__call__(*args, **kwargs)
