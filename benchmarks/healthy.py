@@ -24,17 +24,14 @@ healthy runs; on the twins, the check at which the guard halts.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import json
-import logging
 import math
 import os
 import sys
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,28 +376,11 @@ def _fit_transformers(cfg: RunConfig, model: Any, data: Blocks, test: Blocks, go
     return guard
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    from collapseguard.detection.alerts import CollapseWarning
+def _quiet() -> Any:
+    """The demos' quiet training context (CollapseWarning, Lightning's chatter and the guard's log lines off)."""
+    from collapseguard.demos.recursive_text import quiet_training
 
-    names = ("lightning.pytorch", "lightning.fabric", "collapseguard", "transformers")
-    with contextlib.suppress(ImportError):
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.get_verbosity()
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CollapseWarning)
-        warnings.filterwarnings("ignore", module=r"lightning\..*")
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        for lg in loggers:
-            lg.setLevel(logging.CRITICAL)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
+    return quiet_training()
 
 
 # ---------------------------------------------------------------------------------------------- many runs

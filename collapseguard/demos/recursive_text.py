@@ -259,7 +259,7 @@ _GEN0_CACHE: dict[tuple[Any, ...], tuple[dict[str, Any], Any, Any]] = {}
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_training() -> Iterator[None]:
     """Silence CollapseWarning, Lightning's chatter and the guard's per-check log lines."""
     names = ("lightning.pytorch", "lightning.fabric", "collapseguard", "transformers")
     with contextlib.suppress(ImportError):  # transformers sets its level when first configured: do that first
@@ -352,7 +352,7 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
         return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
 
     records: list[GenerationRecord] = []
-    with _quiet():
+    with quiet_training():
         key = (seed, gen0_epochs, lr, repr(thresholds), num_samples, max_new_tokens)
         if key not in _GEN0_CACHE:
             import tempfile
