@@ -25,8 +25,8 @@ REWEIGHT = len(sys.argv) > 4 and sys.argv[4] == "reweight"
 
 def _save(out: Path, mode: str, engine) -> None:
     state = engine.state_dict()
-    if engine.sampler is not None:
-        state["sampler_fraction"] = engine.sampler.min_human_fraction
+    if engine.anchor_sampler is not None:
+        state["sampler_fraction"] = engine.anchor_sampler.min_human_fraction
     (out / f"{mode}.json").write_text(json.dumps(state))
 
 
