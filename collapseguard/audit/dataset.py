@@ -167,7 +167,9 @@ def read_texts(path: str | Path, *, text_field: str = "text", provenance_field: 
     See :class:`DataSource` for the formats; :func:`audit_path` audits a file or folder without loading it.
 
     Raises:
-        FileNotFoundError, ValueError (a record without ``text_field``), ImportError (parquet without pyarrow).
+        FileNotFoundError: no such file or folder.
+        ValueError: a record without ``text_field``.
+        ImportError: parquet without pyarrow.
     """
     texts, labels = [], []
     for _, _, text, label in DataSource(path, text_field=text_field, provenance_field=provenance_field).records():
@@ -282,6 +284,7 @@ class ShardScan:
 
     @property
     def num_texts(self) -> int:
+        """Texts scanned, over every file of the shard."""
         return sum(self.files.values())
 
     def add(self, position: tuple[int, int], text: str, label: str | None, checks: GoldChecks,
@@ -299,6 +302,7 @@ class ShardScan:
         self.leaks.add(position, checks.leaks.find(text, words, grams))
 
     def merge(self, other: ShardScan) -> ShardScan:
+        """Fold another shard's scan into this one and return self."""
         for f, n in other.files.items():
             self.files[f] = self.files.get(f, 0) + n
         self.provenance.update(other.provenance)
@@ -317,6 +321,7 @@ class ShardScan:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> ShardScan:
+        """A scan from :meth:`to_dict`'s output."""
         return cls(dict(state["files"]), Counter(state["provenance"]), state["has_provenance"], state["outliers"],
                    [(tuple(pos), why) for pos, why in state["outlier_examples"]], LeakTally.from_dict(state["leaks"]))
 
@@ -329,6 +334,7 @@ class ShardScan:
         return out
 
     def index_of(self, position: tuple[int, int]) -> int:
+        """Index in the whole dataset of a (file, line) position."""
         return self.offsets()[position[0]] + position[1]
 
 
@@ -362,9 +368,11 @@ class AuditResult:
 
     @property
     def passed(self) -> bool:
+        """True when no check failed."""
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
+        """The verdict, failures, metrics and findings as a JSON-ready dict."""
         return {"passed": self.passed, "failures": self.failures, "num_texts": self.num_texts,
                 "sample_size": self.sample_size, "metrics": self.metrics, "reference": self.reference,
                 "alerts": [a.to_dict() for a in self.alerts], "near_duplicate_fraction": self.near_duplicate_fraction,

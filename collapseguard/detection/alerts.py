@@ -53,9 +53,11 @@ class Alert:
 
     @property
     def key(self) -> tuple[str, str]:
+        """(detector, metric): what identifies one signal's alert from check to check."""
         return (self.detector, self.metric)
 
     def to_dict(self) -> dict[str, Any]:
+        """The alert's fields as a JSON-ready dict (as the alert trail writes them)."""
         return asdict(self)
 
     def __str__(self) -> str:

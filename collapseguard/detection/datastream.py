@@ -70,6 +70,7 @@ class DataStreamMonitor:
         self._human.extend(bool(f) if f is not None else None for f in flags)
 
     def metrics(self, gold_sequences: Sequence[np.ndarray]) -> dict[str, float]:
+        """The window's distinct-2 (and gold's, at the same token count), duplicate share and human share."""
         if not self._seqs:
             return {}
         seqs = list(self._seqs)
@@ -119,9 +120,11 @@ class DataStreamMonitor:
                      message, self.name, step)
 
     def state_dict(self) -> dict[str, Any]:
+        """The window (token ids and human flags) as JSON-ready lists, saved with the guard."""
         return {"window": [s.tolist() for s in self._seqs], "human": list(self._human)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the window from :meth:`state_dict`'s output."""
         self._seqs = deque((np.asarray(s, dtype=np.int64) for s in state["window"]), maxlen=self.window)
         self._human = deque(state["human"], maxlen=self.window)
 

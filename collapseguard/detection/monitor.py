@@ -68,6 +68,7 @@ class CheckResult:
 
     @property
     def critical(self) -> bool:
+        """True when any alert of the check is critical."""
         return any(a.severity == "critical" for a in self.alerts)
 
     @property
@@ -76,6 +77,7 @@ class CheckResult:
         return max((a.severity for a in self.alerts), key=SEVERITY_RANK.__getitem__, default=None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The check's step, health, metrics, references and alerts as a JSON-ready dict."""
         return {
             "step": self.step, "health": self.health, "phase_health": dict(self.phase_health),
             "metrics": dict(self.metrics), "reference": dict(self.reference),
@@ -84,6 +86,7 @@ class CheckResult:
         }
 
     def summary(self) -> str:
+        """One line: the step, health, worst severity and each phase's health."""
         worst = self.severity or "ok"
         return (f"step {self.step}: health {self.health:.2f} ({worst}); "
                 + ", ".join(f"{p} {h:.2f}" for p, h in self.phase_health.items()))
@@ -193,6 +196,7 @@ class CollapseMonitor:
 
     # ------------------------------------------------------------ measuring
     def new_suite(self) -> MetricSuite:
+        """An empty metric suite for this gold set: :meth:`measure` fills one; suites merge exactly."""
         if self.gold is None:
             return GroupSuite(self.samples_per_prompt)
         if self.kind == "text":

@@ -164,7 +164,9 @@ class Thresholds:
         optionally with ``preset`` naming the base the other keys override.
 
         Raises:
-            FileNotFoundError, ValueError (not a mapping, unknown field, bad value), ImportError (YAML without PyYAML).
+            FileNotFoundError: no such file.
+            ValueError: not a mapping, an unknown field or a bad value.
+            ImportError: YAML without PyYAML.
         """
         path = Path(path)
         if not path.is_file():
@@ -201,6 +203,7 @@ class Thresholds:
         return "\n".join(lines) + "\n"
 
     def replace(self, **changes: Any) -> Thresholds:
+        """A copy with the given fields changed (renamed fields under their old names too)."""
         return dataclasses.replace(self, **_renamed_fields(changes))
 
     def __getattr__(self, name: str) -> Any:  # only called for names the instance lacks
@@ -211,6 +214,7 @@ class Thresholds:
         raise AttributeError(f"'Thresholds' object has no attribute {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name, as :meth:`from_dict` reads it back."""
         return dataclasses.asdict(self)
 
     @classmethod

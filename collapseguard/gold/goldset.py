@@ -269,6 +269,7 @@ class GoldSet:
     # --------------------------------------------------------------- content
     @property
     def kind(self) -> str:
+        """``"text"`` (texts, pairs or chats) or ``"array"`` (reference arrays)."""
         return "text" if self._texts is not None else "array"
 
     @property

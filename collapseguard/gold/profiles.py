@@ -51,6 +51,7 @@ class ReferenceProfile:
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
+        """The profile as strict JSON (unmeasured metrics as null), as :meth:`save` writes it."""
         return {
             "schema_version": self.schema_version, "gold_fingerprint": self.gold_fingerprint,
             "settings": self.settings, "source": self.source, "created": self.created,
@@ -70,6 +71,7 @@ class ReferenceProfile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceProfile:
+        """A profile from :meth:`to_dict`'s output (refused for another schema version)."""
         version = data.get("schema_version")
         if version != PROFILE_SCHEMA_VERSION:
             raise ValueError(f"reference profile schema_version={version!r} is not supported "
@@ -97,6 +99,7 @@ class ReferenceProfile:
 
     @classmethod
     def coerce(cls, value: ReferenceProfile | str | Path | dict[str, Any] | None) -> ReferenceProfile | None:
+        """A profile from an instance, the path of its JSON file or its dict; None stays None."""
         if value is None or isinstance(value, ReferenceProfile):
             return value
         if isinstance(value, str | Path):

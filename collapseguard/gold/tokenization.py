@@ -38,9 +38,11 @@ class SimpleTokenizer:
     eos_token_id = None
 
     def tokenize(self, text: str) -> list[str]:
+        """The text's words and punctuation marks, in order."""
         return _WORD_RE.findall(text)
 
     def encode(self, text: str) -> list[int]:
+        """Stable integer ids of :meth:`tokenize`'s tokens (the same in every process and run)."""
         return [stable_token_id(t) for t in self.tokenize(text)]
 
     def __repr__(self) -> str:

@@ -44,7 +44,8 @@ class AnchorMixSampler:
         seed: shuffling seed.
         drop_last: drop a final short batch.
         allow_repeat_anchors: repeat human samples (with replacement) rather than shorten the epoch.
-        num_replicas, rank: the process group (default: one process).
+        num_replicas: processes sharing the batches (default: one process).
+        rank: this process's index among them.
 
     >>> s = AnchorMixSampler(["human"] * 4 + ["synthetic"] * 12, batch_size=4, min_human_fraction=0.25)
     >>> [sum(i < 4 for i in batch) >= 1 for batch in s]
@@ -80,6 +81,7 @@ class AnchorMixSampler:
         self.realized_human_fraction: float | None = None  # of the last epoch drawn, on this rank
 
     def set_epoch(self, epoch: int) -> None:
+        """The epoch to draw next (as ``DistributedSampler.set_epoch``): it seeds the epoch's draw."""
         self.epoch = int(epoch)
 
     def set_human_fraction(self, fraction: float) -> None:

@@ -85,6 +85,7 @@ class Metric:
         self._reductions: dict[str, Reduction] = {}
 
     def add_state(self, name: str, default: Any, reduction: Reduction) -> None:
+        """Declare a state: its empty ``default`` and how two values merge (``reduction``)."""
         if reduction not in _REDUCERS:
             raise ValueError(f"reduction={reduction!r} is not one of {sorted(_REDUCERS)}")
         self._defaults[name] = default
@@ -92,6 +93,7 @@ class Metric:
         setattr(self, name, _empty_like(default))
 
     def reset(self) -> None:
+        """Empty every state (the settings stay)."""
         for name, default in self._defaults.items():
             setattr(self, name, _empty_like(default))
 
@@ -131,9 +133,15 @@ class Metric:
         return new
 
     def states(self) -> dict[str, Any]:
+        """The current states by name: what a merge or a gather exchanges."""
         return {name: getattr(self, name) for name in self._reductions}
 
+    def update(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        """Fold one batch into the states (outputs, samples or statistics, as the metric's class says)."""
+        raise NotImplementedError
+
     def compute(self) -> float:  # pragma: no cover - abstract
+        """The metric's value from the states folded in so far."""
         raise NotImplementedError
 
 

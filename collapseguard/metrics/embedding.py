@@ -219,6 +219,8 @@ class EmbeddingMoments(Metric):
         self._fold(**_moments_update(m, self.full, self.center))
 
     def compute_all(self) -> dict[str, float]:
+        """Every value the states give: ``vendi``, and with full moments ``total_variance``, ``effective_rank``
+        (and ``frechet_distance`` against gold's covariance, where given)."""
         out = {"vendi": _vendi_compute(self.n, self.suu)}
         if self.full:
             out["total_variance"] = _total_variance_compute(self.n, self.sx, self.sxx)
@@ -277,6 +279,7 @@ class TailMass(Metric):
                    far=int((distance > self.ellipsoid.far_radius).sum()), count=distance.size)
 
     def compute_all(self) -> dict[str, float]:
+        """``tail_mass`` and ``far_mass``: the shares of samples outside gold's 90% and 99% ellipsoids."""
         if not self.count:
             return {"tail_mass": 0.0, "far_mass": 0.0}
         return {"tail_mass": self.outside / self.count, "far_mass": self.far / self.count}

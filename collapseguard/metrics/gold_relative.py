@@ -34,6 +34,7 @@ class FrequencyBands:
     def from_batch(
         cls, gold: TokenBatch, n: int = 1, head_mass: float = 0.5, tail_mass: float = 0.1
     ) -> FrequencyBands:
+        """Bands of a gold token batch's n-grams, by cumulative share of occurrences."""
         if not 0.0 < head_mass < 1.0 - tail_mass < 1.0:
             raise ValueError(
                 f"need 0 < head_mass < 1 - tail_mass < 1, got head_mass={head_mass}, "

@@ -100,6 +100,7 @@ class GoldLikelihood(Metric):
         self._fold(**_gold_likelihood_update(stats, self.bands))
 
     def compute_all(self) -> dict[str, float]:
+        """Gold perplexity overall and per frequency band, next-token entropy and overconfidence."""
         return _gold_likelihood_compute(self.nll_sum, self.entropy_sum, self.count)
 
     def compute(self) -> float:
