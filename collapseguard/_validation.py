@@ -119,16 +119,26 @@ class HasMethods(Constraint):
 
 
 class Satisfies(Constraint):
-    """A value for which ``predicate`` holds, described as ``name``."""
+    """A value for which ``predicate`` holds, described as ``name``. With ``types``, a value of one of them for
+    which the predicate fails is of the right type (``ValueError``); without, any refusal is a ``TypeError``."""
 
-    def __init__(self, predicate: Callable[[Any], bool], name: str) -> None:
-        self.predicate, self.name = predicate, name
+    def __init__(self, predicate: Callable[[Any], bool], name: str, types: tuple[type, ...] | None = None) -> None:
+        self.predicate, self.name, self.types = predicate, name, types
+
+    def accepts_type(self, value: Any) -> bool:
+        return isinstance(value, self.types) if self.types is not None else self.accepts(value)
 
     def accepts(self, value: Any) -> bool:
-        return bool(self.predicate(value))
+        return (self.types is None or isinstance(value, self.types)) and bool(self.predicate(value))
 
     def __str__(self) -> str:
         return self.name
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """A value of the wrong type for an argument whose check raised ``ValueError`` for every bad value before it
+    moved to :func:`validate` (``n``, ``batch_size``, ``samples_per_prompt``, ...): a ``TypeError`` as every
+    wrong type is, and still caught by ``except ValueError`` (pass ``type_error=ArgumentTypeError``)."""
 
 
 NONE = InstanceOf(type(None), name="None")
@@ -156,10 +166,12 @@ def message(caller: str, name: str, value: Any, allowed: str, fix: str | None = 
     return text + "."
 
 
-def validate(caller: str, name: str, value: Any, *constraints: Constraint, fix: str | None = None) -> Any:
-    """``value`` if any constraint accepts it; else ``TypeError`` (no constraint takes its type) or ``ValueError``."""
+def validate(caller: str, name: str, value: Any, *constraints: Constraint, fix: str | None = None,
+             type_error: type[TypeError] = TypeError) -> Any:
+    """``value`` if any constraint accepts it; else ``type_error`` (no constraint takes its type; a check that
+    raised ``ValueError`` for wrong types too keeps doing so with :class:`ArgumentTypeError`) or ``ValueError``."""
     if any(c.accepts(value) for c in constraints):
         return value
     allowed = " or ".join(str(c) for c in constraints)
     wrong_type = not any(c.accepts_type(value) for c in constraints)
-    raise (TypeError if wrong_type else ValueError)(message(caller, name, value, allowed, fix, wrong_type=wrong_type))
+    raise (type_error if wrong_type else ValueError)(message(caller, name, value, allowed, fix, wrong_type=wrong_type))

@@ -164,6 +164,7 @@ def test_catalog_is_large_and_documented():
     doc = (ROOT / "docs" / "bad-input.md").read_text()
     ids = re.findall(r"^\| `([a-z0-9-]+)` \|", doc, re.M)
     assert ids == [c[0] for c in CATALOG]
+    assert doc == render_doc(), "docs/bad-input.md is stale: run python -m tests.test_bad_input"
 
 
 def render_doc() -> str:

@@ -42,7 +42,7 @@ def test_offline_load_pinned_to_a_commit(hub_cache):
 
 def test_branches_and_tags_are_refused_unless_allowed(hub_cache):
     cache, _ = hub_cache
-    with pytest.raises(ValueError, match="revision='main' is not a 40-hex commit sha"):
+    with pytest.raises(ValueError, match=r"GoldSet\.from_hub: revision='main' is invalid: revision must be a 40-hex commit sha"):
         GoldSet.from_hub("org/gold", "gold.jsonl", revision="main", cache_dir=cache)
     gold = GoldSet.from_hub("org/gold", "gold.jsonl", revision="main", allow_mutable=True, cache_dir=cache)
     assert len(gold) == len(TEXTS)

@@ -90,10 +90,10 @@ def test_fraction_changes_take_effect_next_epoch():
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"labels": ["human", "robot"]}, r"labels hold \['robot'\]"),
     ({"labels": []}, "labels is empty"),
-    ({"min_human_fraction": 1.5}, r"min_human_fraction=1.5 must be a fraction in \[0, 1\]"),
-    ({"batch_size": 0}, "batch_size=0 must be a positive int"),
+    ({"min_human_fraction": 1.5}, r"min_human_fraction=1.5 is invalid: min_human_fraction must be a number in \[0, 1\]"),
+    ({"batch_size": 0}, "batch_size=0 is invalid: batch_size must be an int >= 1"),
     ({"labels": ["synthetic"] * 4}, "no index is labelled 'human'"),
-    ({"rank": 2, "num_replicas": 2}, r"rank=2 must be in \[0, num_replicas=2\)"),
+    ({"rank": 2, "num_replicas": 2}, r"rank=2 is invalid: rank must be an int in \[0, 2\). Pass this process's index among num_replicas=2"),
 ])
 def test_bad_arguments_are_refused(kwargs, match):
     args = {"labels": labels_of(4, 4, 0), "batch_size": 4, "min_human_fraction": 0.25, **kwargs}

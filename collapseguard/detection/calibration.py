@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from collapseguard._validation import ArgumentTypeError, Interval, validate
 from collapseguard.detection.alerts import logger, silenced_alerts
 from collapseguard.detection.monitor import CollapseMonitor
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet
+from collapseguard.metrics import direction
 
-# which Thresholds fields each output metric's signal uses, and how its score is read
+# which Thresholds fields each output metric's signal uses, and how its score is read (a ratio of a metric
+# declared lower-is-better, compression_ratio, is read inverted: reference / value)
 _FIELDS = {
     "tail_coverage": ("tail_coverage", "ratio"), "tail_mass": ("tail_coverage", "ratio"),
     "distinct_2": ("diversity", "ratio"), "vendi": ("diversity", "ratio"),
@@ -82,16 +85,17 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
     Raises:
         ValueError: a gold set too small to split, or a bad setting (named).
     """
-    if not 0 < quantile < 0.5:
-        raise ValueError(f"quantile={quantile!r} must be in (0, 0.5): the tail share of human-vs-human checks "
-                         "allowed to warn")
-    if rounds < 5:
-        raise ValueError(f"rounds={rounds!r} must be at least 5 to estimate a spread")
+    validate("calibrate", "quantile", quantile, Interval(float, 0, 0.5, closed="neither"),
+             fix="it is the tail share of human-vs-human checks allowed to warn (0.02 by default)",
+             type_error=ArgumentTypeError)
+    validate("calibrate", "rounds", rounds, Interval(int, 5, None), fix="estimating a spread takes at least 5 rounds",
+             type_error=ArgumentTypeError)
     base_th = Thresholds.coerce(base)
     rng = np.random.default_rng(seed)
     n = len(gold)
     if n < 16:
-        raise ValueError(f"the gold set has {n} items; calibration needs at least 16 to split in halves")
+        raise ValueError(f"calibrate: the gold set has {n} items; calibration needs at least 16 to split in halves: "
+                         "use a larger gold set")
     scores: dict[str, list[float]] = {}
     prompts = 0
     with silenced_alerts():
@@ -114,7 +118,7 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
             for metric, (_, kind) in _FIELDS.items():
                 if metric in result.metrics and metric in result.reference:
                     value, ref_value = result.metrics[metric], result.reference[metric]
-                    if metric == "compression_ratio":  # judged inversely: more compressible is worse
+                    if kind == "ratio" and not direction(metric):  # judged inversely: more compressible is worse
                         value, ref_value = 1 / value, 1 / ref_value
                     score = value / ref_value if kind == "ratio" and ref_value > 0 else value - ref_value
                     if math.isfinite(score):

@@ -13,15 +13,23 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from collapseguard._validation import OneOf, message, validate
 from collapseguard.detection.alerts import Phase, Severity
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.detection.trajectory import Anchor
+from collapseguard.metrics.base import declaring_class, direction
 
 Kind = Literal["ratio", "inverse_ratio", "excess", "rise", "log_rise"]
+KINDS: dict[Kind, bool] = {"ratio": True, "inverse_ratio": False, "excess": False, "rise": False, "log_rise": False}
+"""Each kind of score and the direction (``higher_is_better``) of the metrics it can judge: a ratio to the reference
+judges a metric that falls as health falls, the others one that rises. The direction itself is the metric's
+declaration (:func:`collapseguard.metrics.direction`); :class:`Signal` refuses a kind that contradicts it."""
 _LOWER_IS_WORSE = ("ratio", "inverse_ratio")
+"""The kinds whose *score* falls as health falls (``inverse_ratio`` is reference / value): how a score is read
+against its bounds, not the metric's direction (that is :attr:`Signal.higher_is_better`)."""
 _RISES = ("rise", "log_rise")
 
 
@@ -43,6 +51,24 @@ class Signal:
     anchored: bool = False  # also judged against the run's best point (collapseguard.detection.trajectory), not gold alone
     from_start: bool = False  # a rise also counts from the model before training (the baseline check)
     own_start: int = 0  # no gold value: judged against the mean of the run's first own_start points (baseline first)
+    higher_is_better: bool = field(init=False, repr=False, compare=False)
+    """The metric's declared direction (:func:`collapseguard.metrics.direction`); for a metric no metric class
+    declares (a custom detector's), the direction its ``kind`` judges."""
+
+    def __post_init__(self) -> None:
+        validate("Signal", "kind", self.kind, OneOf(*KINDS))
+        declared = direction(self.metric, default=KINDS[self.kind])
+        if declared is None:
+            raise ValueError(message("Signal", "metric", self.metric, "a metric with a direction",
+                                     f"{declaring_class(self.metric).__name__} declares {self.metric} with "
+                                     "higher_is_better=None: it is reported, not judged"))
+        if declared is not KINDS[self.kind]:
+            fits = [k for k, hib in KINDS.items() if hib is declared]
+            validate("Signal", "kind", self.kind, OneOf(*fits),
+                     fix=f"{declaring_class(self.metric).__name__} declares {self.metric} with higher_is_better="
+                         f"{declared}; {self.kind!r} judges a metric where {'higher' if KINDS[self.kind] else 'lower'} "
+                         "is better")
+        object.__setattr__(self, "higher_is_better", declared)
 
     def score(self, value: float, reference: float) -> float:
         if value == math.inf and self.kind in (*_RISES, "excess") and math.isfinite(reference):
@@ -109,6 +135,9 @@ class Finding:
         would sit exactly on it, everything else held (this includes the tail/head adjustment).
         """
         sig = self.signal
+        # "direction" follows the score, as it always has: "low" for both ratios, so for compression_ratio (an
+        # inverse_ratio, declared higher_is_better=False) it reads "low" although its bounds lie above the
+        # reference and a value above them is the bad side
         out: dict[str, float | str] = {"reference": self.reference,
                                        "direction": "low" if sig.kind in _LOWER_IS_WORSE else "high"}
         for level in ("warn", "critical"):
@@ -213,16 +242,17 @@ class Detector:
             if sig.anchored and anchor is not None:
                 # from the run's best point: a rise while the model still got closer to gold is how learning
                 # looks (frequent tokens first), and before it the model had nothing to lose yet
-                level = anchor.level(sig.metric, higher_is_worse=True)
+                level = anchor.level(sig.metric, higher_is_worse=not sig.higher_is_better)
                 past = [level] if math.isfinite(level) else past
-            return min(v for v in (*past, trusted, value) if math.isfinite(v)), "baseline"
+            best = max if sig.higher_is_better else min  # the baseline is the best value (a rise: the lowest)
+            return best(v for v in (*past, trusted, value) if math.isfinite(v)), "baseline"
         options = [(gold.get(sig.metric, math.nan), "gold reference"), (trusted, "reference profile")]
         if sig.from_start and baseline is not None:  # what the model already was before training is not news
             options.append((baseline.get(sig.metric, math.nan), "level before training"))
         # the levels the run reached on its way to its best point relax the reference (not where this signal
         # alerted: a run that was collapsed on its way is still judged against gold)
         if sig.anchored and anchor is not None and anchor.source != "profile":
-            options.append((anchor.level(sig.metric, higher_is_worse=sig.kind != "ratio"), anchor.describe()))
+            options.append((anchor.level(sig.metric, higher_is_worse=not sig.higher_is_better), anchor.describe()))
         options = [(v, name) for v, name in options if math.isfinite(v)]
         if sig.own_start and not any(name in ("gold reference", "reference profile") for _, name in options) and past:
             # nothing human to compare with (policy entropy; one response per gold prompt): the run's own start
@@ -230,8 +260,8 @@ class Detector:
             options.append((math.fsum(early) / len(early), f"run's own start (mean of its first {len(early)} checks)"))
         if not options:
             return math.nan, "gold reference"
-        # lower is worse for ratios: the least demanding reference; higher is worse otherwise
-        return min(options, key=lambda o: o[0]) if sig.kind == "ratio" else max(options, key=lambda o: o[0])
+        # the least demanding reference: the lowest where higher is better, the highest where lower is
+        return min(options, key=lambda o: o[0]) if sig.higher_is_better else max(options, key=lambda o: o[0])
 
     def _score(self, sig: Signal, value: float, ref: float, metrics: Mapping[str, float],
                history: Sequence[Mapping[str, float]], profile: Mapping[str, float],
@@ -240,8 +270,9 @@ class Detector:
 
     @staticmethod
     def _trend_drop(sig: Signal, series: list[float], th: Thresholds) -> float | None:
-        """The drop over the trend window when it fell at every check by ``trend_drop_warn`` or more."""
-        if sig.kind != "ratio" or len(series) < th.trend_window:
+        """The drop over the trend window when it fell at every check by ``trend_drop_warn`` or more (metrics where
+        higher is better: those a ratio judges)."""
+        if not sig.higher_is_better or len(series) < th.trend_window:
             return None
         window = series[-th.trend_window:]
         if window[0] <= 0 or any(b >= a for a, b in itertools.pairwise(window)):

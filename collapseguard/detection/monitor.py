@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from collapseguard._validation import NONE, ArgumentTypeError, InstanceOf, Interval, validate
 from collapseguard.detection.alerts import PHASES, SEVERITY_RANK, Alert, emit, logger
 from collapseguard.detection.detectors import DEFAULT_DETECTORS, Detector, Finding
 from collapseguard.detection.thresholds import Thresholds
@@ -30,6 +31,7 @@ from collapseguard.metrics.suite import ArraySuite, GroupSuite, MetricSuite, Tex
 from collapseguard.metrics.within_prompt import normalize_answer, within_prompt_metrics
 
 STATE_VERSION = 1
+_CALLER = "CollapseMonitor"
 
 
 @dataclass
@@ -130,15 +132,17 @@ class CollapseMonitor:
                  detectors: Sequence[type[Detector]] = DEFAULT_DETECTORS,
                  reference: ReferenceProfile | str | dict[str, Any] | None = None,
                  samples_per_prompt: int = 1) -> None:
-        if gold is not None and not isinstance(gold, GoldSet):
-            raise TypeError(f"gold must be a GoldSet (GoldSet.from_texts / from_jsonl / from_arrays), got {type(gold).__name__}")
-        if not isinstance(samples_per_prompt, int) or isinstance(samples_per_prompt, bool) or samples_per_prompt < 1:
-            raise ValueError(f"samples_per_prompt must be an int >= 1, got samples_per_prompt={samples_per_prompt!r}")
+        validate(_CALLER, "gold", gold, InstanceOf(GoldSet, name="a GoldSet"), NONE,
+                 fix="build one with GoldSet.from_texts / from_jsonl / from_arrays")
+        validate(_CALLER, "samples_per_prompt", samples_per_prompt, Interval(int, 1, None),
+                 fix="pass the number of samples generated for each prompt (1: one per prompt)",
+                 type_error=ArgumentTypeError)
         if gold is None and samples_per_prompt < 2:
-            raise ValueError("gold=None judges groups of samples against the run's own start: pass samples_per_prompt "
-                             ">= 2 (the group size), or a GoldSet")
+            raise ValueError(f"{_CALLER}: gold=None judges groups of samples against the run's own start: pass "
+                             "samples_per_prompt >= 2 (the group size), or a GoldSet")
         if gold is not None and gold.kind == "array" and samples_per_prompt > 1:
-            raise ValueError("samples_per_prompt > 1 needs prompts: an array gold set has none; drop samples_per_prompt")
+            raise ValueError(f"{_CALLER}: samples_per_prompt > 1 needs prompts: an array gold set has none; drop "
+                             "samples_per_prompt")
         self.gold = gold
         self.samples_per_prompt = samples_per_prompt
         self.thresholds = Thresholds.coerce(thresholds)
@@ -152,17 +156,22 @@ class CollapseMonitor:
             self.split = None
         elif self.kind == "text":
             self.tokenizer = TokenizerAdapter(tokenizer)
+            for arg, value in (("prompt_length", prompt_length), ("max_new_tokens", max_new_tokens)):
+                validate(_CALLER, arg, value, Interval(int, 1, None), fix=f"pass {arg} in tokens",
+                         type_error=ArgumentTypeError)  # what the gold split is cut to (GoldSet.split checks too)
             self.split, tail_half = gold.split(self.tokenizer, prompt_length, max_new_tokens).halves()
             self._context = TextGoldContext(self.split.full, tail_half)
         else:
             if tokenizer is not None:
-                raise ValueError("tokenizer is for text gold sets; this gold set holds arrays: drop tokenizer")
+                raise ValueError(f"{_CALLER}: tokenizer is for text gold sets; this gold set holds arrays: drop "
+                                 "tokenizer")
             self._ellipsoid = GoldEllipsoid(gold.array)
             self.dim = gold.array.shape[1]
         self.reference_profile = ReferenceProfile.coerce(reference)
         if self.reference_profile is not None:
             if gold is None:
-                raise ValueError("a reference profile is judged on gold prompts: pass a GoldSet, or drop reference")
+                raise ValueError(f"{_CALLER}: a reference profile is judged on gold prompts: pass a GoldSet, or drop "
+                                 "reference")
             self.reference_profile.require_compatible(gold.fingerprint, self.settings())
 
     def settings(self) -> dict[str, Any]:

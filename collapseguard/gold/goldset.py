@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from collapseguard._validation import ArgumentTypeError, InstanceOf, Interval, Satisfies, validate
 from collapseguard.gold.tokenization import TokenizerAdapter
 
 MIN_GOLD_SIZE = 4
@@ -89,8 +90,8 @@ class GoldSet:
                  source: str | None = None, name: str | None = None,
                  pairs: Sequence[tuple[Messages, tuple[str, ...]]] | None = None) -> None:
         if sum(x is not None for x in (texts, array, pairs)) != 1:
-            raise ValueError("a GoldSet holds texts, (prompt, responses) pairs or an array: use GoldSet.from_texts, "
-                             "GoldSet.from_pairs / from_chat or GoldSet.from_arrays")
+            raise ValueError("GoldSet: a GoldSet holds texts, (prompt, responses) pairs or an array: use "
+                             "GoldSet.from_texts, GoldSet.from_pairs / from_chat or GoldSet.from_arrays")
         self._pairs = tuple((tuple(p), tuple(r)) for p, r in pairs) if pairs is not None else None
         if self._pairs is not None:  # the human text of a pair gold set is its responses
             texts = [r for _, responses in self._pairs for r in responses]
@@ -105,16 +106,17 @@ class GoldSet:
     @classmethod
     def from_texts(cls, texts: Iterable[str], *, name: str | None = None) -> GoldSet:
         """A text gold set. Raises TypeError for non-str items, ValueError when too small or empty texts."""
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of str, not one str: wrap it in a list")
+        where = "GoldSet.from_texts"
+        validate(where, "texts", texts, Satisfies(lambda t: isinstance(t, Iterable) and not isinstance(t, str),
+                                                  "a sequence of str (not one str)"), fix="to pass one text, wrap it in a list")
         items = list(texts)
         for i, t in enumerate(items):
             if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+                raise TypeError(f"{where}: texts[{i}] is {type(t).__name__}, expected str; convert it to str or drop it")
         nonempty = [t for t in items if t.strip()]
         if len(nonempty) < MIN_GOLD_SIZE:
             raise ValueError(
-                f"texts holds {len(nonempty)} non-empty text(s); a gold set needs at least {MIN_GOLD_SIZE} "
+                f"{where}: texts holds {len(nonempty)} non-empty text(s); a gold set needs at least {MIN_GOLD_SIZE} "
                 "(a few hundred are recommended for stable references)"
             )
         return cls(texts=nonempty, name=name)
@@ -124,8 +126,9 @@ class GoldSet:
         """Read texts from the ``text_field`` of each JSON line (the file is only opened for reading)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"path={str(path)!r}: no such gold file")
-        texts = _read_jsonl_texts(path, text_field)
+            raise FileNotFoundError(f"GoldSet.from_jsonl: path={str(path)!r}: no such gold file; pass the path of an "
+                                    "existing JSONL file")
+        texts = _read_jsonl_texts(path, text_field, "GoldSet.from_jsonl")
         gold = cls.from_texts(texts, name=name or path.name)
         gold.source = str(path)
         gold._source_sha = _file_sha256(str(path))
@@ -230,9 +233,10 @@ class GoldSet:
         Raises:
             ValueError: for a movable revision; GoldSetModifiedError: for content that differs.
         """
-        if not isinstance(revision, str) or (not _is_commit(revision) and not allow_mutable):
-            raise ValueError(f"revision={revision!r} is not a 40-hex commit sha: a branch or tag can change under "
-                             "you; pin the commit (allow_mutable=True accepts it anyway)")
+        pinned = Satisfies(_is_commit, "a 40-hex commit sha", types=(str,))
+        validate("GoldSet.from_hub", "revision", revision, InstanceOf(str, name="a str") if allow_mutable else pinned,
+                 fix="a branch or tag can change under you: pin the commit (allow_mutable=True accepts it anyway)",
+                 type_error=ArgumentTypeError)
         try:
             from huggingface_hub import constants, hf_hub_download
         except ImportError:
@@ -253,17 +257,19 @@ class GoldSet:
     @classmethod
     def from_arrays(cls, x: Any, *, name: str | None = None) -> GoldSet:
         """A gold set of samples or embeddings, shape (n, d) (1-D input is one feature)."""
+        where = "GoldSet.from_arrays"
         arr = np.asarray(x)
         if arr.dtype.kind not in "iuf":
-            raise TypeError(f"x must be numeric, got dtype {arr.dtype}")
+            raise TypeError(f"{where}: x must be numeric, got dtype {arr.dtype}; pass the samples as numbers")
         if arr.ndim == 1:
             arr = arr[:, None]
         if arr.ndim != 2:
-            raise ValueError(f"x must have shape (n, d), got {arr.shape}")
+            raise ValueError(f"{where}: x must have shape (n, d), got {arr.shape}; pass one row per sample")
         if arr.shape[0] < MIN_GOLD_SIZE:
-            raise ValueError(f"x has {arr.shape[0]} rows; a gold set needs at least {MIN_GOLD_SIZE}")
+            raise ValueError(f"{where}: x has {arr.shape[0]} rows; a gold set needs at least {MIN_GOLD_SIZE}: pass "
+                             "more samples")
         if not np.isfinite(arr).all():
-            raise ValueError("x holds NaN or inf: a gold set must be finite")
+            raise ValueError(f"{where}: x holds NaN or inf: a gold set must be finite; drop or repair those rows")
         return cls(array=arr, name=name)
 
     # --------------------------------------------------------------- content
@@ -355,11 +361,11 @@ class GoldSet:
         Raises:
             ValueError: for non-positive lengths, or when fewer than 4 texts are long enough.
         """
+        where = "GoldSet.split"
         if self._texts is None:
-            raise TypeError("split() is for text gold sets; an array gold set has no prompts")
+            raise TypeError(f"{where}: split() is for text gold sets; an array gold set has no prompts")
         for arg, v in (("prompt_length", prompt_length), ("continuation_length", continuation_length)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{arg} must be a positive int, got {v!r}")
+            validate(where, arg, v, Interval(int, 1, None), fix=f"pass {arg} in tokens", type_error=ArgumentTypeError)
         min_cont = min_continuation if min_continuation is not None else max(1, continuation_length // 4)
         adapter = tokenizer if isinstance(tokenizer, TokenizerAdapter) else TokenizerAdapter(tokenizer)
         if self._pairs is not None:
@@ -369,7 +375,7 @@ class GoldSet:
         if len(keep) < MIN_GOLD_SIZE:
             longest = max((ids.size for ids in full), default=0)
             raise ValueError(
-                f"only {len(keep)} of {len(full)} gold texts have prompt_length + {min_cont} = "
+                f"{where}: only {len(keep)} of {len(full)} gold texts have prompt_length + {min_cont} = "
                 f"{prompt_length + min_cont} tokens (longest: {longest}); lower prompt_length or use longer gold texts"
             )
         return GoldSplit(
@@ -390,8 +396,8 @@ class GoldSet:
         responses = [tuple(_readonly(adapter.encode(r)) for r in rs) for _, rs in self._pairs]
         keep = [i for i, rs in enumerate(responses) if rs[0].size >= min_cont]
         if len(keep) < MIN_GOLD_SIZE:
-            raise ValueError(f"only {len(keep)} of {len(self._pairs)} gold responses have {min_cont} tokens or more; "
-                             "use longer responses or a lower max_new_tokens")
+            raise ValueError(f"GoldSet.split: only {len(keep)} of {len(self._pairs)} gold responses have {min_cont} "
+                             "tokens or more; use longer responses or a lower max_new_tokens")
         prompts = [_readonly(adapter.render_prompt([{"role": r, "content": c} for r, c in self._pairs[i][0]]))
                    for i in keep]
         return GoldSplit(
@@ -406,8 +412,8 @@ class GoldSet:
 
 
 def _as_list(items: Any, arg: str, where: str) -> list[Any]:
-    if isinstance(items, str | bytes | dict) or not isinstance(items, Iterable):
-        raise TypeError(f"{where}: {arg} must be a list, got {type(items).__name__}; wrap a single item in a list")
+    validate(where, arg, items, Satisfies(lambda v: isinstance(v, Iterable) and not isinstance(v, str | bytes | dict),
+                                          "a list"), fix="wrap a single item in a list")
     return list(items)
 
 
@@ -448,7 +454,8 @@ def _responses(response: Any, arg: str, where: str) -> tuple[str, ...]:
 def _read_jsonl_records(path: Path, fields: dict[str, str], where: str) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file; ``fields`` maps each argument naming a field to the field it names."""
     if not path.is_file():
-        raise FileNotFoundError(f"{where}: path={str(path)!r}: no such gold file")
+        raise FileNotFoundError(f"{where}: path={str(path)!r}: no such gold file; pass the path of an existing JSONL "
+                                "file")
     records = []
     for lineno, record in json_lines(path, prefix=f"{where}: "):
         missing = [(arg, f) for arg, f in fields.items() if not isinstance(record, dict) or f not in record]
@@ -494,16 +501,18 @@ def json_lines(path: Path, opener: Any = open, prefix: str = "") -> Iterator[tup
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{prefix}{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                raise ValueError(f"{prefix}{path}:{lineno}: not valid JSON ({exc.msg}); repair or drop that line") from None
             yield lineno, record
 
 
-def _read_jsonl_texts(path: Path, text_field: str) -> list[str]:
+def _read_jsonl_texts(path: Path, text_field: str, where: str) -> list[str]:
     texts: list[str] = []
-    for lineno, record in json_lines(path):
+    for lineno, record in json_lines(path, prefix=f"{where}: "):
         if not isinstance(record, dict) or text_field not in record:
-            raise ValueError(f"{path}:{lineno}: no field text_field={text_field!r}; set text_field to the field holding the text")
+            raise ValueError(f"{where}: {path}:{lineno}: no field text_field={text_field!r}; set text_field to the "
+                             "field holding the text")
         if not isinstance(record[text_field], str):
-            raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, expected str")
+            raise ValueError(f"{where}: {path}:{lineno}: field {text_field!r} is {type(record[text_field]).__name__}, "
+                             "expected str; set text_field to the field holding the text")
         texts.append(record[text_field])
     return texts

@@ -13,15 +13,22 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from collapseguard._validation import ArgumentTypeError, Interval, validate
 from collapseguard.detection.alerts import logger
 
 LABELS = ("human", "synthetic", "unknown")
+_CALLER = "AnchorMixSampler"
 
 
-def _fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={value!r} must be a fraction in [0, 1] (0.2 = at least 20% human samples per batch)")
+def _fraction(caller: str, name: str, value: float) -> float:
+    validate(caller, name, value, Interval(float, 0, 1), fix="0.2 = at least 20% human samples per batch",
+             type_error=ArgumentTypeError)
     return float(value)
+
+
+def _positive(name: str, value: int, fix: str) -> int:
+    validate(_CALLER, name, value, Interval(int, 1, None), fix=fix, type_error=ArgumentTypeError)
+    return value
 
 
 class AnchorMixSampler:
@@ -58,22 +65,22 @@ class AnchorMixSampler:
         labels = list(labels)
         bad = sorted({str(x) for x in labels} - set(LABELS))
         if bad:
-            raise ValueError(f"labels hold {bad}: each must be one of {list(LABELS)} (unknown is never counted as human)")
+            raise ValueError(f"{_CALLER}: labels hold {bad}: each must be one of {list(LABELS)}. Relabel them "
+                             "(unknown is never counted as human)")
         if not labels:
-            raise ValueError("labels is empty: the sampler needs one provenance label per dataset index")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive int")
-        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
-            raise ValueError(f"num_replicas={num_replicas!r} must be a positive int")
-        if not isinstance(rank, int) or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank={rank!r} must be in [0, num_replicas={num_replicas})")
+            raise ValueError(f"{_CALLER}: labels is empty: the sampler needs one provenance label per dataset index. "
+                             "Pass the label of every index")
+        _positive("batch_size", batch_size, "pass the number of samples in a batch")
+        _positive("num_replicas", num_replicas, "pass the number of processes (1 for one)")
+        validate(_CALLER, "rank", rank, Interval(int, 0, num_replicas, closed="left"),
+                 fix=f"pass this process's index among num_replicas={num_replicas}", type_error=ArgumentTypeError)
         self.labels = np.asarray(labels)
         self.human = np.flatnonzero(self.labels == "human")
         self.other = np.flatnonzero(self.labels != "human")
         self.batch_size = batch_size
-        self.min_human_fraction = _fraction("min_human_fraction", min_human_fraction)
+        self.min_human_fraction = _fraction(_CALLER, "min_human_fraction", min_human_fraction)
         if self.min_human_fraction > 0 and self.human.size == 0:
-            raise ValueError(f"min_human_fraction={min_human_fraction} but no index is labelled 'human': "
+            raise ValueError(f"{_CALLER}: min_human_fraction={min_human_fraction} but no index is labelled 'human': "
                              "add human data or set min_human_fraction=0")
         self.seed, self.drop_last, self.allow_repeat_anchors = seed, drop_last, allow_repeat_anchors
         self.num_replicas, self.rank = num_replicas, rank
@@ -86,7 +93,7 @@ class AnchorMixSampler:
 
     def set_human_fraction(self, fraction: float) -> None:
         """Change the floor; it applies from the next epoch drawn."""
-        self.min_human_fraction = _fraction("fraction", fraction)
+        self.min_human_fraction = _fraction(f"{_CALLER}.set_human_fraction", "fraction", fraction)
 
     # ------------------------------------------------------------------ plan
     def _floor(self) -> int:

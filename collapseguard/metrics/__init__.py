@@ -5,7 +5,7 @@
 0.6666666666666666
 """
 
-from collapseguard.metrics.base import Metric, merge_all
+from collapseguard.metrics.base import Metric, State, declared_directions, direction, merge_all
 from collapseguard.metrics.bleu import SelfBLEU, self_bleu
 from collapseguard.metrics.embedding import (
     EmbeddingMoments,
@@ -54,9 +54,9 @@ from collapseguard.metrics.within_prompt import (
 __all__ = [
     "CompressionRatio", "DistinctK", "DistinctN", "DuplicateFraction", "EmbeddingMoments", "FrequencyBands",
     "GoldLikelihood", "GoldNLL", "JSDivergence", "LengthLimitFraction", "LoopFraction", "Metric", "ModelStats",
-    "NGramEntropy", "ReportedMean", "SelfBLEU", "SeqRepN", "TailCoverage", "TailMass", "WithinDistinctN",
-    "WithinSimilarity", "ZipfCoefficient", "banded_perplexity", "compression_ratio", "distinct_n",
-    "duplicate_fraction", "effective_rank", "ends_in_loop", "hashed_ngram_features", "js_divergence",
-    "length_limit_fraction", "loop_fraction", "merge_all", "ngram_entropy", "self_bleu", "seq_rep_n",
+    "NGramEntropy", "ReportedMean", "SelfBLEU", "SeqRepN", "State", "TailCoverage", "TailMass", "WithinDistinctN",
+    "WithinSimilarity", "ZipfCoefficient", "banded_perplexity", "compression_ratio", "declared_directions",
+    "direction", "distinct_n", "duplicate_fraction", "effective_rank", "ends_in_loop", "hashed_ngram_features",
+    "js_divergence", "length_limit_fraction", "loop_fraction", "merge_all", "ngram_entropy", "self_bleu", "seq_rep_n",
     "tail_coverage", "total_variance", "vendi_score", "within_prompt_diversity", "zipf_coefficient",
 ]

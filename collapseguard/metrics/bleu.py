@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from collapseguard._validation import ArgumentTypeError, Interval, validate
 from collapseguard.metrics._batch import TokenBatch, as_batch
 from collapseguard.metrics.base import Metric
 
@@ -94,9 +95,9 @@ def _self_bleu_scores(sequences: list[np.ndarray], max_n: int) -> np.ndarray:
     return np.where((first_matches > 0) & (lengths > 0), bp * np.exp(log_p), 0.0)
 
 
-def _check_max_n(max_n: int) -> int:
-    if not isinstance(max_n, int | np.integer) or isinstance(max_n, bool) or max_n < 1:
-        raise ValueError(f"max_n must be a positive int, got max_n={max_n!r}")
+def _check_max_n(max_n: int, caller: str) -> int:
+    validate(caller, "max_n", max_n, Interval(int, 1, None),
+             fix="pass the highest n-gram order BLEU averages over as an int (4 is the usual)", type_error=ArgumentTypeError)
     return int(max_n)
 
 
@@ -119,7 +120,7 @@ def self_bleu(outputs: Any, max_n: int = 4, tokenizer: Any = None) -> float:
     >>> self_bleu(["the cat sat on the mat", "the cat sat on the mat"])
     1.0
     """
-    max_n = _check_max_n(max_n)
+    max_n = _check_max_n(max_n, "self_bleu")
     return _self_bleu_compute(_self_bleu_update(as_batch(outputs, tokenizer), max_n), max_n)
 
 
@@ -127,10 +128,12 @@ class SelfBLEU(Metric):
     """Class form of :func:`self_bleu` (state: token sequences, concatenated)."""
 
     name = "self_bleu"
+    higher_is_better = False  # outputs that resemble each other more
+    sequences: list[np.ndarray]
 
     def __init__(self, max_n: int = 4) -> None:
         super().__init__()
-        self.max_n = _check_max_n(max_n)
+        self.max_n = _check_max_n(max_n, "SelfBLEU")
         self.add_state("sequences", [], "cat")
 
     def update(self, outputs: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.linalg import eigvalsh as _scipy_eigvalsh
@@ -197,6 +197,13 @@ class EmbeddingMoments(Metric):
     """
 
     name = "embedding_moments"
+    higher_is_better = True  # compute(): the Vendi score
+    outputs: ClassVar[dict[str, bool | None]] = {"vendi": True, "total_variance": True, "effective_rank": True,
+               "frechet_distance": False}  # a distance to gold's Gaussian fit
+    n: int
+    suu: np.ndarray
+    sx: np.ndarray
+    sxx: np.ndarray
 
     def __init__(self, dim: int, full: bool = True, center: np.ndarray | None = None,
                  gold_cov_sqrt: np.ndarray | None = None) -> None:
@@ -265,6 +272,12 @@ class TailMass(Metric):
     """
 
     name = "tail_mass"
+    higher_is_better = True  # compute(): tail_mass
+    outputs: ClassVar[dict[str, bool | None]] = {"tail_mass": True,  # samples that still reach gold's tails
+               "far_mass": False}  # samples beyond almost all of gold: garbage
+    outside: int
+    far: int
+    count: int
 
     def __init__(self, ellipsoid: GoldEllipsoid) -> None:
         super().__init__()

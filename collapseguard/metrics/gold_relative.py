@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 
+from collapseguard._validation import ArgumentTypeError, Interval, message, validate
 from collapseguard.metrics._batch import TokenBatch, as_batch
 from collapseguard.metrics.base import Metric, count_table, sorted_unique
 from collapseguard.metrics.lexical import _check_n
@@ -35,11 +36,16 @@ class FrequencyBands:
         cls, gold: TokenBatch, n: int = 1, head_mass: float = 0.5, tail_mass: float = 0.1
     ) -> FrequencyBands:
         """Bands of a gold token batch's n-grams, by cumulative share of occurrences."""
-        if not 0.0 < head_mass < 1.0 - tail_mass < 1.0:
-            raise ValueError(
-                f"need 0 < head_mass < 1 - tail_mass < 1, got head_mass={head_mass}, "
-                f"tail_mass={tail_mass}"
-            )
+        caller = "FrequencyBands.from_batch"
+        share = Interval(float, 0, 1, closed="neither")
+        validate(caller, "tail_mass", tail_mass, share, fix="pass the share of gold occurrences in the rare band, e.g. 0.1",
+                 type_error=ArgumentTypeError)
+        validate(caller, "head_mass", head_mass, share,
+                 fix="pass the share of gold occurrences in the frequent band, e.g. 0.5", type_error=ArgumentTypeError)
+        if not head_mass < 1.0 - tail_mass:
+            raise ValueError(message(caller, "head_mass", head_mass, f"below 1 - tail_mass = {1.0 - tail_mass:g}",
+                                     "the head and tail bands leave room for the mid band: lower head_mass or "
+                                     "tail_mass"))
         keys, counts = count_table(gold.ngrams(n)[0])
         # rank by count descending, ties broken by key for determinism
         order = np.lexsort((keys, -counts))
@@ -95,7 +101,7 @@ def tail_coverage(outputs: Any, gold: Any, n: int = 1, tail_mass: float = 0.1, t
     >>> tail_coverage(["a b"], gold=["a a a a a a a a a a a a a a b b c c"], tail_mass=0.25)
     0.5
     """
-    n = _check_n(n)
+    n = _check_n(n, "tail_coverage")
     bands = FrequencyBands.from_batch(as_batch(gold, tokenizer), n=n, tail_mass=tail_mass)
     covered = _tail_coverage_update(as_batch(outputs, tokenizer), bands.tail_keys, n)
     return _tail_coverage_compute(covered, bands.tail_keys)
@@ -105,6 +111,8 @@ class TailCoverage(Metric):
     """Class form of :func:`tail_coverage` (state: covered tail types, union)."""
 
     name = "tail_coverage"
+    higher_is_better = True
+    covered: np.ndarray
 
     def __init__(self, bands: FrequencyBands) -> None:
         super().__init__()
@@ -138,7 +146,7 @@ def js_divergence(outputs: Any, gold: Any, n: int = 1, tokenizer: Any = None) ->
     >>> js_divergence(["a"], gold=["b"])
     1.0
     """
-    n = _check_n(n)
+    n = _check_n(n, "js_divergence")
     gold_table = count_table(as_batch(gold, tokenizer).ngrams(n)[0])
     return _js_compute(count_table(as_batch(outputs, tokenizer).ngrams(n)[0]), gold_table)
 
@@ -146,9 +154,13 @@ def js_divergence(outputs: Any, gold: Any, n: int = 1, tokenizer: Any = None) ->
 class JSDivergence(Metric):
     """Class form of :func:`js_divergence` (state: output n-gram count table)."""
 
+    name = "js_{n}"
+    higher_is_better = False  # a divergence from gold: 0 where the outputs' n-grams are distributed as gold's
+    table: tuple[np.ndarray, np.ndarray]
+
     def __init__(self, gold_table: tuple[np.ndarray, np.ndarray], n: int = 1) -> None:
         super().__init__()
-        self.n = _check_n(n)
+        self.n = _check_n(n, "JSDivergence")
         self.name = f"js_{self.n}"
         self.gold_table = gold_table
         self.add_state("table", (np.empty(0, np.uint64), np.empty(0, np.int64)), "counts")

@@ -14,13 +14,16 @@ from typing import Any
 import numpy as np
 from scipy.special import entr as _entr
 
+from collapseguard._validation import ArgumentTypeError, Interval, validate
 from collapseguard.metrics._batch import TokenBatch, as_batch
 from collapseguard.metrics.base import Metric, count_table, sorted_unique
 
 
-def _check_n(n: int) -> int:
-    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int, got n={n!r}")
+def _check_n(n: int, caller: str, name: str = "n") -> int:
+    """``n`` as an int, or the one refusal (wrong types raise an error that is both a TypeError and, as before,
+    a ValueError)."""
+    validate(caller, name, n, Interval(int, 1, None), fix="pass the n-gram order as an int: 1 for unigrams, 2 for bigrams",
+             type_error=ArgumentTypeError)
     return int(n)
 
 
@@ -52,16 +55,21 @@ def distinct_n(outputs: Any, n: int = 2, tokenizer: Any = None) -> float:
     >>> distinct_n(["a b a b", "a b c"], n=2)
     0.6
     """
-    n = _check_n(n)
+    n = _check_n(n, "distinct_n")
     return _distinct_n_compute(*_distinct_n_update(as_batch(outputs, tokenizer), n))
 
 
 class DistinctN(Metric):
     """Class form of :func:`distinct_n` (states: unique n-gram hashes, n-gram count)."""
 
+    name = "distinct_{n}"
+    higher_is_better = True
+    keys: np.ndarray
+    total: int
+
     def __init__(self, n: int = 2) -> None:
         super().__init__()
-        self.n = _check_n(n)
+        self.n = _check_n(n, "DistinctN")
         self.name = f"distinct_{self.n}"
         self.add_state("keys", np.empty(0, np.uint64), "union")
         self.add_state("total", 0, "sum")
@@ -98,16 +106,20 @@ def ngram_entropy(outputs: Any, n: int = 1, tokenizer: Any = None) -> float:
     >>> ngram_entropy(["a b", "c d"], n=1)
     2.0
     """
-    n = _check_n(n)
+    n = _check_n(n, "ngram_entropy")
     return _ngram_entropy_compute(_ngram_entropy_update(as_batch(outputs, tokenizer), n))
 
 
 class NGramEntropy(Metric):
     """Class form of :func:`ngram_entropy` (state: n-gram count table)."""
 
+    name = "entropy_{n}"
+    higher_is_better = True
+    table: tuple[np.ndarray, np.ndarray]
+
     def __init__(self, n: int = 1) -> None:
         super().__init__()
-        self.n = _check_n(n)
+        self.n = _check_n(n, type(self).__name__)
         self.name = f"entropy_{self.n}"
         self.add_state("table", (np.empty(0, np.uint64), np.empty(0, np.int64)), "counts")
 
@@ -158,6 +170,8 @@ class CompressionRatio(Metric):
     """Class form of :func:`compression_ratio` (state: serialised outputs, concatenated)."""
 
     name = "compression_ratio"
+    higher_is_better = False  # repetitive, generic outputs compress better
+    chunks: list[bytes]
 
     def __init__(self) -> None:
         super().__init__()
@@ -195,6 +209,8 @@ class DuplicateFraction(Metric):
     """Class form of :func:`duplicate_fraction` (state: output-hash count table)."""
 
     name = "duplicate_fraction"
+    higher_is_better = False
+    table: tuple[np.ndarray, np.ndarray]
 
     def __init__(self) -> None:
         super().__init__()
@@ -233,6 +249,9 @@ def zipf_coefficient(outputs: Any, tokenizer: Any = None) -> float:
 
 class ZipfCoefficient(NGramEntropy):
     """Class form of :func:`zipf_coefficient` (state: unigram count table)."""
+
+    name = "zipf_coefficient"
+    higher_is_better = False  # a larger exponent: mass on fewer tokens, a thinner tail
 
     def __init__(self) -> None:
         super().__init__(n=1)

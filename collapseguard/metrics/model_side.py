@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from collapseguard.metrics.base import Metric
+from collapseguard.metrics.base import Metric, direction_word, from_direction_word
 from collapseguard.metrics.gold_relative import BAND_NAMES, FrequencyBands
 
 
@@ -88,6 +89,13 @@ class GoldLikelihood(Metric):
     """Class form of :func:`banded_perplexity` (states: per-band sums and counts)."""
 
     name = "gold_likelihood"
+    higher_is_better = False  # compute(): gold_ppl
+    outputs: ClassVar[dict[str, bool | None]] = {"gold_ppl": False, **{f"gold_ppl_{band}": False for band in BAND_NAMES},
+               "next_token_entropy": True,  # a sharper next-token distribution: the model narrows
+               "overconfidence": False}
+    nll_sum: np.ndarray
+    entropy_sum: np.ndarray
+    count: np.ndarray
 
     def __init__(self, bands: FrequencyBands) -> None:
         super().__init__()
@@ -123,6 +131,9 @@ class GoldNLL(Metric):
     """
 
     name = "gold_nll"
+    higher_is_better = False
+    total: float
+    count: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,14 +157,29 @@ class ReportedMean(Metric):
     (TRL's ``frac_reward_zero_std``). Non-finite reports are skipped; the mean is taken over the sorted values,
     so merging shards in any order gives the same number.
 
+    ``direction`` (``"higher_is_better"``, ``"lower_is_better"``, or a bool as ``higher_is_better``) defaults to
+    the declared one for the statistics in :attr:`outputs`, else to ``"higher_is_better"``.
+
     >>> m = ReportedMean("policy_entropy"); m.update([5.5, float("nan"), 4.5]); m.compute()
     5.0
     """
 
-    def __init__(self, name: str, direction: str = "higher_is_better") -> None:
+    higher_is_better = True
+    outputs: ClassVar[dict[str, bool | None]] = {"policy_entropy": True,  # a policy that turns deterministic stops exploring
+               "frac_reward_zero_std": False}  # groups that give GRPO no learning signal
+    """The statistics a trainer reports that collapseguard knows, with their directions."""
+    values: list[float]
+
+    def __init__(self, name: str, direction: str | bool | None = None) -> None:
         super().__init__()
+        known = type(self).outputs.get(name, True)
+        hib = known if direction is None else from_direction_word(direction, "ReportedMean")
+        if name in type(self).outputs and hib is not known:
+            raise ValueError(f"ReportedMean: direction={direction!r} is invalid for {name}: it is declared "
+                             f"{direction_word(known)}. Drop direction, or report it under another name")
         self.name = name
-        self.direction = direction
+        self.higher_is_better = hib
+        self.direction = direction_word(hib)
         self.add_state("values", [], "cat")
 
     def update(self, values: Sequence[float] | np.ndarray) -> None:

@@ -46,16 +46,21 @@ def seq_rep_n(outputs: Any, n: int = 4, tokenizer: Any = None) -> float:
     >>> seq_rep_n(["a b a b a b", "a b c d"], n=2)
     0.3
     """
-    n = _check_n(n)
+    n = _check_n(n, "seq_rep_n")
     return _mean_compute(*_seq_rep_n_update(as_batch(outputs, tokenizer), n))
 
 
 class SeqRepN(Metric):
     """Class form of :func:`seq_rep_n` (states: sum of per-output values, count)."""
 
+    name = "seq_rep_{n}"
+    higher_is_better = False
+    total: float
+    count: int
+
     def __init__(self, n: int = 4) -> None:
         super().__init__()
-        self.n = _check_n(n)
+        self.n = _check_n(n, "SeqRepN")
         self.name = f"seq_rep_{self.n}"
         self.add_state("total", 0.0, "sum")
         self.add_state("count", 0, "sum")
@@ -162,6 +167,9 @@ class LoopFraction(Metric):
     """Class form of :func:`loop_fraction` (states: loops, count)."""
 
     name = "loop_fraction"
+    higher_is_better = False
+    total: float
+    count: int
 
     def __init__(self, min_repeats: int = 3, max_period: int = 16, min_tokens: int = 8) -> None:
         super().__init__()
@@ -205,6 +213,9 @@ class LengthLimitFraction(Metric):
     """Class form of :func:`length_limit_fraction` (states: unfinished, count)."""
 
     name = "length_limit_fraction"
+    higher_is_better = False  # outputs that run to the limit without EOS: loops (or a setup fault)
+    total: float
+    count: int
 
     def __init__(self) -> None:
         super().__init__()

@@ -36,7 +36,7 @@ from collapseguard.metrics import (
     hashed_ngram_features,
 )
 from collapseguard.metrics._batch import TokenBatch
-from collapseguard.metrics.base import count_table
+from collapseguard.metrics.base import count_table, direction_word
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix, blas_controller
 from collapseguard.metrics.within_prompt import within_prompt_metrics
 
@@ -45,6 +45,9 @@ VENDI_DIM = 256
 
 class _Lengths(Metric):
     name = "mean_length"
+    higher_is_better = None  # neither: gold's own length is the healthy one
+    tokens: int
+    count: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -180,6 +183,8 @@ class TextSuite(MetricSuite):
 
 class _Count(Metric):
     name = "num_outputs"
+    higher_is_better = None  # a count
+    count: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -192,8 +197,9 @@ class _Count(Metric):
         return float(self.count)
 
 
-REPORTED = {"policy_entropy": "higher_is_better", "frac_reward_zero_std": "lower_is_better"}
-"""The trainer-reported statistics a :class:`GroupSuite` takes, with their direction."""
+REPORTED = {name: direction_word(hib) for name, hib in ReportedMean.outputs.items()}
+"""The trainer-reported statistics a :class:`GroupSuite` takes, with their direction (as
+:attr:`ReportedMean.outputs` declares it)."""
 
 
 class GroupSuite(MetricSuite):

@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from collapseguard._validation import FRACTION, ArgumentTypeError, Interval, validate
 from collapseguard.gold.tokenization import stable_token_id
 from collapseguard.metrics.base import Metric
+from collapseguard.metrics.lexical import _check_n
 
 NEAR_DUPLICATE = 0.8
 """Jaccard similarity of word 1- and 2-gram sets at or above which two answers count as one (``distinct_k``)."""
@@ -60,13 +62,17 @@ def as_groups(outputs: Sequence[Any], k: int) -> list[list[np.ndarray]]:
     Raises:
         ValueError: when the number of outputs is not a multiple of ``k``.
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"samples_per_prompt must be a positive int, got {k!r}")
+    _check_k(k, "as_groups")
     if len(outputs) % k:
         raise ValueError(f"{len(outputs)} outputs do not split into groups of samples_per_prompt={k}: pass each "
                          f"prompt's {k} samples one after another")
     words = [normalize_answer(o) if isinstance(o, str) else np.asarray(o, dtype=np.int64).reshape(-1) for o in outputs]
     return [words[i:i + k] for i in range(0, len(words), k)]
+
+
+def _check_k(k: int, caller: str) -> None:
+    validate(caller, "k", k, Interval(int, 1, None), fix="pass the number of samples of each prompt (samples_per_prompt) as k",
+             type_error=ArgumentTypeError)
 
 
 def _ngram_set(words: np.ndarray, n: int) -> set[tuple[int, ...]]:
@@ -115,7 +121,7 @@ def _mean(values: list[float]) -> float:
 class _GroupMetric(Metric):
     """One value per group (state ``values``, concatenated on merge); the result is their mean."""
 
-    direction = "higher_is_better"
+    values: list[float]
 
     def __init__(self) -> None:
         super().__init__()
@@ -134,11 +140,12 @@ class _GroupMetric(Metric):
 class WithinDistinctN(_GroupMetric):
     """Mean over groups of distinct-n inside the group (higher is more diverse)."""
 
+    name = "within_distinct_{n}"
+    higher_is_better = True
+
     def __init__(self, n: int = 2) -> None:
         super().__init__()
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive int, got n={n!r}")
-        self.n = n
+        self.n = _check_n(n, "WithinDistinctN")
         self.name = f"within_distinct_{n}"
 
     def _value(self, group: Group) -> float:
@@ -149,7 +156,7 @@ class WithinSimilarity(_GroupMetric):
     """Mean over groups of the mean pairwise Jaccard similarity of answers (higher is *less* diverse)."""
 
     name = "within_similarity"
-    direction = "lower_is_better"
+    higher_is_better = False
 
     def _value(self, group: Group) -> float:
         return group_similarity(group)
@@ -160,11 +167,12 @@ class DistinctK(_GroupMetric):
     answer for every sample)."""
 
     name = "distinct_k"
+    higher_is_better = True
 
     def __init__(self, threshold: float = NEAR_DUPLICATE) -> None:
         super().__init__()
-        if not 0 < threshold <= 1:
-            raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
+        validate("DistinctK", "threshold", threshold, FRACTION,
+                 fix=f"pass the Jaccard similarity at which two answers count as one ({NEAR_DUPLICATE} by default)")
         self.threshold = float(threshold)
 
     def _value(self, group: Group) -> float:
@@ -183,6 +191,7 @@ def within_prompt_diversity(outputs: Sequence[Any], k: int) -> dict[str, float]:
     >>> d["distinct_k"], d["within_similarity"]
     (2.0, 0.5833333333333334)
     """
+    _check_k(k, "within_prompt_diversity")
     groups = as_groups(outputs, k)
     out = {}
     for name, metric in within_prompt_metrics().items():
