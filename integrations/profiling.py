@@ -2,7 +2,7 @@
 
 >>> profile = profile_model(model, tokenizer, gold)            # doctest: +SKIP
 >>> profile.save("gen0.json")                                  # doctest: +SKIP
->>> CollapseGuard(gold, tokenizer=tokenizer, reference="gen0.json")   # doctest: +SKIP
+>>> CollapseGuard(gold, tokenizer=tokenizer, reference_profile="gen0.json")   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def test_monitor_judges_rise_against_the_profile(gold):
     profile = trusted.profile()
 
     plain = CollapseMonitor(gold, prompt_length=16, max_new_tokens=32)
-    guarded = CollapseMonitor(gold, prompt_length=16, max_new_tokens=32, reference=profile)
+    guarded = CollapseMonitor(gold, prompt_length=16, max_new_tokens=32, reference_profile=profile)
     seqs, worse = _stats(plain, 2.0, 4.0 + math.log(1.6))  # tail perplexity x1.6, head unchanged
     assert plain.check(seqs, step=0, model_stats=worse).alerts == []  # no history, no profile: nothing to compare
     alert = next(a for a in guarded.check(seqs, step=0, model_stats=worse).alerts if a.metric == "gold_ppl_tail")
@@ -72,12 +72,12 @@ def test_mismatched_profiles_are_refused_naming_the_difference(gold):
     monitor.check(seqs, step=0, model_stats=stats)
     profile = monitor.profile(settings={"num_samples": 32})
     with pytest.raises(ProfileMismatchError, match=r"max_new_tokens \(16 vs the profile's 32\)"):
-        CollapseMonitor(gold, tokenizer=tr.tokenizer(), prompt_length=16, max_new_tokens=16, reference=profile)
+        CollapseMonitor(gold, tokenizer=tr.tokenizer(), prompt_length=16, max_new_tokens=16, reference_profile=profile)
     with pytest.raises(ProfileMismatchError, match="tokenizer"):
-        CollapseMonitor(gold, tokenizer=SimpleTokenizer(), prompt_length=16, max_new_tokens=32, reference=profile)
+        CollapseMonitor(gold, tokenizer=SimpleTokenizer(), prompt_length=16, max_new_tokens=32, reference_profile=profile)
     with pytest.raises(ProfileMismatchError, match="gold set"):
         CollapseMonitor(GoldSet.from_texts(tr.texts()[0][:100]), tokenizer=tr.tokenizer(), prompt_length=16,
-                        max_new_tokens=32, reference=profile)
+                        max_new_tokens=32, reference_profile=profile)
     from collapseguard.guard.engine import GuardEngine
 
     with pytest.raises(ProfileMismatchError, match=r"num_samples \(64 vs the profile's 32\)"):
@@ -100,7 +100,7 @@ def test_array_models_use_a_held_out_likelihood():
     gold = GoldSet.from_arrays(rng.normal(size=(300, 3)))
     trusted = CollapseMonitor(gold)
     trusted.check(rng.normal(size=(100, 3)), step=0, gold_loglik=np.full(100, -4.0))
-    guarded = CollapseMonitor(gold, reference=trusted.profile())
+    guarded = CollapseMonitor(gold, reference_profile=trusted.profile())
     # score_fn's log-likelihood per row (3 dimensions): judged per dimension, so a rise of 3 log 1.3 nats
     # per row is perplexity x1.3 per dimension -- a warn
     result = guarded.check(rng.normal(size=(100, 3)), step=0, gold_loglik=np.full(100, -4.0 - 3 * math.log(1.3)))

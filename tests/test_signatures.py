@@ -181,3 +181,12 @@ def test_the_engine_takes_exactly_the_shared_options():
         GuardEngine(tr.gold(), on_colapse="halt")
     engine = GuardEngine(tr.gold())
     assert (engine.num_samples, engine.on_collapse, engine.patience) == (64, "warn", 1)  # the specification's defaults
+
+
+def test_the_monitor_names_the_reference_profile_as_the_callbacks_do():
+    assert "reference_profile" in inspect.signature(__import__("collapseguard").CollapseMonitor).parameters
+    from collapseguard import CollapseMonitor
+
+    with pytest.warns(DeprecationWarning, match="CollapseMonitor: reference= was renamed reference_profile="):
+        monitor = CollapseMonitor(tr.gold(), tokenizer=tr.tokenizer(), reference=None)
+    assert monitor.reference_profile is None

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard._validation import NONE, ArgumentTypeError, InstanceOf, Interval, validate
+from collapseguard._validation import NONE, ArgumentTypeError, InstanceOf, Interval, renamed, validate
 from collapseguard.detection.alerts import PHASES, SEVERITY_RANK, Alert, emit, logger
 from collapseguard.detection.detectors import DEFAULT_DETECTORS, Detector, Finding
 from collapseguard.detection.thresholds import Thresholds
@@ -106,7 +106,7 @@ class CollapseMonitor:
         max_new_tokens: length of the gold reference continuation; longer outputs are truncated
             to it before measuring, so outputs and gold are compared like with like.
         detectors: detector classes to run (default: TailLoss, VarianceShrinkage, RepetitionLoop).
-        reference: a :class:`~collapseguard.gold.profiles.ReferenceProfile` (or the path of its JSON) of a
+        reference_profile: a :class:`~collapseguard.gold.profiles.ReferenceProfile` (or the path of its JSON) of a
             trusted earlier model: rises are then measured from it as well as from the run's best,
             and diversity is judged against it where it sits below gold.
         samples_per_prompt: k samples of each prompt, passed one after another: the metrics across prompts read
@@ -127,10 +127,11 @@ class CollapseMonitor:
     True
     """
 
+    @renamed(_CALLER, reference="reference_profile")
     def __init__(self, gold: GoldSet, thresholds: Thresholds | str | dict[str, Any] | None = None, *,
                  tokenizer: Any = None, prompt_length: int = 16, max_new_tokens: int = 32,
                  detectors: Sequence[type[Detector]] = DEFAULT_DETECTORS,
-                 reference: ReferenceProfile | str | dict[str, Any] | None = None,
+                 reference_profile: ReferenceProfile | str | dict[str, Any] | None = None,
                  samples_per_prompt: int = 1) -> None:
         validate(_CALLER, "gold", gold, InstanceOf(GoldSet, name="a GoldSet"), NONE,
                  fix="build one with GoldSet.from_texts / from_jsonl / from_arrays")
@@ -167,11 +168,11 @@ class CollapseMonitor:
                                  "tokenizer")
             self._ellipsoid = GoldEllipsoid(gold.array)
             self.dim = gold.array.shape[1]
-        self.reference_profile = ReferenceProfile.coerce(reference)
+        self.reference_profile = ReferenceProfile.coerce(reference_profile)
         if self.reference_profile is not None:
             if gold is None:
                 raise ValueError(f"{_CALLER}: a reference profile is judged on gold prompts: pass a GoldSet, or drop "
-                                 "reference")
+                                 "reference_profile")
             self.reference_profile.require_compatible(gold.fingerprint, self.settings())
 
     def settings(self) -> dict[str, Any]:

@@ -210,7 +210,7 @@ class GuardEngine:
         text = self.gold is None or self.gold.kind == "text"
         self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if text else None,
                                        prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
-                                       reference=self.reference_profile, samples_per_prompt=self.samples_per_prompt)
+                                       reference_profile=self.reference_profile, samples_per_prompt=self.samples_per_prompt)
         # the gold reference at the check size, computed now rather than inside the first check
         self.monitor.reference(self.prompts_per_check)
         if self.prompts_per_check < self.num_samples:
