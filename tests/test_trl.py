@@ -136,7 +136,7 @@ def test_grpo_guard_in_warn_mode_trains_like_no_guard(tmp_path):
 
 
 def test_grpo_guard_refuses_what_it_cannot_judge(tmp_path):
-    with pytest.raises(ValueError, match="choose 'warn' or 'halt'"):
+    with pytest.raises(ValueError, match="GRPOCollapseGuard: on_collapse='reweight' is invalid: on_collapse must be one of 'warn', 'halt'"):
         GRPOCollapseGuard(on_collapse="reweight")
     with pytest.raises(ValueError, match="every_n_steps must be an int >= 1"):
         GRPOCollapseGuard(every_n_steps=0)

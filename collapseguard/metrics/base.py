@@ -118,6 +118,7 @@ class State:
 
     @property
     def type(self) -> type:
+        """The state's type: that of its empty default (an array, a ``Counter``, a number...)."""
         return type(self.default)
 
 
