@@ -62,3 +62,20 @@ def test_old_module_paths_still_import_with_a_deprecation_warning(old):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         assert importlib.import_module(old) is importlib.import_module(MOVED[old])
+
+
+def test_stages_import_only_from_earlier_stages():
+    """The data flow runs one way (docs/architecture.md); the two documented exceptions are the logger that
+    provenance logs through and the alert trail the engine writes."""
+    order = {"gold": 1, "metrics": 2, "detection": 3, "guard": 4, "reporting": 5}
+    against = set()
+    for path in (ROOT / "collapseguard").rglob("*.py"):
+        stage = path.relative_to(ROOT / "collapseguard").parts[0]
+        if stage not in order:
+            continue
+        for module in _imports(path):
+            other = module.split(".")[1] if module.startswith("collapseguard.") else None
+            if other in order and order[other] > order[stage]:
+                against.add((str(path.relative_to(ROOT)), module))
+    assert against == {("collapseguard/gold/provenance.py", "collapseguard.detection.alerts"),
+                       ("collapseguard/guard/engine.py", "collapseguard.reporting.alertlog")}
