@@ -14,7 +14,7 @@ from collapseguard.gold.tokenization import SimpleTokenizer
 from collapseguard.guard.sampling import AnchorMixSampler
 from collapseguard.metrics import ModelStats
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from collapseguard import _moved
 

@@ -162,10 +162,13 @@ def message(caller: str, name: str, value: Any, allowed: str, fix: str | None = 
     text = f"{caller}: {name}={describe(value)} is invalid: {name} must be {allowed}"
     if wrong_type:
         text += f", got {type(value).__name__}"
-    if fix:
-        fix = fix.rstrip(".")
-        text += f". {fix[:1].upper()}{fix[1:]}"
-    return text + "."
+    if not fix:
+        return text + "."
+    first = fix.split(" ", 1)[0]
+    if first.isalpha() and first.islower():  # a sentence: capitalise it; an argument name (every_n_epochs=1) stays
+        fix = fix[:1].upper() + fix[1:]
+    ending = "" if fix.endswith(".") else "."  # "save_profile_to=..." keeps its dots, a sentence gets one
+    return f"{text}. {fix}{ending}"
 
 
 def validate(caller: str, name: str, value: Any, *constraints: Constraint, fix: str | None = None,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from collapseguard.detection.thresholds import PRESETS, Thresholds
+from collapseguard.reporting.alertlog import json_safe
 
 
 class Progress:
@@ -153,7 +154,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         how = "verbatim" if ex["exact"] else f"{ex['containment']:.0%} of its word 5-grams"
         print(f"  leaked: gold text {ex['gold']} in text {ex['text']} ({how}): {ex['gold_excerpt']!r}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
+        Path(args.json).write_text(json.dumps(json_safe(result.to_dict()), indent=1, default=str, allow_nan=False),
+                                    encoding="utf-8")  # strict JSON: NaN becomes null
     if result.passed:
         print("\nPASSED")
         return 0

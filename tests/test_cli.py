@@ -329,7 +329,9 @@ def test_audit_exit_codes_gate_a_pipeline(tmp_path, capsys):
     synthetic = tmp_path / "synthetic.txt"  # plain text, one item per line
     synthetic.write_text("\n".join(collapsed_corpus(8, 300)))
     assert main(["audit", str(synthetic), "--gold", str(gold), "--json", str(tmp_path / "a.json")]) == 1
-    report = json.loads((tmp_path / "a.json").read_text())
+    text = (tmp_path / "a.json").read_text()
+    report = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # strict: no NaN
+    assert "NaN" not in text
     assert not report["passed"] and any("self_bleu" in f for f in report["failures"])
     # no provenance but a human floor asked for: fails, saying why
     assert main(["audit", str(synthetic), "--gold", str(gold), "--min-human-fraction", "0.2"]) == 1

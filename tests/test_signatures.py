@@ -190,3 +190,16 @@ def test_the_monitor_names_the_reference_profile_as_the_callbacks_do():
     with pytest.warns(DeprecationWarning, match="CollapseMonitor: reference= was renamed reference_profile="):
         monitor = CollapseMonitor(tr.gold(), tokenizer=tr.tokenizer(), reference=None)
     assert monitor.reference_profile is None
+
+
+def test_refusals_keep_argument_names_and_fix_text_intact():
+    lightning_cb, _ = _callbacks()
+    with pytest.raises(ValueError) as info:
+        lightning_cb(tr.gold(), every_n_epochs=0)
+    assert str(info.value).endswith("Use every_n_epochs=1 to check at the end of every epoch.")
+    with pytest.raises(TypeError) as info:
+        lightning_cb(tr.gold(), reference_profile=123)
+    assert str(info.value).endswith("Pass the JSON a run wrote with save_profile_to=...")
+    with pytest.raises(ValueError, match=r"^CollapseGuard: thresholds='balnced' is invalid: unknown thresholds preset "
+                                         r"'balnced' \(did you mean 'balanced'\?\)"):
+        lightning_cb(tr.gold(), thresholds="balnced")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import warnings
@@ -123,7 +124,10 @@ class Thresholds:
     def preset(cls, name: str) -> Thresholds:
         """``"strict"`` (alerts early, more false alarms), ``"balanced"`` (default) or ``"lenient"``."""
         if name not in PRESETS:
-            raise ValueError(f"unknown thresholds preset {name!r}: choose one of {sorted(PRESETS)}, or give a .yaml/.json file")
+            close = difflib.get_close_matches(str(name), list(PRESETS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown thresholds preset {name!r}{hint}: choose one of {sorted(PRESETS)}, or give a "
+                             ".yaml/.json file")
         return cls(**PRESETS[name])
 
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard._validation import message
+from collapseguard._validation import describe, message
 from collapseguard.detection.alerts import Alert, emit, logger
 from collapseguard.detection.monitor import CheckResult, CollapseMonitor
 from collapseguard.detection.thresholds import Thresholds
@@ -120,7 +120,10 @@ class GuardEngine:
         self.caller = caller
         self.gold = gold
         self.tokenizer = tokenizer
-        self.thresholds = Thresholds.coerce(o.thresholds)  # once: the monitor and the data stream get this instance
+        try:  # once: the monitor and the data stream get this instance
+            self.thresholds = Thresholds.coerce(o.thresholds)
+        except (ValueError, TypeError) as exc:  # a preset, file or field the user gave: name the call it came from
+            raise type(exc)(f"{caller}: thresholds={describe(o.thresholds)} is invalid: {exc}") from None
         self.on_collapse = o.on_collapse
         self.on_error = o.on_error
         self.every_n_epochs = int(o.every_n_epochs)

@@ -69,7 +69,7 @@ OPTIONS: tuple[Option, ...] = (
            "'warn' logs and warns, 'halt' stops training, 'reweight' raises the human share of anchor_sampler"),
     Option("on_error", "warn", 'Literal["warn", "raise"]', (OneOf(*ON_ERROR),),
            "'warn' turns a failing check into a fault alert and training goes on; 'raise' re-raises it"),
-    Option("every_n_epochs", 1, "int", (_INT1,), "every_n_epochs=1 checks at the end of every epoch"),
+    Option("every_n_epochs", 1, "int", (_INT1,), "use every_n_epochs=1 to check at the end of every epoch"),
     Option("num_samples", 64, "int", (Interval(int, 2, None),), "a check needs at least 2 outputs to compare"),
     Option("prompt_length", 16, "int", (_INT1,)),
     Option("max_new_tokens", 32, "int", (_INT1,)),
