@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -177,8 +178,12 @@ def compare(single: dict[str, Any], scaled: dict[str, Any]) -> dict[str, Any]:
     a, b = single["report"], scaled["report"]
     exact = ("passed", "num_texts", "sample_size", "outlier_fraction", "outlier_examples", "provenance", "gold_leakage",
              "reference")
+    # a metric without a value is null in the strict JSON reports (NaN before): both sides must agree on that
+    undefined = {k for k in a["metrics"] if a["metrics"][k] is None} ^ {k for k in b["metrics"] if b["metrics"][k] is None}
     metrics = max((abs(a["metrics"][k] - b["metrics"][k]) / max(abs(a["metrics"][k]), 1e-300)
-                   for k in a["metrics"] if a["metrics"][k] == a["metrics"][k]), default=0.0)
+                   for k in a["metrics"] if a["metrics"][k] is not None and b["metrics"][k] is not None
+                   and a["metrics"][k] == a["metrics"][k]), default=0.0)
+    metrics = math.inf if undefined else metrics
     alerts = [[{k: v for k, v in x.items() if k != "value"} for x in r["alerts"]] for r in (a, b)]
     return {"exact_fields_equal": all(a[k] == b[k] for k in exact) and alerts[0] == alerts[1],
             "metrics_max_rel_diff": metrics,
