@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from collapseguard.gold.goldset import GoldSet
 from collapseguard.guard.engine import GeneratedBatch, GuardEngine
-from collapseguard.guard.options import BY_NAME, check_option
+from collapseguard.guard.options import adapter_arguments
 from collapseguard.integrations.sharded import (
     agree_ready,
     detect_sharding,
@@ -30,29 +29,13 @@ from collapseguard.metrics import ModelStats
 
 
 def build_engine(caller: str, arguments: dict[str, Any]) -> GuardEngine:
-    """The engine behind a callback, from the callback's own arguments (its ``locals()``): the adapter's part of the
-    shared options (a gold path, a tokenizer path, the model-facing functions) is resolved and checked here, the rest
-    is the engine's, validated there, with the callback named in every refusal."""
-    args = {k: v for k, v in arguments.items() if k in BY_NAME}
-    for name in ("gold", "generate_fn", "sample_fn", "score_fn"):
-        check_option(caller, name, args[name])
-    gold = args.pop("gold")
-    if not isinstance(gold, GoldSet):  # from LightningCLI / YAML / a script: the path of a JSONL gold file
-        gold = GoldSet.from_jsonl(gold)
-    tokenizer = args.pop("tokenizer")
+    """The engine behind a callback, from the callback's own arguments (its ``locals()``). The core resolves and
+    checks them (:func:`~collapseguard.guard.options.adapter_arguments`); only loading a saved tokenizer, which
+    needs ``tokenizers`` or ``transformers``, happens here."""
+    gold, tokenizer, engine_args = adapter_arguments(caller, arguments)
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(tokenizer)
-    generate_fn, sample_fn, score_fn = args.pop("generate_fn"), args.pop("sample_fn"), args.pop("score_fn")
-    if generate_fn is not None and sample_fn is not None:
-        raise ValueError(f"{caller}: generate_fn and sample_fn were both given: pass generate_fn (text models) or "
-                         "sample_fn (array models), not both")
-    if score_fn is not None and sample_fn is None:
-        raise ValueError(f"{caller}: score_fn scores gold samples of an array gold set: pass it with sample_fn")
-    if sample_fn is None and gold.kind == "array":
-        raise ValueError(f"{caller}: an array gold set needs sample_fn=fn(model, n) -> (n, d) samples")
-    if sample_fn is not None and gold.kind == "text":
-        raise ValueError(f"{caller}: sample_fn is for array gold sets; this gold set holds texts: use generate_fn")
-    return GuardEngine(gold, tokenizer=tokenizer, caller=caller, **args)
+    return GuardEngine(gold, tokenizer=tokenizer, caller=caller, **engine_args)
 
 
 def load_tokenizer(path: str | Path) -> Any:

@@ -119,6 +119,29 @@ def check_names(caller: str, given: dict[str, Any], accepted: list[str]) -> None
             raise TypeError(f"{caller}: unexpected argument {key}={describe(value)}{hint}")
 
 
+def adapter_arguments(caller: str, arguments: dict[str, Any]) -> tuple[GoldSet, Any, dict[str, Any]]:
+    """Split a callback's arguments (its ``locals()``) into the gold set, the tokenizer (an object or a path the
+    adapter loads) and the engine's options, checking the model-facing functions against the gold set's kind."""
+    args = {k: v for k, v in arguments.items() if k in BY_NAME}
+    for name in ("gold", "generate_fn", "sample_fn", "score_fn"):
+        check_option(caller, name, args[name])
+    gold = args.pop("gold")
+    if not isinstance(gold, GoldSet):  # from LightningCLI / YAML / a script: the path of a JSONL gold file
+        gold = GoldSet.from_jsonl(gold)
+    tokenizer = args.pop("tokenizer")
+    generate_fn, sample_fn, score_fn = args.pop("generate_fn"), args.pop("sample_fn"), args.pop("score_fn")
+    if generate_fn is not None and sample_fn is not None:
+        raise ValueError(f"{caller}: generate_fn and sample_fn were both given: pass generate_fn (text models) or "
+                         "sample_fn (array models), not both")
+    if score_fn is not None and sample_fn is None:
+        raise ValueError(f"{caller}: score_fn scores gold samples of an array gold set: pass it with sample_fn")
+    if sample_fn is None and gold.kind == "array":
+        raise ValueError(f"{caller}: an array gold set needs sample_fn=fn(model, n) -> (n, d) samples")
+    if sample_fn is not None and gold.kind == "text":
+        raise ValueError(f"{caller}: sample_fn is for array gold sets; this gold set holds texts: use generate_fn")
+    return gold, tokenizer, args
+
+
 def renamed_arguments(caller: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` with 0.1 names moved to their 0.2 names, warning once per old name."""
     out = dict(kwargs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from collapseguard._validation import FRACTION, validate
 from collapseguard.detection.alerts import logger
 from collapseguard.detection.monitor import CheckResult
 
@@ -21,11 +20,11 @@ class ReweightPolicy:
                  *, caller: str = "GuardEngine") -> None:
         self.sampler = anchor_sampler
         self.floor = float(anchor_sampler.min_human_fraction)
-        self.ceiling = float(validate(caller, "max_human_fraction", max_human_fraction, FRACTION))
+        self.ceiling = float(max_human_fraction)  # both fractions were validated with the other options
         if self.ceiling < self.floor:
             raise ValueError(f"{caller}: max_human_fraction={max_human_fraction} is invalid: it is below the "
                              f"sampler's min_human_fraction={self.floor}. Raise max_human_fraction.")
-        self.step = float(validate(caller, "reweight_step", reweight_step, FRACTION))
+        self.step = float(reweight_step)
         self.recovery_checks = recovery_checks
         self.fraction = self.floor
         self.clean_streak = 0
