@@ -105,10 +105,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from collapseguard.audit import audit_path
     from collapseguard.gold.goldset import GoldSet
 
-    gold = GoldSet.from_jsonl(args.gold, text_field=args.gold_text_field)
+    try:
+        gold = GoldSet.from_jsonl(args.gold, text_field=args.gold_text_field)
+    except ValueError as exc:  # GoldSet's own hint names its Python argument; here the flag is what to change
+        message = str(exc).split("; set text_field to")[0]
+        raise ValueError(f"--gold: {message}; pass --gold-text-field with the field holding the gold text") from None
     settings = {"thresholds": args.thresholds, "fail_on": args.fail_on, "max_near_duplicates": args.max_near_duplicates,
                 "max_outliers": args.max_outliers, "min_human_fraction": args.min_human_fraction,
-                "max_gold_leakage": args.max_gold_leakage, "leak_containment": args.leak_containment}
+                "max_gold_leakage": args.max_gold_leakage, "leak_containment": args.leak_containment,
+                "sample_size": args.sample_size}
     reading = {"text_field": args.text_field, "provenance_field": args.provenance_field}
     if args.executor is None:
         given = [f"--{name.replace('_', '-')}" for name in ("tasks", "workers", "work_dir", "partition")
@@ -116,7 +121,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         if given:
             raise ValueError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to audits at scale: add "
                              "--executor local (this machine), slurm or ray, or drop them for the single-process audit")
-        result = audit_path(args.data, gold, **reading, **settings)
+        result = audit_path(args.data, gold, **reading, progress=False if args.no_progress else None, **settings)
     else:
         from collapseguard.audit.distributed import run_audit
 
@@ -125,27 +130,39 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                            **reading, **settings)
         if result is None:  # Slurm: submitted; the verdict comes when the jobs have run
             return 3
-    print(f"audit of {args.data}: {result.num_texts} texts against gold {gold.name} ({len(gold)} texts); "
-          f"diversity measured on a sample of {result.sample_size}; {result.engine}\n")
-    print(f"{'check':<24} {'data':>9} {'gold':>9}  verdict")
+    n = result.num_texts
+    sampled = f"sample {result.sample_size:,}"
+    print(f"audit of {args.data}: {n:,} texts against gold {gold.name} ({len(gold)} texts); {result.engine}\n"
+          f"diversity: a sample of {result.sample_size:,} texts (chosen by a hash of their words, whatever the order), "
+          f"measured in {result.sample_rounds} round(s) of {result.sample_size // max(result.sample_rounds, 1)} "
+          "against gold's texts at that count; the rest counts every text\n")
+    print(f"{'check':<24} {'data':>9} {'gold':>9}  {'measured on':<14} verdict")
     judged = {a.metric: a.severity for a in result.alerts}
     for metric in ("tail_coverage", "distinct_2", "vendi", "compression_ratio", "self_bleu", "seq_rep_4",
                    "duplicate_fraction", "js_2"):
         if metric in result.metrics:
             print(f"{metric:<24} {result.metrics[metric]:>9.4f} {result.reference.get(metric, float('nan')):>9.4f}  "
-                  f"{judged.get(metric, 'ok' if metric != 'js_2' else '-')}")
-    print(f"{'near-duplicates':<24} {result.near_duplicate_fraction:>9.1%} {'':>9}  "
+                  f"{sampled:<14} {judged.get(metric, 'ok' if metric != 'js_2' else '-')}")
+    everything = f"all {n:,}"
+    print(f"{'exact copies':<24} {result.exact_duplicate_fraction:>9.1%} {'':>9}  {everything:<14} - (counted within "
+          "near-duplicates)")
+    print(f"{'near-duplicates':<24} {result.near_duplicate_fraction:>9.1%} {'':>9}  {everything:<14} "
           f"{'FAIL' if result.near_duplicate_fraction > args.max_near_duplicates else 'ok'} "
           f"(bound {args.max_near_duplicates:.0%})")
-    print(f"{'outliers':<24} {result.outlier_fraction:>9.1%} {'':>9}  "
-          f"{'FAIL' if result.outlier_fraction > args.max_outliers else 'ok'} (bound {args.max_outliers:.0%})")
+    rules = ", ".join(f"{k} {v}" for k, v in result.outlier_rules.items())
+    print(f"{'outliers':<24} {result.outlier_fraction:>9.1%} {'':>9}  {everything:<14} "
+          f"{'FAIL' if result.outlier_fraction > args.max_outliers else 'ok'} (bound {args.max_outliers:.0%}"
+          f"{'; ' + rules if rules else ''})")
     leak = result.gold_leakage
-    print(f"{'gold leakage':<24} {leak['leaked']:>5}/{leak['gold_texts']:<3} {'':>9}  "
+    print(f"{'gold leakage':<24} {leak['leaked']:>5}/{leak['gold_texts']:<3} {'':>9}  {everything:<14} "
           f"{'FAIL' if leak['fraction'] > args.max_gold_leakage else 'ok'} (bound {args.max_gold_leakage:.0%} of gold; "
           f"{leak['exact']} verbatim, {leak['near']} near-copies, in {leak['texts']} texts)")
     if result.provenance:
-        mix = ", ".join(f"{k} {v} ({v / result.num_texts:.0%})" for k, v in sorted(result.provenance.items()))
+        mix = ", ".join(f"{k} {v} ({v / n:.0%})" for k, v in sorted(result.provenance.items()))
         print(f"{'provenance':<24} {mix}")
+    print(f"\nnear-duplicate: {result.near_duplicate_definition}")
+    if result.near_duplicate_examples or result.outlier_examples or leak["examples"]:
+        print("texts are numbered from 0, in reading order (a folder's files in sorted order)")
     for i, j, jac in result.near_duplicate_examples[:3]:
         print(f"  near-duplicate: texts {i} and {j} (Jaccard {jac:.2f})")
     for i, why in result.outlier_examples[:3]:
@@ -268,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of the gold set's texts allowed in the data (default 0: any leaked gold text fails)")
     aud.add_argument("--leak-containment", type=_share, default=0.5,
                      help="a text leaks a gold text holding at least this share of its word 5-grams (default 0.5)")
+    aud.add_argument("--sample-size", type=_positive, default=2000,
+                     help="texts in the diversity sample (default 2000; the other checks count every text)")
+    aud.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it shows only on a terminal anyway)")
     aud.add_argument("--json", help="also write the findings as JSON here")
     scale = aud.add_argument_group("audits at scale (datatrove; pip install 'collapseguard[distributed]')")
     scale.add_argument("--executor", choices=("local", "slurm", "ray"),

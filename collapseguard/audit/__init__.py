@@ -6,9 +6,11 @@ texts that leaked into the data; ``shingles`` holds the MinHash shingling both s
 """
 
 from collapseguard.audit.dataset import (
+    NEAR_DUPLICATE_DEFINITION,
     AuditResult,
     AuditSettings,
     DataSource,
+    Sample,
     ShardScan,
     audit_path,
     audit_texts,
@@ -18,5 +20,5 @@ from collapseguard.audit.dataset import (
     read_texts,
 )
 
-__all__ = ["AuditResult", "AuditSettings", "DataSource", "ShardScan", "audit_path", "audit_texts", "judge",
+__all__ = ["NEAR_DUPLICATE_DEFINITION", "AuditResult", "AuditSettings", "DataSource", "Sample", "ShardScan", "audit_path", "audit_texts", "judge",
            "minhash_signatures", "near_duplicate_pairs", "read_texts"]

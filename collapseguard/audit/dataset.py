@@ -18,7 +18,13 @@ over shards, merges the shards' states and judges them with :func:`judge`.
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
+import json
+import sys
+import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,22 +38,25 @@ from collapseguard.audit.shingles import (
     WORDS,
     BandIndex,
     components,
-    hash_grams,
+    gram_hashes,
     jaccard,
+    lsh_recall,
+    member,
     minhash_signatures,
+    normalized,
     permutations,
     shingle_hashes,
     signature,
-    word_grams,
+    text_digest,
+    word_hashes,
     words_of,
 )
 from collapseguard.detection.alerts import SEVERITY_RANK, Alert, silenced_alerts
 from collapseguard.detection.monitor import CollapseMonitor
 from collapseguard.detection.thresholds import Thresholds
-from collapseguard.gold.goldset import GoldSet, json_lines
+from collapseguard.gold.goldset import GoldSet
 from collapseguard.gold.provenance import normalize_label
 from collapseguard.gold.tokenization import SimpleTokenizer
-from collapseguard.metrics.suite import MetricSuite
 
 __all__ = ["AuditResult", "DataSource", "ShardScan", "audit_path", "audit_texts", "judge", "minhash_signatures",
            "near_duplicate_pairs", "read_texts"]
@@ -58,6 +67,14 @@ NEAR_DUPLICATE_JACCARD = 0.8
 # large corpus) are never held
 MINHASH_PREFILTER = 0.5
 NUM_PERM, BANDS, SHINGLE = 64, 16, 5
+NEAR_DUPLICATE_DEFINITION = (
+    f"word {SHINGLE}-gram Jaccard >= {NEAR_DUPLICATE_JACCARD}, computed exactly for every pair that MinHash LSH "
+    f"proposes ({BANDS} bands x {NUM_PERM // BANDS} rows: a pair at {NEAR_DUPLICATE_JACCARD} is proposed with "
+    f"probability {lsh_recall(NEAR_DUPLICATE_JACCARD, BANDS, NUM_PERM // BANDS):.4f}); the share counts texts "
+    "beyond the first of each cluster of such pairs")
+"""What both audits (one process, datatrove) count as a near-duplicate, word for word; reports print it."""
+SAMPLE_SIZE = 2000
+"""Texts in the diversity sample, by default."""
 _JSONL = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 
 
@@ -106,6 +123,7 @@ class DataSource:
                  ) -> None:
         path = Path(path)
         self.path, self.text_field, self.provenance_field = path, text_field, provenance_field
+        self.bytes_read = 0
         if path.is_file():
             self.root, self.files = path.parent, [path.name]
         elif path.is_dir():
@@ -122,10 +140,21 @@ class DataSource:
         self.kind = kinds.pop()
 
     def records(self) -> Iterator[tuple[int, int, str, str | None]]:
-        """(file index, index in the file, text, provenance label or None where the record has no field)."""
+        """(file index, index in the file, text, provenance label or None where the record has no field).
+
+        :attr:`bytes_read` counts the data read so far (uncompressed bytes), for a progress bar."""
+        self.bytes_read = 0
         for fi, name in enumerate(self.files):
             for li, (text, label) in enumerate(self._read(self.root / name)):
                 yield fi, li, text, label
+
+    @property
+    def size_on_disk(self) -> int | None:
+        """Bytes of the files when that is what :attr:`bytes_read` reaches at the end (plain JSONL or text);
+        None for gzip and parquet, whose decoded size is not known before reading."""
+        if self.kind == "parquet" or any(f.lower().endswith(".gz") for f in self.files):
+            return None
+        return sum((self.root / f).stat().st_size for f in self.files)
 
     def _label(self, row: dict[str, Any]) -> str | None:
         field_ = self.provenance_field
@@ -133,10 +162,20 @@ class DataSource:
 
     def _read(self, path: Path) -> Iterator[tuple[str, str | None]]:
         if self.kind == "jsonl":
-            for i, row in json_lines(path, gzip.open if path.name.lower().endswith(".gz") else open):
-                text = text_of(row, self.text_field, f"{path}:{i}")
-                if text is not None:
-                    yield text, self._label(row)
+            # read as bytes, so that the bytes read can be counted (json.loads takes UTF-8 bytes as they are)
+            opener = gzip.open if path.name.lower().endswith(".gz") else open
+            with opener(path, "rb") as fh:
+                for i, line in enumerate(fh, 1):
+                    self.bytes_read += len(line)
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg}); repair or drop that line") from None
+                    text = text_of(row, self.text_field, f"{path}:{i}")
+                    if text is not None:
+                        yield text, self._label(row)
         elif self.kind == "parquet":
             try:
                 import pyarrow.parquet as pq
@@ -147,15 +186,17 @@ class DataSource:
             columns = [c for c in (self.text_field, self.provenance_field) if c and c in names]
             i = 0
             for batch in parquet.iter_batches(columns=columns or None):
+                self.bytes_read += batch.nbytes
                 for row in batch.to_pylist():
                     text = text_of(row, self.text_field, f"{path}: record {i}")
                     i += 1
                     if text is not None:
                         yield text, self._label(row)
         else:
-            with open(path, encoding="utf-8") as fh:
-                for line in fh:
-                    for part in line.splitlines():  # the separators str.splitlines knows, as before
+            with open(path, "rb") as fh:
+                for raw in fh:
+                    self.bytes_read += len(raw)
+                    for part in raw.decode("utf-8").splitlines():  # the separators str.splitlines knows, as before
                         if part.strip():
                             yield part.strip(), None
 
@@ -183,7 +224,8 @@ def read_texts(path: str | Path, *, text_field: str = "text", provenance_field: 
 # ------------------------------------------------------------ near-duplicates
 class _PairCheck:
     """The exact Jaccard of candidate pairs, texts fed in index order: a text's shingles are kept only
-    until its last partner has come, so memory holds the pairs still open, not the data."""
+    until its last partner has come, so memory holds the pairs still open, not the data. ``end``: the
+    last text any pair needs (-1 without pairs), after which the data need not be read."""
 
     def __init__(self, candidates: np.ndarray, threshold: float, shingle: int = SHINGLE) -> None:
         self.threshold, self.shingle, self.pairs = threshold, shingle, []
@@ -192,6 +234,7 @@ class _PairCheck:
         for i, j in candidates.tolist():
             self.partners.setdefault(j, []).append(i)
             self.last[i] = max(self.last.get(i, -1), j)
+        self.end = max(self.partners, default=-1)
         self.held: dict[int, np.ndarray] = {}
 
     def feed(self, g: int, text: str, shingles: np.ndarray | None = None) -> None:
@@ -230,30 +273,61 @@ def near_duplicate_pairs(texts: Sequence[str], *, threshold: float = NEAR_DUPLIC
 
 
 # --------------------------------------------------------------- per-text checks
+#: Tukey's "far out" fence (Q1 - 3 IQR, Q3 + 3 IQR): beyond it a text is unlike gold, not merely shorter or longer
+#: than gold's few hundred texts happen to be
+OUTLIER_FENCE = 3.0
+
+
+def _fences(values: Sequence[float]) -> tuple[float, float]:
+    q1, q3 = np.percentile(values, [25, 75])
+    iqr = q3 - q1
+    return float(min(q1 - OUTLIER_FENCE * iqr, min(values))), float(max(q3 + OUTLIER_FENCE * iqr, max(values)))
+
+
 class _OutlierRule:
-    """Texts whose length or share of words unseen in gold lies beyond gold's own 0.5–99.5% range."""
+    """Texts far outside gold's spread, by one of two rules (named in each finding):
+
+    - ``length``: the word count lies beyond Tukey's far-out fences of gold's log word counts
+      (Q1 - 3 IQR, Q3 + 3 IQR, and never inside gold's own range). On a log scale, so that the margin
+      grows with the length: as gold, the 174 paragraphs of 25-93 words of CPython's docs admit 6-294.
+    - ``unseen words``: the share of words gold never uses lies beyond the same fence of gold's own
+      held-out share (each half of gold against the other's vocabulary), plus two binomial standard
+      errors for the text's length, since a short text's share varies more.
+    """
 
     def __init__(self, gold: Sequence[str]) -> None:
         self.gold_vocab = set(WORDS.findall(" ".join(gold).lower()))
-        # a gold text's unseen share against the rest of gold would need leave-one-out vocabularies;
-        # gold's own words are all seen, so the bound for novelty is set from a split of gold
+        self._vocab = np.unique(word_hashes(sorted(self.gold_vocab)))  # sorted: unseen words by binary search
+        words = [WORDS.findall(t.lower()) for t in gold]
+        lengths = [len(w) for w in words if w]
+        if not lengths:
+            raise ValueError("the gold set holds no words: outliers are judged against gold's texts")
+        lo, hi = _fences(np.log(lengths))
+        self.lo, self.hi = float(np.exp(lo)), float(np.exp(hi))
+        # gold's own words are all seen, so its spread of unseen shares comes from each half against the other
         half = len(gold) // 2
-        seen = set(WORDS.findall(" ".join(gold[:half]).lower()))
-        novel = [sum(w not in seen for w in ws) / len(ws) for ws in (WORDS.findall(t.lower()) for t in gold[half:])
-                 if ws]
-        lengths = [len(WORDS.findall(t.lower())) for t in gold]
-        self.lo, self.hi = np.percentile(lengths, [0.5, 99.5])
-        self.novel_hi = float(np.percentile(novel, 99.5)) if novel else 1.0
+        novel = []
+        for part, other in ((words[half:], words[:half]), (words[:half], words[half:])):
+            seen = {w for ws in other for w in ws}
+            novel += [sum(w not in seen for w in ws) / len(ws) for ws in part if ws]
+        self.novel_hi = min(_fences(novel)[1], 1.0) if len(novel) >= 4 else 1.0
 
-    def __call__(self, text: str, words: list[str] | None = None) -> str | None:
+    def __call__(self, text: str, words: list[str] | None = None, hashes: np.ndarray | None = None
+                 ) -> tuple[str, str] | None:
+        """None, or (rule, why) for an outlier (``hashes``: :func:`word_hashes` of ``words``, if at hand)."""
         words = words_of(text) if words is None else words
         n = len(words)
-        vocab = self.gold_vocab
-        unseen = (len([w for w in words if w not in vocab]) / n) if words else 1.0
         if n < self.lo or n > self.hi:
-            return f"{n} words; gold spans {self.lo:.0f}–{self.hi:.0f}"
-        if unseen > self.novel_hi:
-            return f"{unseen:.0%} of words unseen in gold; gold's own held-out share reaches {self.novel_hi:.0%}"
+            side = "below gold's lower" if n < self.lo else "above gold's upper"
+            return "length", (f"length: {n} words, {side} fence ({self.lo:.0f}-{self.hi:.0f} words: Q1 - 3 IQR to "
+                              "Q3 + 3 IQR of gold's log word counts)")
+        hashes = word_hashes(words) if hashes is None else hashes
+        unseen = (n - int(member(hashes, self._vocab).sum())) / n  # a 64-bit collision would count a word seen
+        p = self.novel_hi
+        bound = p + 2.0 * np.sqrt(p * (1.0 - p) / n)
+        if unseen > bound:
+            return "unseen words", (f"unseen words: {unseen:.0%} of its {n} words are not in gold; gold's own held-out "
+                                    f"share reaches {p:.0%} (Q3 + 3 IQR), {bound:.0%} with the margin for {n} words")
         return None
 
 
@@ -265,12 +339,61 @@ class GoldChecks:
         self.leaks = GoldLeakIndex(gold_texts, containment=leak_containment, shingle=SHINGLE)
 
 
+class Sample:
+    """The diversity sample: the ``size`` texts whose seeded hash of their normalised words is smallest
+    (a bottom-k sample). It depends on the texts only, so the same data in any order and any sharding gives
+    the same sample, and shards' samples merge exactly (keep the ``size`` smallest of the union).
+
+    Hashing the words rather than the position keeps exact copies together: a text that stands 10 times
+    is drawn with all its copies or not at all, so the sample holds copies in the share the data does.
+    Ties (copies) are broken by the text itself, so the sample is one well-defined multiset.
+    """
+
+    def __init__(self, size: int, seed: int = 0, items: list[tuple[int, str]] | None = None) -> None:
+        self.size, self.seed = size, seed
+        self.items: list[tuple[int, str]] = list(items or [])
+        self._salt = str(seed).encode()[:64]
+        self.cut: int | None = None  # once full, the largest key kept: a text above it can never enter
+        self._trim()
+
+    def key(self, normal: str) -> int:
+        """The seeded 64-bit hash of a normalised text."""
+        return int.from_bytes(hashlib.blake2b(normal.encode(), digest_size=8, key=self._salt).digest(), "little")
+
+    def add(self, key: int, text: str) -> None:
+        """Offer one text with its :meth:`key`; kept while it is among the ``size`` smallest so far."""
+        if self.cut is not None and key > self.cut:
+            return
+        self.items.append((key, text))
+        if len(self.items) >= 2 * self.size:
+            self._trim()
+
+    def _trim(self) -> None:
+        self.items.sort()
+        del self.items[self.size:]
+        if len(self.items) == self.size and self.size:
+            self.cut = self.items[-1][0]
+
+    def merge(self, other: Sample) -> Sample:
+        """Fold another shard's sample into this one (the ``size`` smallest of both) and return self."""
+        self.items += other.items
+        self._trim()
+        return self
+
+    def texts(self) -> list[str]:
+        """The sample's texts, in key order (a fixed order, whatever the data's)."""
+        self._trim()
+        return [t for _, t in self.items]
+
+
 @dataclass
 class ShardScan:
     """What one pass over (a shard of) the data found, text by text. :meth:`merge` is exact.
 
     Positions are ``(file index, index in the file)``: comparable across shards, and turned into a
-    text's index in the whole dataset once every file's count is known (:meth:`index_of`).
+    text's index in the whole dataset once every file's count is known (:meth:`index_of`). ``digests``:
+    every text's 64-bit hash of its normalised words (8 bytes a text), to count exact copies over the
+    whole data; ``sample``: the diversity sample (:class:`Sample`).
     """
 
     files: dict[int, int] = field(default_factory=dict)
@@ -279,6 +402,9 @@ class ShardScan:
     outliers: int = 0
     outlier_examples: list[tuple[tuple[int, int], str]] = field(default_factory=list)
     leaks: LeakTally = field(default_factory=LeakTally)
+    outlier_rules: Counter = field(default_factory=Counter)
+    digests: array = field(default_factory=lambda: array("Q"))
+    sample: Sample = field(default_factory=lambda: Sample(SAMPLE_SIZE))
 
     EXAMPLES = 5
 
@@ -288,17 +414,22 @@ class ShardScan:
         return sum(self.files.values())
 
     def add(self, position: tuple[int, int], text: str, label: str | None, checks: GoldChecks,
-            words: list[str] | None = None, grams: set[str] | None = None) -> None:
-        """Count and check one text (``words``, ``grams``: its :func:`words_of` and word 5-grams, if at hand)."""
+            words: list[str] | None = None, grams: np.ndarray | None = None, hashes: np.ndarray | None = None) -> None:
+        """Count and check one text (``words``, ``grams``, ``hashes``: its :func:`words_of`, :func:`gram_hashes`
+        and :func:`word_hashes`, if at hand)."""
         self.files[position[0]] = self.files.get(position[0], 0) + 1
         self.provenance["unknown" if label is None else label] += 1
         self.has_provenance |= label is not None
         words = words_of(text) if words is None else words
-        why = checks.outlier(text, words)
-        if why is not None:
+        found = checks.outlier(text, words, hashes)
+        if found is not None:
             self.outliers += 1
+            self.outlier_rules[found[0]] += 1
             if len(self.outlier_examples) < self.EXAMPLES:
-                self.outlier_examples.append((position, why))
+                self.outlier_examples.append((position, found[1]))
+        normal = normalized(text, words)
+        self.digests.append(text_digest(normal))
+        self.sample.add(self.sample.key(normal), text)
         self.leaks.add(position, checks.leaks.find(text, words, grams))
 
     def merge(self, other: ShardScan) -> ShardScan:
@@ -308,22 +439,37 @@ class ShardScan:
         self.provenance.update(other.provenance)
         self.has_provenance |= other.has_provenance
         self.outliers += other.outliers
+        self.outlier_rules.update(other.outlier_rules)
         self.outlier_examples = sorted(self.outlier_examples + other.outlier_examples)[:self.EXAMPLES]
         self.leaks.merge(other.leaks)
+        self.digests.extend(other.digests)
+        self.sample.merge(other.sample)
         return self
+
+    @property
+    def exact_duplicates(self) -> int:
+        """Texts that repeat an earlier text word for word (up to case, punctuation and spacing)."""
+        return self.num_texts - int(np.unique(np.frombuffer(self.digests, dtype=np.uint64)).size)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state, for a shard's scan to be stored and merged elsewhere."""
         return {"files": sorted(self.files.items()), "provenance": dict(self.provenance),
                 "has_provenance": self.has_provenance, "outliers": self.outliers,
                 "outlier_examples": [[list(pos), why] for pos, why in self.outlier_examples],
-                "leaks": self.leaks.to_dict()}
+                "leaks": self.leaks.to_dict(), "outlier_rules": dict(self.outlier_rules),
+                "digests": base64.b64encode(self.digests.tobytes()).decode(),
+                "sample": {"size": self.sample.size, "seed": self.sample.seed, "items": self.sample.items}}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> ShardScan:
         """A scan from :meth:`to_dict`'s output."""
+        digests = array("Q")
+        digests.frombytes(base64.b64decode(state["digests"]))
+        sample = state["sample"]
         return cls(dict(state["files"]), Counter(state["provenance"]), state["has_provenance"], state["outliers"],
-                   [(tuple(pos), why) for pos, why in state["outlier_examples"]], LeakTally.from_dict(state["leaks"]))
+                   [(tuple(pos), why) for pos, why in state["outlier_examples"]], LeakTally.from_dict(state["leaks"]),
+                   Counter(state["outlier_rules"]), digests,
+                   Sample(sample["size"], sample["seed"], [(int(k), t) for k, t in sample["items"]]))
 
     def offsets(self) -> dict[int, int]:
         """Index in the whole dataset of each file's first text."""
@@ -338,18 +484,21 @@ class ShardScan:
         return self.offsets()[position[0]] + position[1]
 
 
-def sample_indices(num_texts: int, size: int, seed: int) -> np.ndarray:
-    """The texts (indices, ascending) whose diversity is measured: a uniform sample without replacement."""
-    return np.sort(np.random.default_rng(seed).choice(num_texts, size=size, replace=False))
-
-
 # --------------------------------------------------------------------- audit
 @dataclass
 class AuditResult:
     """What an audit found. ``passed`` is False when any ``failures`` exist.
 
-    ``gold_leakage``: gold texts found in the data (see :meth:`LeakTally.report`); ``engine``: how the
-    data was read (``"single process"`` or the datatrove executor and its task count).
+    Texts are numbered from 0, in reading order (a folder's files in sorted order of their paths, each
+    file's records in order, empty texts skipped): ``near_duplicate_examples``, ``outlier_examples`` and
+    the leakage examples give these indices.
+
+    ``metrics``: the diversity sample's metrics, the mean over ``sample_rounds`` rounds of
+    ``sample_size // sample_rounds`` texts each (each round is judged against gold at the same count);
+    ``exact_duplicate_fraction``, ``near_duplicate_fraction``, ``outlier_fraction``, ``provenance`` and
+    ``gold_leakage`` count every text. ``gold_leakage``: gold texts found in the data (see
+    :meth:`LeakTally.report`); ``engine``: how the data was read (``"single process"`` or the datatrove
+    executor and its task count).
     """
 
     num_texts: int
@@ -365,6 +514,10 @@ class AuditResult:
     failures: list[str] = field(default_factory=list)
     gold_leakage: dict[str, Any] = field(default_factory=dict)
     engine: str = "single process"
+    sample_rounds: int = 1
+    exact_duplicate_fraction: float = 0.0
+    outlier_rules: dict[str, int] = field(default_factory=dict)
+    near_duplicate_definition: str = ""
 
     @property
     def passed(self) -> bool:
@@ -374,16 +527,23 @@ class AuditResult:
     def to_dict(self) -> dict[str, Any]:
         """The verdict, failures, metrics and findings as a JSON-ready dict."""
         return {"passed": self.passed, "failures": self.failures, "num_texts": self.num_texts,
-                "sample_size": self.sample_size, "metrics": self.metrics, "reference": self.reference,
-                "alerts": [a.to_dict() for a in self.alerts], "near_duplicate_fraction": self.near_duplicate_fraction,
+                "sample_size": self.sample_size, "sample_rounds": self.sample_rounds, "metrics": self.metrics,
+                "reference": self.reference, "alerts": [a.to_dict() for a in self.alerts],
+                "exact_duplicate_fraction": self.exact_duplicate_fraction,
+                "near_duplicate_fraction": self.near_duplicate_fraction,
+                "near_duplicate_definition": self.near_duplicate_definition,
                 "near_duplicate_examples": self.near_duplicate_examples, "outlier_fraction": self.outlier_fraction,
-                "outlier_examples": self.outlier_examples, "provenance": self.provenance,
-                "gold_leakage": self.gold_leakage, "engine": self.engine}
+                "outlier_rules": self.outlier_rules, "outlier_examples": self.outlier_examples,
+                "provenance": self.provenance, "gold_leakage": self.gold_leakage, "engine": self.engine}
 
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """How an audit measures and judges; validated on creation (errors name the setting)."""
+    """How an audit measures and judges; validated on creation (errors name the setting).
+
+    ``sample_size``: texts in the diversity sample (default 2,000), measured in rounds of as many texts
+    as gold offers references; the other checks count every text.
+    """
 
     thresholds: Thresholds | str | dict | None = None
     max_length: int = 64
@@ -394,6 +554,7 @@ class AuditSettings:
     leak_containment: float = LEAK_CONTAINMENT
     fail_on: str = "critical"
     seed: int = 0
+    sample_size: int = SAMPLE_SIZE
 
     def __post_init__(self) -> None:
         if self.fail_on not in ("warn", "critical"):
@@ -403,6 +564,9 @@ class AuditSettings:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a fraction in [0, 1]")
         if not 0.0 < self.leak_containment <= 1.0:
             raise ValueError(f"leak_containment={self.leak_containment!r} must be in (0, 1]")
+        if isinstance(self.sample_size, bool) or not isinstance(self.sample_size, int) or self.sample_size < 1:
+            raise ValueError(f"AuditSettings: sample_size={self.sample_size!r} must be a positive integer (texts in the "
+                             "diversity sample; --sample-size on the command line)")
 
     def monitor(self, gold: GoldSet, tokenizer: Any = None) -> CollapseMonitor:
         """The monitor that measures the diversity sample (one check: patience cannot apply to data seen once)."""
@@ -412,22 +576,42 @@ class AuditSettings:
                                tokenizer=tokenizer if tokenizer is not None else SimpleTokenizer(),
                                prompt_length=1, max_new_tokens=self.max_length)
 
+    def scan(self) -> ShardScan:
+        """An empty scan that samples as these settings say."""
+        return ShardScan(sample=Sample(self.sample_size, self.seed))
 
-def judge(scan: ShardScan, suite: MetricSuite, monitor: CollapseMonitor, settings: AuditSettings, *,
-          near_duplicates: int, near_duplicate_examples: list[tuple[int, int, float]],
-          engine: str = "single process") -> AuditResult:
+
+def measure_sample(monitor: CollapseMonitor, texts: Sequence[str]) -> tuple[dict[str, float], int]:
+    """The sample's metrics: the mean over rounds of as many texts as gold offers references (so that each
+    round is compared with gold at the same count, as count-sensitive metrics need), and the rounds."""
+    per_round = min(len(monitor.split), len(texts))
+    rounds = max(len(texts) // per_round, 1) if per_round else 0
+    if not rounds:
+        return {"num_outputs": 0.0}, 0
+    measured = [monitor.measure(list(texts[r * per_round:(r + 1) * per_round])).compute() for r in range(rounds)]
+    metrics = {}
+    for name in measured[0]:
+        values = np.array([m[name] for m in measured], dtype=np.float64)
+        defined = values[~np.isnan(values)]
+        metrics[name] = float(defined.mean()) if defined.size else float("nan")  # undefined in a round: left out
+    return metrics, rounds
+
+
+def judge(scan: ShardScan, monitor: CollapseMonitor, settings: AuditSettings, *, near_duplicates: int,
+          near_duplicate_examples: list[tuple[int, int, float]], engine: str = "single process") -> AuditResult:
     """The verdict on merged findings: the same for one process and for any number of shards.
 
-    ``scan``: every text's findings, merged; ``suite``: the diversity sample's metric states, merged;
-    ``near_duplicates``: texts that near-copy another.
+    ``scan``: every text's findings (and the diversity sample), merged; ``near_duplicates``: texts that
+    near-copy another (:data:`NEAR_DUPLICATE_DEFINITION`).
     """
     n = scan.num_texts
     if not n:
         raise ValueError("the dataset holds no texts to audit")
-    monitor.start_from_gold(suite.num_outputs)  # data, not a model that learns: judged against gold at once
+    metrics, rounds = measure_sample(monitor, scan.sample.texts())
+    per_round = int(metrics["num_outputs"])
+    monitor.start_from_gold(per_round)  # data, not a model that learns: judged against gold at once
     with silenced_alerts():  # the audit reports its findings itself
-        result = monitor.evaluate(suite, step=0)
-    size = suite.num_outputs
+        result = monitor.judge(metrics, step=0)
     dup = near_duplicates / n
     offsets = scan.offsets()
 
@@ -438,16 +622,17 @@ def judge(scan: ShardScan, suite: MetricSuite, monitor: CollapseMonitor, setting
     leakage = scan.leaks.report(monitor.gold.texts, settings.leak_containment, index_of)
     failures: list[str] = []
     if not result.judged:
-        failures.append(f"only {size} texts could be measured, fewer than min_outputs={monitor.thresholds.min_outputs}: "
-                        "the diversity checks need more data")
+        failures.append(f"only {per_round} texts could be measured, fewer than min_outputs="
+                        f"{monitor.thresholds.min_outputs}: the diversity checks need more data")
     failures += [f"{a.severity} {a.phase} alert: {a.message}" for a in result.alerts
                  if SEVERITY_RANK[a.severity] >= SEVERITY_RANK[settings.fail_on]]
     if dup > settings.max_near_duplicates:
-        failures.append(f"{dup:.1%} of texts are near-duplicates of another (word 5-gram Jaccard >= "
-                        f"{NEAR_DUPLICATE_JACCARD}); the bound is {settings.max_near_duplicates:.1%}")
+        failures.append(f"{dup:.1%} of texts are near-duplicates of another ({NEAR_DUPLICATE_DEFINITION}); the bound "
+                        f"is {settings.max_near_duplicates:.1%}")
     if scan.outliers / n > settings.max_outliers:
-        failures.append(f"{scan.outliers / n:.1%} of texts lie outside gold's range (length or unseen "
-                        f"words); the bound is {settings.max_outliers:.1%}")
+        rules = ", ".join(f"{k} {v}" for k, v in sorted(scan.outlier_rules.items()))
+        failures.append(f"{scan.outliers / n:.1%} of texts lie far outside gold's spread ({rules}); the bound is "
+                        f"{settings.max_outliers:.1%}")
     if settings.min_human_fraction is not None:
         if not provenance:
             failures.append(f"min_human_fraction={settings.min_human_fraction} was asked for but the data has no "
@@ -460,69 +645,114 @@ def judge(scan: ShardScan, suite: MetricSuite, monitor: CollapseMonitor, setting
                         f"data ({leakage['exact']} verbatim, {leakage['near']} near-copies holding >= "
                         f"{settings.leak_containment:.0%} of their word 5-grams), in {leakage['texts']} text(s); "
                         "remove them from the data, or judge with a gold set the data never saw")
-    return AuditResult(n, size, result.metrics, result.reference, result.alerts, dup, near_duplicate_examples[:5],
-                       scan.outliers / n, [(index_of(p), why) for p, why in scan.outlier_examples], provenance,
-                       failures, leakage, engine)
+    return AuditResult(n, per_round * rounds, result.metrics, result.reference, result.alerts, dup,
+                       sorted(near_duplicate_examples)[:5], scan.outliers / n,
+                       [(index_of(p), why) for p, why in scan.outlier_examples], provenance, failures, leakage, engine,
+                       sample_rounds=rounds, exact_duplicate_fraction=scan.exact_duplicates / n,
+                       outlier_rules=dict(sorted(scan.outlier_rules.items())),
+                       near_duplicate_definition=NEAR_DUPLICATE_DEFINITION)
 
 
 Records = Callable[[], Iterable[tuple[int, int, str, "str | None"]]]
 
 
-def _audit_records(records: Records, gold: GoldSet, settings: AuditSettings, tokenizer: Any = None) -> AuditResult:
-    """Two streamed passes over ``records()`` (which must give the same records, in the same order, each call)."""
+def _progress(enabled: bool | None, total: int | None, desc: str, stream: Any = None, **options: Any) -> Any:
+    """A tqdm bar on stderr (bytes read, documents, rate); off when stderr is not a terminal (``enabled=None``),
+    or when tqdm is not installed (it comes with the ``cli`` extra)."""
+    if enabled is False:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+               file=sys.stderr if stream is None else stream, disable=None if enabled is None else not enabled,
+               dynamic_ncols=True, **{"leave": False, **options})
+    return None if bar.disable else bar
+
+
+def _read_with_progress(records: Records, bar: Any, bytes_read: Callable[[], int] | None
+                        ) -> Iterator[tuple[int, int, str, str | None]]:
+    if bar is None:
+        yield from records()
+        return
+    start, seen = time.perf_counter(), 0
+    try:
+        for docs, record in enumerate(records(), 1):
+            yield record
+            if docs % 256 == 0:
+                now = bytes_read() if bytes_read else 0
+                bar.update(now - seen)
+                seen = now
+                bar.set_postfix_str(f"{docs:,} docs, {docs / max(time.perf_counter() - start, 1e-9):,.0f} docs/s",
+                                    refresh=False)
+        if bytes_read:
+            bar.update(bytes_read() - seen)
+    finally:
+        bar.close()
+
+
+def _audit_records(records: Records, gold: GoldSet, settings: AuditSettings, tokenizer: Any = None, *,
+                   progress: bool | None = False, size: int | None = None,
+                   bytes_read: Callable[[], int] | None = None) -> AuditResult:
+    """Two streamed passes over ``records()`` (which must give the same records, in the same order, each call);
+    the second reads only up to the last text of a candidate near-duplicate pair, and not at all without one."""
     monitor = settings.monitor(gold, tokenizer)
     checks = GoldChecks(gold.texts, leak_containment=settings.leak_containment)
-    scan, index = ShardScan(), BandIndex(NUM_PERM, BANDS)
+    scan, index = settings.scan(), BandIndex(NUM_PERM, BANDS)
     a, b = permutations(NUM_PERM)
     batch: list[np.ndarray] = []
     try:
-        for fi, li, text, label in records():
+        bar = _progress(progress, size, "audit: reading")
+        for fi, li, text, label in _read_with_progress(records, bar, bytes_read):
             words = words_of(text)
-            grams = word_grams(words, SHINGLE)
-            batch.append(signature(hash_grams(grams), a, b))
+            hashes = word_hashes(words)
+            grams = gram_hashes(words, SHINGLE, hashes)
+            batch.append(signature(grams, a, b))
             if len(batch) == 4096:
                 index.add(np.stack(batch))
                 batch = []
-            scan.add((fi, li), text, label, checks, words, grams)
+            scan.add((fi, li), text, label, checks, words, grams, hashes)
         if batch:
             index.add(np.stack(batch))
-        check = _PairCheck(index.pairs(MINHASH_PREFILTER), NEAR_DUPLICATE_JACCARD)
+        candidates = index.pairs(MINHASH_PREFILTER)
     finally:
         index.close()
     if not scan.num_texts:
         raise ValueError("the dataset holds no texts to audit")
-    pick = sample_indices(scan.num_texts, min(scan.num_texts, len(monitor.split)), settings.seed)
-    wanted = set(pick.tolist())
-    sample: dict[int, str] = {}
-    for g, (_, _, text, _) in enumerate(records()):  # records come in index order
-        if g in wanted:
-            sample[g] = text
-        check.feed(g, text)
+    check = _PairCheck(candidates, NEAR_DUPLICATE_JACCARD)
+    if check.last:
+        bar = _progress(progress, None, f"audit: checking {len(candidates):,} candidate near-duplicate pairs")
+        for g, (_, _, text, _) in enumerate(_read_with_progress(records, bar, bytes_read)):
+            check.feed(g, text)  # records come in index order
+            if g >= check.end:
+                break
     pairs = check.result()
-    suite = monitor.measure([sample[g] for g in pick.tolist()])
-    return judge(scan, suite, monitor, settings, near_duplicates=components(pairs), near_duplicate_examples=pairs)
+    return judge(scan, monitor, settings, near_duplicates=components(pairs), near_duplicate_examples=pairs)
 
 
 def audit_texts(texts: Sequence[str], gold: GoldSet, *, thresholds: Thresholds | str | dict | None = None,
                 labels: Sequence[str] | None = None, tokenizer: Any = None, max_length: int = 64,
                 max_near_duplicates: float = 0.05, max_outliers: float = 0.05, min_human_fraction: float | None = None,
                 max_gold_leakage: float = 0.0, leak_containment: float = LEAK_CONTAINMENT,
-                fail_on: str = "critical", seed: int = 0) -> AuditResult:
+                fail_on: str = "critical", seed: int = 0, sample_size: int = SAMPLE_SIZE) -> AuditResult:
     """Audit ``texts`` against ``gold``.
 
-    Diversity: a random sample of the texts (as many as gold offers references), each cut to
-    ``max_length`` tokens, is judged by a :class:`CollapseMonitor` exactly as model outputs are;
-    an alert of severity ``fail_on`` or worse fails the audit. Near-duplicates (word 5-gram
-    Jaccard ≥ 0.8) above ``max_near_duplicates`` of the texts, outliers above ``max_outliers``,
-    a human share below ``min_human_fraction`` (when ``labels`` are given), or gold texts found in
-    the data above ``max_gold_leakage`` of the gold set (default 0: any leaked gold text;
-    see :mod:`collapseguard.audit.leakage` for ``leak_containment``) fail it too.
+    Diversity: a sample of ``sample_size`` texts (chosen by a seeded hash of their words, so that order and
+    sharding do not matter; see :class:`Sample`), each cut to ``max_length`` tokens, is judged by a
+    :class:`CollapseMonitor` exactly as model outputs are, in rounds of as many texts as gold offers
+    references (the metrics are the rounds' mean); an alert of severity ``fail_on`` or worse fails the audit.
+    Counted over every text: exact copies; near-duplicates (:data:`NEAR_DUPLICATE_DEFINITION`) above
+    ``max_near_duplicates`` of the texts; outliers (far outside gold's spread, see :class:`_OutlierRule`)
+    above ``max_outliers``; a human share below ``min_human_fraction`` (when ``labels`` are given); gold
+    texts found in the data above ``max_gold_leakage`` of the gold set (default 0: any leaked gold text;
+    see :mod:`collapseguard.audit.leakage` for ``leak_containment``). Findings name texts by 0-based index.
 
     Raises:
         ValueError: no texts, or a bad setting (named).
     """
     settings = AuditSettings(thresholds, max_length, max_near_duplicates, max_outliers, min_human_fraction,
-                             max_gold_leakage, leak_containment, fail_on, seed)
+                             max_gold_leakage, leak_containment, fail_on, seed, sample_size)
     if labels is not None and len(labels) != len(texts):
         raise ValueError(f"labels has {len(labels)} entries for {len(texts)} texts: give one provenance label per text")
     keep = [i for i, t in enumerate(texts) if isinstance(t, str)]
@@ -534,12 +764,15 @@ def audit_texts(texts: Sequence[str], gold: GoldSet, *, thresholds: Thresholds |
 
 
 def audit_path(data: str | Path, gold: GoldSet, *, text_field: str = "text",
-               provenance_field: str | None = "provenance", tokenizer: Any = None, **settings: Any) -> AuditResult:
-    """Audit a file or folder (see :class:`DataSource`) in one process, streaming it twice; never loaded whole.
+               provenance_field: str | None = "provenance", tokenizer: Any = None, progress: bool | None = None,
+               **settings: Any) -> AuditResult:
+    """Audit a file or folder (see :class:`DataSource`) in one process, streaming it; never loaded whole.
 
-    ``settings`` are :func:`audit_texts`'s (``thresholds``, ``max_near_duplicates``, ...); the result
-    equals ``audit_texts(*read_texts(data), ...)``.
+    ``settings`` are :func:`audit_texts`'s (``thresholds``, ``max_near_duplicates``, ``sample_size``, ...);
+    the result equals ``audit_texts(*read_texts(data), ...)``. ``progress``: a progress bar on stderr
+    (bytes and documents read, rate; needs tqdm); None (default) shows it only when stderr is a terminal.
     """
     config = AuditSettings(**settings)
     source = DataSource(data, text_field=text_field, provenance_field=provenance_field)
-    return _audit_records(source.records, gold, config, tokenizer)
+    return _audit_records(source.records, gold, config, tokenizer, progress=progress, size=source.size_on_disk,
+                          bytes_read=lambda: source.bytes_read)

@@ -1,24 +1,26 @@
 """Audits at scale: ``collapseguard audit`` as datatrove pipeline steps, run by its Local, Slurm or Ray executor.
 
-The single-process audit (:func:`collapseguard.audit.audit_path`) reads the data twice; here each pass is a
-datatrove stage over N shards (the data's files dealt out to N tasks, as datatrove's readers do), and
-datatrove's own MinHash stages find near-duplicates across shards:
+The single-process audit (:func:`collapseguard.audit.audit_path`) reads the data once and re-reads only what
+its near-duplicate check needs; here each pass is a datatrove stage over N shards (the data's files dealt out
+to N tasks, as datatrove's readers do), and datatrove's own MinHash stages propose the near-duplicate pairs:
 
-1. ``scan`` (N tasks): reader -> :class:`AuditScanStep` (every text into a mergeable
-   :class:`~collapseguard.audit.ShardScan`: counts, provenance from ``Document.metadata``, outliers, gold
-   leakage) -> datatrove ``MinhashDedupSignature``;
-2. ``buckets`` (one task per MinHash bucket) and 3. ``cluster`` (1 task): datatrove ``MinhashDedupBuckets``
-   and ``MinhashDedupCluster``;
-4. ``sample`` (N tasks): reader -> :class:`AuditSampleStep`: the diversity sample (the same texts the
-   single-process audit picks) measured into the project's mergeable metric states.
+1. ``scan`` (N tasks): reader -> :class:`AuditScanStep`, a datatrove ``MinhashDedupSignature`` that also
+   measures every text into a mergeable :class:`~collapseguard.audit.ShardScan` (counts, provenance from
+   ``Document.metadata``, outliers, gold leakage, exact-copy hashes, the diversity sample) and signs it with
+   the single-process audit's own MinHash (same shingles, same 64 permutations, 16 bands of 4 rows);
+2. ``buckets`` (one task per band): datatrove ``MinhashDedupBuckets``: texts whose band agrees;
+3. ``pairs`` (1 task): :class:`AuditPairsStep` turns each band's matches into the very candidate pairs the
+   single process proposes (:func:`~collapseguard.audit.shingles.group_pairs`, the same MinHash pre-filter);
+4. ``verify`` (N tasks): reader -> :class:`AuditVerifyStep`: the shingles of the texts in candidate pairs.
 
-The driver then merges the shards' states and judges them with :func:`collapseguard.audit.judge`, as the
-single-process audit does. Each task writes its state atomically and datatrove marks a task done only
-when it finishes, so a killed audit resumes where it stopped: run the same command again.
+The driver then checks every candidate's exact Jaccard similarity, merges the shards' states and judges
+them with :func:`collapseguard.audit.judge`, as the single-process audit does. Each task writes its state
+atomically and datatrove marks a task done only when it finishes, so a killed audit resumes where it
+stopped: run the same command again.
 
-Equal to the single-process audit: every count, outlier, provenance and leakage finding exactly; the
-diversity metrics to float rounding (shards' sums added in another order, relative 1e-9); the
-near-duplicate share is a sketch here (LSH without the exact Jaccard check, see :data:`MINHASH`).
+Equal to the single-process audit: every count and finding exactly, near-duplicates included (the same
+candidates, checked exactly against the same bound: :data:`~collapseguard.audit.dataset.NEAR_DUPLICATE_DEFINITION`),
+and the diversity metrics too (the same sample, measured in the same order).
 
 Importing this module needs datatrove (``pip install 'collapseguard[distributed]'``); the core does not.
 """
@@ -29,7 +31,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -40,44 +41,55 @@ from typing import Any
 import numpy as np
 
 from collapseguard.audit.dataset import (
+    BANDS,
+    MINHASH_PREFILTER,
+    NEAR_DUPLICATE_JACCARD,
+    NUM_PERM,
+    SHINGLE,
     AuditResult,
     AuditSettings,
     DataSource,
     GoldChecks,
+    Sample,
     ShardScan,
     judge,
-    sample_indices,
     text_of,
 )
-from collapseguard.audit.shingles import jaccard, shingle_hashes, words_of
+from collapseguard.audit.shingles import (
+    MAX_GROUP,
+    components,
+    gram_hashes,
+    group_pairs,
+    jaccard,
+    permutations,
+    shingle_hashes,
+    signature,
+    word_hashes,
+    words_of,
+)
 from collapseguard.gold.goldset import GoldSet
 from collapseguard.gold.provenance import normalize_label
-from collapseguard.metrics.suite import MetricSuite
 
 INSTALL = "pip install 'collapseguard[distributed]'"
 try:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.base import PipelineStep
-    from datatrove.pipeline.dedup.minhash import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupSignature,
-    )
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets, MinhashDedupSignature
     from datatrove.pipeline.readers import JsonlReader, ParquetReader
     from datatrove.utils.hashing import HashConfig
+    from datatrove.utils.logging import DATATROVE_COLORIZE_LOGS
     from datatrove.utils.word_tokenizers import WordTokenizer
+    from loguru import logger
 except ImportError as exc:  # pragma: no cover - exercised where datatrove is absent
     raise ImportError(f"audits at scale run on datatrove, which is not installed ({exc}): {INSTALL}") from None
 
 EXECUTORS = ("local", "slurm", "ray")
-STAGES = ("scan", "buckets", "cluster", "sample")
-#: datatrove MinHash for near-duplicates, over the project's shingles (word 5-grams, 61-bit hashes); 9 buckets
-#: of 10 hashes put the LSH threshold at (1/9)^(1/10) ≈ 0.80, the single-process audit's Jaccard bound.
-#: Without its exact check a pair at Jaccard 0.9 is found with probability 0.98, one at 0.7 with 0.23.
-MINHASH = MinhashConfig(n_grams=5, num_buckets=9, hashes_per_bucket=10, seed=1,
+STAGES = ("scan", "buckets", "pairs", "verify")
+#: datatrove's MinHash layout for the single-process audit's signatures: 16 bands ("buckets") of 4 rows of
+#: 61-bit hashes, so that both audits band the very same values
+MINHASH = MinhashConfig(n_grams=SHINGLE, num_buckets=BANDS, hashes_per_bucket=NUM_PERM // BANDS, seed=0,
                         hash_config=HashConfig(precision=64, hash_fc="sha1"))
-EXAMPLE_CLUSTERS = 5
+_ROW = NUM_PERM * 8  # bytes of one text's signature
 
 
 class ProjectWords(WordTokenizer):
@@ -96,17 +108,6 @@ class ProjectWords(WordTokenizer):
         raise NotImplementedError
 
 
-class ShingledMinhashSignature(MinhashDedupSignature):
-    """datatrove's MinHash signature stage over the project's shingles, so that both audits compare the very
-    same word 5-gram sets (and a text of fewer than 5 words is one shingle, as in the single-process audit)."""
-
-    def __init__(self, output_folder: str, config: MinhashConfig) -> None:
-        super().__init__(output_folder, config=config, language=ProjectWords())
-
-    def get_shingles(self, text: str) -> np.ndarray:
-        return shingle_hashes(text).reshape((-1, 1))
-
-
 @dataclass(frozen=True)
 class AuditJob:
     """What every task needs: where the data and the work folder are, and how texts are read and measured."""
@@ -119,6 +120,8 @@ class AuditJob:
     max_length: int
     seed: int
     leak_containment: float
+    sample_size: int
+    tasks: int
 
     def path(self, *parts: str) -> Path:
         return Path(self.work_dir, *parts)
@@ -139,13 +142,13 @@ class AuditJob:
             write(fh)
         os.replace(tmp, dest)
 
-    def save_scan(self, rank: int, scan: ShardScan) -> None:
-        self.save(f"scan/{rank:05d}.json", lambda fh: fh.write(json.dumps(scan.to_dict()).encode()))
+    def scan_states(self) -> list[dict[str, Any]]:
+        return [json.loads(self.path(f"scan/{rank:05d}.json").read_text()) for rank in range(self.tasks)]
 
-    def scans(self, tasks: int) -> ShardScan:
-        merged = ShardScan()
-        for rank in range(tasks):
-            merged.merge(ShardScan.from_dict(json.loads(self.path(f"scan/{rank:05d}.json").read_text())))
+    def scans(self) -> ShardScan:
+        merged = ShardScan(sample=Sample(self.sample_size, self.seed))
+        for state in self.scan_states():
+            merged.merge(ShardScan.from_dict(state["scan"]))
         return merged
 
     def reader(self) -> PipelineStep:
@@ -176,15 +179,20 @@ class DocumentAdapter:
 
 
 class _Positions:
-    """(file index, index in the file) of each document of a task's stream, in order."""
+    """(file index, index in the file) of each document of a task's stream, in order; ``runs``: the stream as
+    (file index, documents) runs, from which the pairs stage maps a task's k-th document to its global index."""
 
     def __init__(self, files: dict[str, int]) -> None:
-        self.files, self.counts = files, {}
+        self.files, self.counts, self.runs = files, {}, []
 
     def __call__(self, doc: Any) -> tuple[int, int]:
         fi = self.files[doc.metadata["cg_file"]]
         li = self.counts.get(fi, 0)
         self.counts[fi] = li + 1
+        if self.runs and self.runs[-1][0] == fi:
+            self.runs[-1][1] += 1
+        else:
+            self.runs.append([fi, 1])
         return fi, li
 
 
@@ -196,131 +204,206 @@ class _AuditStep(PipelineStep):
         self.job = job
 
 
-class AuditScanStep(_AuditStep):
-    """Pass 1 over a shard: every text into a :class:`~collapseguard.audit.ShardScan`; documents go on."""
+class AuditScanStep(MinhashDedupSignature):
+    """Pass 1 over a shard: every text into a :class:`~collapseguard.audit.ShardScan`, and datatrove's MinHash
+    signature files, written from the single-process audit's signature of the same shingles (one computation
+    of words, shingles and signature serves both). The full 64-row signatures are also kept in document
+    order (``sigs/RANK.u64``) for the pairs stage's pre-filter."""
 
-    name = "🔎 collapseguard scan"
+    name = "🔎 collapseguard scan + MinHash signatures"
 
-    def run(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
-        checks = GoldChecks(self.job.gold().texts, leak_containment=self.job.leak_containment)
-        position, scan = _Positions(self.job.files()), ShardScan()
-        for doc in data:
-            with self.track_time():
-                scan.add(position(doc), doc.text, doc.metadata.get("provenance"), checks)
-                self.stat_update("texts")
-            yield doc
-        self.job.save_scan(rank, scan)
+    def __init__(self, job: AuditJob) -> None:
+        super().__init__(str(Path(job.work_dir, "minhash", "signatures")), config=MINHASH, language=ProjectWords())
+        self.job = job
+        self._sig: np.ndarray | None = None
 
+    def get_shingles(self, text: str) -> np.ndarray:
+        return np.zeros((1, 1), dtype=np.uint64)  # non-empty: the signature was computed from the real shingles
 
-class AuditSampleStep(_AuditStep):
-    """Pass 2 over a shard: the shard's part of the diversity sample, measured into mergeable metric states,
-    and the texts of the first near-duplicate clusters (examples)."""
-
-    name = "🧪 collapseguard sample"
+    def get_signature(self, shingles: np.ndarray) -> list[list[int]]:
+        return [band.tolist() for band in np.split(self._sig, MINHASH.num_buckets)]
 
     def run(self, data: Any, rank: int = 0, world_size: int = 1) -> None:
         job = self.job
-        scan = job.scans(world_size)
-        offsets = scan.offsets()
-        monitor = AuditSettings(max_length=job.max_length).monitor(job.gold())
-        wanted = set(sample_indices(scan.num_texts, min(scan.num_texts, len(monitor.split)), job.seed).tolist())
-        clusters = iter(_read_pairs(job.path("minhash", "clusters", f"{rank:06d}.clusters")))
-        nxt = next(clusters, None)
-        position, picked, members = _Positions(job.files()), [], {}
-        for k, doc in enumerate(data):  # k: the document's index in the stream, as MinHash numbered it
-            with self.track_time():
-                fi, li = position(doc)
-                g = offsets[fi] + li
-                if g in wanted:
-                    picked.append(doc.text)
-                while nxt is not None and nxt[0] < k:
-                    nxt = next(clusters, None)
-                if nxt is not None and nxt[0] == k and nxt[1] < EXAMPLE_CLUSTERS:
-                    kept = members.setdefault(nxt[1], [])
-                    if len(kept) < 2:
-                        kept.append((g, doc.text))
-        suite, extra = monitor.measure(picked), {"clusters": {str(c): kept for c, kept in members.items()}}
-        job.save(f"sample/{rank:05d}.npz", lambda fh: save_states(fh, suite, extra))
+        checks = GoldChecks(job.gold().texts, leak_containment=job.leak_containment)
+        scan = ShardScan(sample=Sample(job.sample_size, job.seed))
+        position, (a, b) = _Positions(job.files()), permutations(NUM_PERM)
+        sig_path = job.path("sigs", f"{rank:05d}.u64")
+        sig_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = sig_path.with_name(f".{sig_path.name}.{os.getpid()}.tmp")
+
+        def scanned(sigs: Any) -> Any:
+            for doc in data:
+                words = words_of(doc.text)
+                hashes = word_hashes(words)
+                grams = gram_hashes(words, SHINGLE, hashes)
+                self._sig = signature(grams, a, b)
+                sigs.write(self._sig.tobytes())
+                scan.add(position(doc), doc.text, doc.metadata.get("provenance"), checks, words, grams, hashes)
+                self.stat_update("texts")
+                yield doc
+
+        with open(tmp, "wb") as sigs:
+            super().run(scanned(sigs), rank, world_size)
+        os.replace(tmp, sig_path)
+        job.save(f"scan/{rank:05d}.json",
+                 lambda fh: fh.write(json.dumps({"scan": scan.to_dict(), "runs": position.runs}).encode()))
 
 
-def _pack(key: str, value: Any, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    if isinstance(value, np.ndarray):
-        arrays[key] = value
-        return {"kind": "array"}
-    if isinstance(value, tuple):
-        return {"kind": "tuple", "items": [_pack(f"{key}.{i}", v, arrays) for i, v in enumerate(value)]}
-    if isinstance(value, list) and all(isinstance(v, bytes) for v in value):
-        arrays[key] = np.frombuffer(b"".join(value), dtype=np.uint8)
-        arrays[f"{key}.len"] = np.array([len(v) for v in value], dtype=np.int64)
-        return {"kind": "bytes"}
-    if isinstance(value, list) and all(isinstance(v, np.ndarray) and v.ndim == 1 for v in value):
-        arrays[key] = np.concatenate(value) if value else np.empty(0, np.int64)
-        arrays[f"{key}.len"] = np.array([v.size for v in value], dtype=np.int64)
-        return {"kind": "arrays"}
-    if isinstance(value, bool | int | float | np.integer | np.floating):
-        return {"kind": "scalar", "value": value.item() if isinstance(value, np.generic) else value}
-    raise TypeError(f"metric state {key} is a {type(value).__name__}, which cannot be stored")
+class _Layout:
+    """Where each text is: its global index (0-based, in reading order) from (task, k-th document of the
+    task's stream), and back; and its signature row in ``sigs/TASK.u64``."""
+
+    def __init__(self, job: AuditJob) -> None:
+        states = job.scan_states()
+        counts: dict[int, int] = {}
+        for state in states:
+            for fi, n in state["scan"]["files"]:
+                counts[fi] = counts.get(fi, 0) + n
+        offsets, total = {}, 0
+        for fi in sorted(counts):
+            offsets[fi], total = total, total + counts[fi]
+        parts = [np.concatenate([offsets[fi] + np.arange(n, dtype=np.int64) for fi, n in state["runs"]])
+                 if state["runs"] else np.empty(0, np.int64) for state in states]
+        self.base = np.cumsum([0] + [p.size for p in parts])
+        self.glob = np.concatenate(parts) if parts else np.empty(0, np.int64)  # stream position -> global index
+        self.where = np.empty(total, dtype=np.int64)
+        self.where[self.glob] = np.arange(self.glob.size)  # global index -> stream position
+        self.job = job
+
+    def rank_k(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = self.where[g]
+        rank = np.searchsorted(self.base, p, side="right") - 1
+        return rank, p - self.base[rank]
+
+    def agreement(self, pairs: np.ndarray) -> np.ndarray:
+        """Share of signature rows each pair (global indices) agrees on, as the single process computes it."""
+        rows, inverse = np.unique(pairs, return_inverse=True)
+        rank, k = self.rank_k(rows)
+        fds: dict[int, int] = {}
+        try:
+            raw = []
+            for r, kk in zip(rank.tolist(), k.tolist(), strict=True):
+                if r not in fds:
+                    fds[r] = os.open(self.job.path("sigs", f"{r:05d}.u64"), os.O_RDONLY)
+                raw.append(os.pread(fds[r], _ROW, kk * _ROW))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        sig = np.frombuffer(b"".join(raw), dtype=np.uint64).reshape(len(rows), NUM_PERM)
+        where = inverse.reshape(pairs.shape)
+        return (sig[where[:, 0]] == sig[where[:, 1]]).mean(axis=1)
 
 
-def _unpack(key: str, spec: dict[str, Any], arrays: Any) -> Any:
-    kind = spec["kind"]
-    if kind == "array":
-        return arrays[key]
-    if kind == "tuple":
-        return tuple(_unpack(f"{key}.{i}", s, arrays) for i, s in enumerate(spec["items"]))
-    if kind in ("bytes", "arrays"):
-        flat, ends = arrays[key], np.cumsum(arrays[f"{key}.len"])
-        parts = np.split(flat, ends[:-1]) if ends.size else []
-        return [p.tobytes() for p in parts] if kind == "bytes" else [p.copy() for p in parts]
-    return spec["value"]
+class AuditPairsStep(_AuditStep):
+    """The candidate near-duplicate pairs, from datatrove's band matches: each band's matches are chains through
+    the texts that share the band, so their connected components are the band's groups; each group gives the
+    pairs the single process takes (:func:`~collapseguard.audit.shingles.group_pairs`), kept where the
+    signatures agree on at least :data:`~collapseguard.audit.dataset.MINHASH_PREFILTER` of their rows. Writes
+    the pairs and, per task, the documents whose shingles the verify stage must collect."""
+
+    name = "🧩 collapseguard candidate pairs"
+
+    def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> None:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        job, layout = self.job, _Layout(self.job)
+        kept = [np.empty((0, 2), dtype=np.int64)]
+        with self.track_time():
+            for dups in sorted(job.path("minhash", "buckets").glob("*.dups")):
+                raw = np.fromfile(dups, dtype="<u4").reshape(-1, 4).astype(np.int64)
+                if not raw.size:
+                    continue
+                ends = np.concatenate((layout.glob[layout.base[raw[:, 0]] + raw[:, 1]],
+                                       layout.glob[layout.base[raw[:, 2]] + raw[:, 3]]))
+                nodes, local = np.unique(ends, return_inverse=True)
+                m = len(raw)
+                graph = coo_matrix((np.ones(m), (local[:m], local[m:])), shape=(nodes.size, nodes.size))
+                _, label = connected_components(graph, directed=False)
+                order = np.argsort(label, kind="stable")
+                cuts = np.flatnonzero(np.diff(label[order])) + 1
+                band = [group_pairs(nodes[members], MAX_GROUP) for members in np.split(order, cuts)]
+                band_pairs = np.concatenate(band)
+                kept.append(band_pairs[layout.agreement(band_pairs) >= MINHASH_PREFILTER])
+                self.stat_update("band_matches", value=m)
+            pairs = np.unique(np.concatenate(kept), axis=0)
+            self.stat_update("candidate_pairs", value=len(pairs))
+            job.save("pairs/candidates.npy", lambda fh: np.save(fh, pairs))
+            texts = np.unique(pairs)
+            ranks, k = layout.rank_k(texts)
+            for r in range(job.tasks):
+                mine = ranks == r
+                need = np.column_stack((k[mine], texts[mine]))
+                need = need[np.argsort(need[:, 0])]
+                job.save(f"pairs/need-{r:05d}.npy", lambda fh, need=need: np.save(fh, need))
 
 
-def save_states(fh: Any, suite: MetricSuite, extra: dict[str, Any]) -> None:
-    """A metric suite's states (and JSON ``extra``) as one ``.npz``: arrays and JSON only, nothing executable."""
-    arrays: dict[str, np.ndarray] = {}
-    layout = {f"{name}/{state}": _pack(f"{name}/{state}", value, arrays)
-              for name, metric in suite.metrics.items() for state, value in metric.states().items()}
-    arrays["layout"] = np.frombuffer(json.dumps({"layout": layout, "extra": extra}).encode(), dtype=np.uint8)
-    np.savez(fh, **arrays)
+class AuditVerifyStep(_AuditStep):
+    """Pass 2 over a shard: the shingles of the texts in candidate pairs (reading stops after the last)."""
+
+    name = "🧪 collapseguard near-duplicate shingles"
+
+    def run(self, data: Any, rank: int = 0, world_size: int = 1) -> None:
+        job = self.job
+        need = np.load(job.path("pairs", f"need-{rank:05d}.npy"))
+        ids, arrays = [], []
+        if len(need):
+            wanted = dict(zip(need[:, 0].tolist(), need[:, 1].tolist(), strict=True))
+            last = int(need[-1, 0])
+            for k, doc in enumerate(data):  # k: the document's place in the stream, as the scan numbered it
+                with self.track_time():
+                    if k in wanted:
+                        ids.append(wanted[k])
+                        arrays.append(shingle_hashes(doc.text, SHINGLE))
+                if k >= last:
+                    break
+        flat = np.concatenate(arrays) if arrays else np.empty(0, np.uint64)
+        lengths = np.array([a.size for a in arrays], dtype=np.int64)
+        job.save(f"verify/{rank:05d}.npz", lambda fh: np.savez(fh, ids=np.array(ids, dtype=np.int64),
+                                                                   shingles=flat, lengths=lengths))
 
 
-def load_states(path: Path, suite: MetricSuite) -> dict[str, Any]:
-    """Set ``suite``'s states from :func:`save_states`'s file; returns its ``extra``."""
-    with np.load(path, allow_pickle=False) as arrays:
-        meta = json.loads(arrays["layout"].tobytes())
-        for key, spec in meta["layout"].items():
-            name, state = key.split("/")
-            setattr(suite.metrics[name], state, _unpack(key, spec, arrays))
-    return meta["extra"]
+class QuietLocalExecutor(LocalPipelineExecutor):
+    """datatrove's local executor with its INFO logs kept in the stage's log folder (``logs/STAGE/logs``) and
+    only warnings and errors on the console, where the audit prints one line per stage."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
+        try:
+            # datatrove sends a task's logs to the console only for local_rank 0; the task log file gets them all
+            return super()._run_for_rank(rank, local_rank + 1, node_rank)
+        finally:
+            quiet_console()  # closing the task's log re-adds datatrove's default console handler (all levels)
 
 
-def _read_pairs(path: Path) -> list[tuple[int, int]]:
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    return list(struct.iter_unpack("<2I", raw))
+def quiet_console() -> None:
+    """Console handler of datatrove's logger (loguru) at WARNING."""
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", colorize=DATATROVE_COLORIZE_LOGS)
 
 
 # -------------------------------------------------------------------- driver
-def _fingerprint(source: DataSource, gold: GoldSet, job: AuditJob, tasks: int) -> dict[str, Any]:
+def _fingerprint(source: DataSource, gold: GoldSet, job: AuditJob) -> dict[str, Any]:
     """Everything the stages' outputs depend on: a work folder is resumed only under the same."""
     files = [[name, (source.root / name).stat().st_size, (source.root / name).stat().st_mtime_ns]
              for name in source.files]
     settings = {k: v for k, v in asdict(job).items() if k != "work_dir"}
-    return {"version": 1, "data_files": files, "gold": gold.fingerprint, "tasks": tasks, "minhash": str(MINHASH),
-            **settings}
+    return {"version": 2, "data_files": files, "gold": gold.fingerprint, "minhash": str(MINHASH), **settings}
 
 
 def _prepare(data: str | Path, gold: GoldSet, tasks: int | None, work_dir: str | Path | None, job_args: dict
-             ) -> tuple[AuditJob, int]:
+             ) -> AuditJob:
     source = DataSource(data, text_field=job_args["text_field"], provenance_field=job_args["provenance_field"])
     if source.kind == "text":
         raise ValueError(f"DATA={str(data)!r} is plain text, which only the single-process audit reads: drop "
                          "--executor, or write it as JSONL ({\"text\": ...} per line) to audit it at scale")
     next(iter(source.records()), None)  # a wrong --text-field fails here, before any task starts
-    tasks = tasks or len(source.files)
-    job = AuditJob("", str(source.root.resolve()), source.kind, **job_args)
-    finger = _fingerprint(source, gold, job, tasks)
+    files = len(source.files)
+    if tasks is not None and tasks > files > 1:  # with one file there is nothing to deal out: nothing to say
+        _say(f"note: --tasks {tasks} for {files} files: a task reads whole files, so {files} tasks will run")
+    tasks = min(tasks or files, files)
+    job = AuditJob("", str(source.root.resolve()), source.kind, tasks=tasks, **job_args)
+    finger = _fingerprint(source, gold, job)
     digest = hashlib.sha256(json.dumps(finger, sort_keys=True).encode()).hexdigest()[:10]
     work = Path(work_dir) if work_dir else Path("runs") / f"audit-{Path(data).resolve().name}-{digest}"
     work = work.resolve()
@@ -336,34 +419,27 @@ def _prepare(data: str | Path, gold: GoldSet, tasks: int | None, work_dir: str |
         (work / "paths.txt").write_text("".join(f"{name}\n" for name in source.files), encoding="utf-8")
         (work / "gold.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in gold.texts), encoding="utf-8")
         stamp.write_text(json.dumps(finger, indent=1), encoding="utf-8")
-    if tasks > len(source.files):
-        _say(f"note: {tasks} tasks for {len(source.files)} file(s): a task reads whole files, so "
-             f"{tasks - len(source.files)} task(s) will have nothing to read")
-    return AuditJob(str(work), **{k: v for k, v in asdict(job).items() if k != "work_dir"}), tasks
+    return AuditJob(str(work), **{k: v for k, v in asdict(job).items() if k != "work_dir"})
 
 
-def _pipelines(job: AuditJob) -> dict[str, tuple[list[Any], Callable[[int], int]]]:
-    """Each stage's pipeline and its task count (given the data's)."""
+def _pipelines(job: AuditJob) -> dict[str, tuple[list[Any], int]]:
+    """Each stage's pipeline and its task count."""
     mh = job.path("minhash")
     return {
-        "scan": ([job.reader(), AuditScanStep(job),
-                  ShingledMinhashSignature(str(mh / "signatures"), MINHASH)],
-                 lambda n: n),
+        "scan": ([job.reader(), AuditScanStep(job)], job.tasks),
         "buckets": ([MinhashDedupBuckets(str(mh / "signatures"), str(mh / "buckets"), config=MINHASH)],
-                    lambda n: MINHASH.num_buckets),
-        "cluster": ([MinhashDedupCluster(str(mh / "buckets"), str(mh / "clusters"), config=MINHASH,
-                                         save_cluster_id=True)], lambda n: 1),
-        "sample": ([job.reader(), AuditSampleStep(job)], lambda n: n),
+                    MINHASH.num_buckets),
+        "pairs": ([AuditPairsStep(job)], 1),
+        "verify": ([job.reader(), AuditVerifyStep(job)], job.tasks),
     }
 
 
-def _executors(job: AuditJob, kind: str, tasks: int, workers: int | None, slurm: dict[str, Any]) -> list[tuple[str, Any]]:
+def _executors(job: AuditJob, kind: str, workers: int | None, slurm: dict[str, Any]) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
-    for stage, (pipeline, count) in _pipelines(job).items():
-        n, logs = count(tasks), str(job.path("logs", stage))
+    for stage, (pipeline, n) in _pipelines(job).items():
+        logs = str(job.path("logs", stage))
         if kind == "local":
-            ex = LocalPipelineExecutor(pipeline, tasks=n, workers=min(workers or os.cpu_count() or 1, n),
-                                       logging_dir=logs)
+            ex = QuietLocalExecutor(pipeline, tasks=n, workers=min(workers or os.cpu_count() or 1, n), logging_dir=logs)
         elif kind == "ray":
             from datatrove.executor.ray import RayPipelineExecutor
 
@@ -394,43 +470,47 @@ def _check_executor(kind: str, slurm: dict[str, Any]) -> None:
                              "on a cluster login node, or use --executor local")
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _say(message: str, end: str = "\n") -> None:
+    print(message, file=sys.stderr, flush=True, end=end)
 
 
-def _merge(job: AuditJob, tasks: int, gold: GoldSet, settings: AuditSettings, engine: str) -> AuditResult:
-    scan = job.scans(tasks)
-    monitor = settings.monitor(gold)
-    suite = monitor.new_suite()
-    members: dict[int, list[tuple[int, str]]] = {}
-    for rank in range(tasks):
-        part = monitor.new_suite()
-        extra = load_states(job.path("sample", f"{rank:05d}.npz"), part)
-        suite.merge(part)
-        for cid, kept in extra["clusters"].items():
-            members.setdefault(int(cid), []).extend(tuple(k) for k in kept)
-    removed = sum(p.stat().st_size // 4 for p in job.path("minhash", "clusters").glob("*.remove"))
-    examples = []
-    for cid in sorted(members):
-        kept = sorted(members[cid])
-        if len(kept) > 1:
-            (i, a), (j, b) = kept[:2]
-            examples.append((i, j, jaccard(shingle_hashes(a), shingle_hashes(b))))
-    return judge(scan, suite, monitor, settings, near_duplicates=removed, near_duplicate_examples=examples,
-                 engine=engine)
+def verified_pairs(job: AuditJob) -> list[tuple[int, int, float]]:
+    """The candidate pairs whose exact word 5-gram Jaccard similarity reaches the bound, (i, j, Jaccard), sorted."""
+    candidates = np.load(job.path("pairs", "candidates.npy"))
+    shingles: dict[int, np.ndarray] = {}
+    for rank in range(job.tasks):
+        with np.load(job.path("verify", f"{rank:05d}.npz")) as part:
+            ends = np.cumsum(part["lengths"])
+            for g, arr in zip(part["ids"].tolist(), np.split(part["shingles"], ends[:-1]) if ends.size else [],
+                              strict=True):
+                shingles[g] = arr
+    out = []
+    for i, j in candidates.tolist():
+        jac = jaccard(shingles[i], shingles[j])
+        if jac >= NEAR_DUPLICATE_JACCARD:
+            out.append((i, j, jac))
+    return out
+
+
+def _merge(job: AuditJob, gold: GoldSet, settings: AuditSettings, engine: str) -> AuditResult:
+    pairs = verified_pairs(job)
+    return judge(job.scans(), settings.monitor(gold), settings, near_duplicates=components(pairs),
+                 near_duplicate_examples=pairs, engine=engine)
 
 
 def run_audit(data: str | Path, gold: GoldSet, *, executor: str = "local", tasks: int | None = None,
               workers: int | None = None, work_dir: str | Path | None = None, text_field: str = "text",
               provenance_field: str | None = "provenance", max_length: int = 64, seed: int = 0,
-              slurm: dict[str, Any] | None = None, **settings: Any) -> AuditResult | None:
-    """Audit ``data`` (a file or folder of JSONL or parquet files) as datatrove stages; the verdict of
-    :func:`collapseguard.audit.audit_path` on the same data.
+              sample_size: int | None = None, slurm: dict[str, Any] | None = None, **settings: Any
+              ) -> AuditResult | None:
+    """Audit ``data`` (a file or folder of JSONL or parquet files) as datatrove stages; the verdict and findings
+    of :func:`collapseguard.audit.audit_path` on the same data.
 
     ``executor``: ``"local"`` (processes on this machine), ``"ray"`` (the cluster at ``RAY_ADDRESS``, else a
-    local one) or ``"slurm"`` (jobs on ``slurm["partition"]``; needs ``sbatch``). ``tasks``: shards (default:
-    one per file); ``workers``: tasks at once. ``work_dir``: states and logs; the same command with the same
-    folder resumes. ``settings``: the audit's (``thresholds``, ``max_near_duplicates``, ...).
+    local one) or ``"slurm"`` (jobs on ``slurm["partition"]``; needs ``sbatch``). ``tasks``: shards (default and
+    most: one per file, as a task reads whole files); ``workers``: tasks at once. ``work_dir``: states and logs
+    (datatrove's own logs under ``logs/STAGE``); the same command with the same folder resumes.
+    ``settings``: the audit's (``thresholds``, ``max_near_duplicates``, ...).
 
     Returns the result, or None for Slurm when the jobs were submitted (run it again once they have
     finished to merge and judge).
@@ -441,16 +521,18 @@ def run_audit(data: str | Path, gold: GoldSet, *, executor: str = "local", tasks
     """
     slurm = slurm or {}
     _check_executor(executor, slurm)
+    if sample_size is not None:
+        settings["sample_size"] = sample_size
     config = AuditSettings(max_length=max_length, seed=seed, **settings)
     config.monitor(gold)  # a gold set that cannot serve (arrays, too few texts) fails before any task
     job_args = {"text_field": text_field, "provenance_field": provenance_field, "max_length": max_length,
-                "seed": seed, "leak_containment": config.leak_containment}
-    job, tasks = _prepare(data, gold, tasks, work_dir, job_args)
-    engine = f"datatrove {executor} executor, {tasks} tasks (work dir {job.work_dir})"
-    stages = _executors(job, executor, tasks, workers, slurm)
+                "seed": seed, "leak_containment": config.leak_containment, "sample_size": config.sample_size}
+    job = _prepare(data, gold, tasks, work_dir, job_args)
+    engine = f"datatrove {executor} executor, {job.tasks} tasks (work dir {job.work_dir})"
+    stages = _executors(job, executor, workers, slurm)
     if all(not ex.get_incomplete_ranks() for _, ex in stages):
         _say(f"all stages already done in {job.work_dir}: merging")
-        return _merge(job, tasks, gold, config, engine)
+        return _merge(job, gold, config, engine)
     if executor == "slurm":
         stages[-1][1].run()  # submits every unfinished stage, each depending on the one before
         _say(f"submitted the audit's Slurm jobs ({' -> '.join(STAGES)}); logs in {job.path('logs')}. Run this same "
@@ -461,17 +543,26 @@ def run_audit(data: str | Path, gold: GoldSet, *, executor: str = "local", tasks
 
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
-    for stage, ex in stages:
-        left = ex.get_incomplete_ranks()
-        if not left:
-            _say(f"[{stage}] done earlier: skipped")
-            continue
-        start = time.perf_counter()
-        _say(f"[{stage}] {len(left)} of {ex.world_size} task(s) to run")
-        ex.run()
-        unfinished = ex.get_incomplete_ranks()
-        if unfinished:
-            raise RuntimeError(f"the audit's {stage} stage left task(s) {unfinished} unfinished: see "
-                               f"{job.path('logs', stage, 'logs')}; run the same command again to resume")
-        _say(f"[{stage}] done in {time.perf_counter() - start:.1f}s")
-    return _merge(job, tasks, gold, config, engine)
+    if executor == "local":
+        quiet_console()
+    try:
+        for number, (stage, ex) in enumerate(stages, 1):
+            left = ex.get_incomplete_ranks()
+            if not left:
+                _say(f"[{stage}] done earlier: skipped")
+                continue
+            start = time.perf_counter()
+            # one line per stage: its start, then (on the same line) its end
+            _say(f"[{stage}] {len(left)} of {ex.world_size} task(s) to run (stage {number} of {len(stages)}) ...", end="")
+            ex.run()
+            unfinished = ex.get_incomplete_ranks()
+            if unfinished:
+                _say(" failed")
+                raise RuntimeError(f"the audit's {stage} stage left task(s) {unfinished} unfinished: see "
+                                   f"{job.path('logs', stage, 'logs')}; run the same command again to resume")
+            _say(f" done in {time.perf_counter() - start:.1f}s")
+    finally:
+        if executor == "local":
+            logger.remove()
+            logger.add(sys.stderr, colorize=DATATROVE_COLORIZE_LOGS)  # datatrove's default console handler
+    return _merge(job, gold, config, engine)

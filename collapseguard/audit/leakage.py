@@ -12,7 +12,8 @@ training text *leaks* a gold text when
 
 Gold sets are small (hundreds to thousands of texts), so :class:`GoldLeakIndex` keeps gold's word
 5-grams in memory and every shard of the data is joined against them exactly -- a broadcast join on
-the 5-grams themselves, with no sketch, so no leak is missed and none is made up.
+every 5-gram (by its 61-bit hash, the audit's shingle: two different 5-grams share one with probability
+about 2^-61), with no sketch, so no leak is missed and none is made up.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard.audit.shingles import normalized, word_grams, words_of
+from collapseguard.audit.shingles import gram_hashes, member, normalized, words_of
 
 LEAK_CONTAINMENT = 0.5
 MIN_NEAR_WORDS = 10
@@ -55,7 +56,7 @@ class GoldLeakIndex:
         self.containment, self.shingle, self.min_words = containment, shingle, min_words
         self.size = len(gold_texts)
         self.exact: dict[bytes, list[int]] = {}
-        self.postings: dict[str, list[int]] = {}  # gold's word 5-grams (the strings: exact, no hash) -> gold texts
+        self.postings: dict[int, list[int]] = {}  # gold's word 5-grams (their shingle hashes) -> gold texts
         self.sizes = np.zeros(len(gold_texts), dtype=np.int64)
         for i, text in enumerate(gold_texts):
             words = words_of(text)
@@ -63,17 +64,18 @@ class GoldLeakIndex:
                 continue
             self.exact.setdefault(_digest(normalized(text, words)), []).append(i)
             if len(words) >= min_words:
-                grams = word_grams(words, shingle)
+                grams = gram_hashes(words, shingle).tolist()
                 self.sizes[i] = len(grams)
                 for gram in grams:
                     self.postings.setdefault(gram, []).append(i)
+        self._keys = np.array(sorted(self.postings), dtype=np.uint64)  # sorted: a text's hits by binary search
 
-    def find(self, text: str, words: list[str] | None = None, grams: set[str] | None = None
+    def find(self, text: str, words: list[str] | None = None, grams: np.ndarray | None = None
              ) -> list[tuple[int, bool, float]]:
         """(gold index, exact, containment) of every gold text that ``text`` leaks, by gold index.
 
         ``words`` and ``grams`` (the text's :func:`~collapseguard.audit.shingles.words_of` and
-        :func:`~collapseguard.audit.shingles.word_grams`) save computing them twice.
+        :func:`~collapseguard.audit.shingles.gram_hashes`) save computing them twice.
         """
         words = words_of(text) if words is None else words
         found: dict[int, tuple[int, bool, float]] = {}
@@ -81,8 +83,8 @@ class GoldLeakIndex:
             found[g] = (g, True, 1.0)
         if self.postings:
             postings = self.postings
-            hits = [postings[gram] for gram in (word_grams(words, self.shingle) if grams is None else grams)
-                    if gram in postings]
+            shingles = gram_hashes(words, self.shingle) if grams is None else grams
+            hits = [postings[gram] for gram in shingles[member(shingles, self._keys)].tolist()]
             if hits:
                 counts = np.bincount(np.concatenate(hits), minlength=self.size)
                 share = np.divide(counts, self.sizes, out=np.zeros(self.size), where=self.sizes > 0)

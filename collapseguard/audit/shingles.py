@@ -17,8 +17,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 WORDS = re.compile(r"\w+")
-_MERSENNE = np.uint64((1 << 61) - 1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # folds a band's rows into one key (uint64 arithmetic wraps)
+#: an LSH group larger than this is paired as a star (see :func:`group_pairs`)
+MAX_GROUP = 1000
 
 
 def words_of(text: str) -> list[str]:
@@ -41,38 +42,103 @@ def word_grams(words: Sequence[str], k: int = 5) -> set[str]:
     return {" ".join(words[i:i + k]) for i in range(max(len(words) - k + 1, 1))} if words else {""}
 
 
-def hash_grams(grams: set[str]) -> np.ndarray:
-    """61-bit hashes (blake2b) of grams: the shingles."""
-    blake = hashlib.blake2b
-    digests = b"".join([blake(g.encode(), digest_size=8).digest() for g in grams])
-    return np.frombuffer(digests, dtype="<u8").astype(np.uint64) >> np.uint64(3)
+_WORD_HASHES: dict[str, int] = {}  # word -> 64-bit hash: a corpus repeats its words, so most are looked up
+_WORD_CACHE = 1 << 18  # entries (~50 MB at most); emptied when full
+_GRAM = np.uint64(0x100000001B3)  # odd multiplier folding a gram's word hashes (uint64 arithmetic wraps)
+
+
+def word_hashes(words: Sequence[str]) -> np.ndarray:
+    """64-bit hashes (blake2b) of words, cached across texts."""
+    cache = _WORD_HASHES
+    hashes = list(map(cache.get, words))
+    if None in hashes:
+        if len(cache) > _WORD_CACHE:
+            cache.clear()
+        blake = hashlib.blake2b
+        for i, h in enumerate(hashes):
+            if h is None:
+                hashes[i] = cache[words[i]] = int.from_bytes(blake(words[i].encode(), digest_size=8).digest(), "little")
+    return np.array(hashes, dtype=np.uint64)
+
+
+def member(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in ``sorted_keys`` (ascending): a binary search per value, never a sort of the keys
+    (``np.isin`` sorts both sides on every call, too slow for a small text against a large gold set)."""
+    if not sorted_keys.size:
+        return np.zeros(values.shape, dtype=bool)
+    at = np.searchsorted(sorted_keys, values).clip(max=sorted_keys.size - 1)
+    return sorted_keys[at] == values
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit reaches every output bit."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def gram_hashes(words: Sequence[str], k: int = 5, hashes: np.ndarray | None = None) -> np.ndarray:
+    """Unique 61-bit hashes of the distinct word ``k``-grams (sorted): the shingles. A text shorter than ``k``
+    words is one gram; a text without words is the one gram of no words.
+
+    Each word is hashed once (blake2b, cached across texts) and a gram's ``k`` word hashes are folded and
+    mixed with numpy, so that no per-gram string is built: two different grams share a hash with probability
+    about 2^-61, which is the whole of the tolerance of the exact Jaccard check built on these sets.
+    ``hashes``: :func:`word_hashes` of ``words``, if at hand.
+
+    >>> gram_hashes("a b c d e f".split()).size, gram_hashes("a b c d e a b c d e".split()).size
+    (2, 5)
+    >>> bool(gram_hashes("a b c d e".split())[0] != gram_hashes("e d c b a".split())[0])  # word order counts
+    True
+    >>> gram_hashes([]).size, gram_hashes(["x", "y"]).size
+    (1, 1)
+    """
+    if not len(words):
+        return np.zeros(1, dtype=np.uint64)
+    h = word_hashes(words) if hashes is None else hashes
+    span = min(k, h.size)
+    n = h.size - span + 1
+    with np.errstate(over="ignore"):
+        z = h[:n].copy()
+        for t in range(1, span):
+            z = z * _GRAM + h[t:t + n]
+        z = z + np.uint64(span)  # a short text's one gram differs from the same words inside a longer one
+    return np.unique(_mix(z) >> np.uint64(3))
 
 
 def shingle_hashes(text: str, k: int = 5, words: list[str] | None = None) -> np.ndarray:
-    """Unique 61-bit hashes of the text's word ``k``-grams (a text shorter than ``k`` words is one shingle)."""
-    return hash_grams(word_grams(words_of(text) if words is None else words, k))
+    """Unique 61-bit hashes of the text's word ``k``-grams (:func:`gram_hashes` of :func:`words_of` the text)."""
+    return gram_hashes(words_of(text) if words is None else words, k)
 
 
 def permutations(num_perm: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The (a, b) of the ``num_perm`` hash permutations ``(a·h + b) mod (2^61 − 1)``."""
+    """The (a, b) of the ``num_perm`` hash permutations ``h -> (a·h + b) mod 2^64`` (``a`` odd: a bijection)."""
     rng = np.random.default_rng(seed)
-    a = rng.integers(1, 1 << 61, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, 1 << 61, size=num_perm, dtype=np.uint64)
+    a = rng.integers(1, 1 << 63, size=num_perm, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
     return a, b
 
 
 def signature(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The MinHash signature of one shingle set under the permutations (a, b)."""
-    # (a*h) overflows 64 bits; wrapping is fine for hashing, then fold into the prime field
+    """The MinHash signature of one shingle set under the permutations (a, b): per permutation, the top 60 bits
+    of the smallest permuted shingle.
+
+    The permutations work modulo 2^64 (uint64 arithmetic wraps), with no division: the classic
+    ``mod (2^61 - 1)`` costs most of a signature's time, and the shingles are already well-mixed hashes, so a
+    bijection of them is as good a random order. 60 bits keep every value below datatrove's bound for its
+    64-bit MinHash files (2^61 - 1).
+    """
     with np.errstate(over="ignore"):
-        return ((a * shingles[:, None] + b) % _MERSENNE).min(axis=0)
+        return (np.multiply.outer(shingles, a) + b).min(axis=0) >> np.uint64(4)
 
 
 def minhash_signatures(texts: Sequence[str], *, num_perm: int = 64, shingle: int = 5, seed: int = 0) -> np.ndarray:
     """MinHash signatures (``len(texts)`` × ``num_perm``) of each text's word ``shingle``-grams.
 
     Two texts agree in each column with probability equal to the Jaccard similarity of their
-    shingle sets (Broder, 1997); hashes are ``(a·h + b) mod (2^61 − 1)`` with fixed random a, b.
+    shingle sets (Broder, 1997); the permutations are ``(a·h + b) mod 2^64`` with fixed random a (odd), b.
 
     >>> sig = minhash_signatures(["a b c d e f g", "a b c d e f g", "x y z w v u t"], shingle=3)
     >>> bool((sig[0] == sig[1]).all()), float((sig[0] == sig[2]).mean())
@@ -101,7 +167,7 @@ class BandIndex:
     estimate their Jaccard similarity.
     """
 
-    def __init__(self, num_perm: int = 64, bands: int = 16, *, buffer: int = 1 << 16, max_group: int = 1000) -> None:
+    def __init__(self, num_perm: int = 64, bands: int = 16, *, buffer: int = 1 << 16, max_group: int = MAX_GROUP) -> None:
         if num_perm % bands:
             raise ValueError(f"num_perm={num_perm} must be a multiple of bands={bands}")
         self.num_perm, self.bands, self.rows = num_perm, bands, num_perm // bands
@@ -160,14 +226,7 @@ class BandIndex:
         rows; each band's candidates are filtered as they come, so only the likely ones are ever kept."""
         kept = [np.empty((0, 2), dtype=np.int64)]
         for band in range(self.bands):
-            found = []
-            for members in self.groups(band):
-                m = members.astype(np.int64)
-                if m.size <= self.max_group:
-                    i, j = np.triu_indices(m.size, 1)
-                    found.append(np.column_stack((m[i], m[j])))
-                else:  # a giant bucket is an exact-duplicate flood: counted by the star anyway
-                    found.append(np.column_stack((np.full(m.size - 1, m[0]), m[1:])))
+            found = [group_pairs(members, self.max_group) for members in self.groups(band)]
             if found:
                 band_pairs = np.concatenate(found)
                 kept.append(band_pairs[self.agreement(band_pairs) >= at_least] if at_least > 0 else band_pairs)
@@ -197,6 +256,35 @@ class BandIndex:
         for fh in self._files or []:
             fh.close()
         self._files = None
+
+
+def group_pairs(members: np.ndarray, max_group: int = MAX_GROUP) -> np.ndarray:
+    """The candidate pairs (i < j) of one LSH group (texts sharing a band): every pair for a group of up to
+    ``max_group`` members; beyond that (a flood of exact copies, which would give millions of pairs) the
+    smallest index with each other member, which still joins them all into one cluster.
+
+    Both audits (one process and datatrove) call this on the same groups, so they propose the same pairs.
+    """
+    m = np.sort(np.asarray(members, dtype=np.int64))
+    if m.size <= max_group:
+        i, j = np.triu_indices(m.size, 1)
+        return np.column_stack((m[i], m[j]))
+    return np.column_stack((np.full(m.size - 1, m[0]), m[1:]))
+
+
+def lsh_recall(jaccard_: float, bands: int = 16, rows: int = 4) -> float:
+    """Probability that LSH proposes a pair of this Jaccard similarity: ``1 - (1 - J^rows)^bands``.
+
+    >>> round(lsh_recall(0.8), 4), round(lsh_recall(0.5), 3)
+    (0.9998, 0.644)
+    """
+    return 1.0 - (1.0 - jaccard_ ** rows) ** bands
+
+
+def text_digest(normal: str) -> int:
+    """64-bit hash (blake2b) of a normalised text (:func:`normalized`): equal for exact copies. Two different
+    texts share one with probability 2^-64 a pair (about 3e-8 for a million distinct texts)."""
+    return int.from_bytes(hashlib.blake2b(normal.encode(), digest_size=8).digest(), "little")
 
 
 def components(pairs: Sequence[tuple[int, int, float]]) -> int:
