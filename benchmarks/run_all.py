@@ -290,7 +290,10 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
                         ("metrics_speed", "## 5. Speed, side by side with the peers"),
                         ("overhead", "## 6. Overhead inside real training"),
                         ("posttraining", "## 7. Post-training: TRL's GRPO and SFT"),
-                        ("audit", "## 8. Audits at scale")):  # bench_audit.py, run apart (~30 min, 1 GB on disk)
+                        ("audit", "## 8. Audits at scale"),  # bench_audit.py, run apart
+                        # run apart too: they need the SmolLM2 wheel (collapseguard.demos.pretrained)
+                        ("real_model", "## 9. Real pretrained model"),
+                        ("generation", "## 10. Generation and scoring on a real model")):
         path = out / f"{name}.md"
         if path.is_file():
             body = path.read_text().replace("](mitigation_text.png)", f"]({rel}/mitigation_text.png)")

@@ -12,6 +12,7 @@ from collapseguard.gold.goldset import GoldSet, GoldSetModifiedError, GoldSplit
 from collapseguard.gold.profiles import ReferenceProfile
 from collapseguard.gold.tokenization import SimpleTokenizer
 from collapseguard.guard.sampling import AnchorMixSampler
+from collapseguard.guard.schedule import CheckSchedule
 from collapseguard.metrics import ModelStats
 
 __version__ = "0.2.0"
@@ -24,6 +25,7 @@ __all__ = [
     "Alert",
     "AnchorMixSampler",
     "CheckResult",
+    "CheckSchedule",
     "CollapseMonitor",
     "CollapseWarning",
     "DataStreamMonitor",

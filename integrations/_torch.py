@@ -8,7 +8,11 @@ process's measurement. No metric or detector logic lives here.
 from __future__ import annotations
 
 import contextlib
+import gc
+import inspect
+import logging
 import random
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,65 +107,247 @@ def special_ids(tokenizer: Any, model: Any) -> tuple[int | None, int | None]:
     return eos, (pad if pad is not None else eos)
 
 
+# Out-of-memory messages that a smaller batch can cure: torch.OutOfMemoryError's (CUDA, HIP, XPU), and those
+# accelerate's ``should_reduce_batch_size`` recognises for other backends, plus torch's own CPU allocator wording.
+_OOM_MESSAGES = (" out of memory.", "MPS backend out of memory", "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED.",
+                 "DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
+                 "FATAL ERROR :: MODULE:PT_DEVMEM Allocation failed")
+
+# The batch size a model fell back to after running out of memory, per pass ("generate", "score"): a later
+# check starts at the size that fitted instead of failing again first. Weak keys: dropping a model drops it.
+_fitted_batch: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+
+# Scoring upcasts a [positions, vocabulary] float32 block of at most this many bytes at a time: the float32
+# copies (log-softmax, its exp) stay bounded however large batch x length x vocabulary (49k tokens for SmolLM2,
+# 150k for Qwen); only the model's own logits, in its dtype and over the continuation positions, scale with it.
+_SCORE_CHUNK_BYTES = 32 * 2**20
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = exc.args[0] if isinstance(exc, RuntimeError) and exc.args else None
+    return isinstance(message, str) and any(s in message for s in _OOM_MESSAGES)
+
+
+def _free_device_memory() -> None:
+    gc.collect()  # the failed batch's tensors are only garbage once its frames are gone
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    elif hasattr(torch, "xpu") and torch.xpu.is_available():
+        torch.xpu.empty_cache()
+    elif torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+class _AdaptiveBatch:
+    """The batch size of one pass over one model, halved on out-of-memory down to 1 (the pattern of accelerate's
+    ``find_executable_batch_size``) and remembered for the model's later checks.
+
+    Only the batch that ran out is redone; finished batches keep their outputs. ``retry=False`` (forwards that
+    are collectives of a sharded model: a rank alone cannot change how many it runs) raises at once.
+    """
+
+    def __init__(self, owner: Any, phase: str, requested: int, retry: bool) -> None:
+        self.owner, self.phase, self.retry, self.requested = owner, phase, retry, int(requested)
+        try:
+            fitted = _fitted_batch.get(owner, {}).get(phase)
+        except TypeError:  # an owner that cannot be weakly referenced: nothing remembered
+            fitted = None
+        self.size = min(self.requested, fitted) if fitted else self.requested
+        self.start_size = self.size
+
+    def run(self, indices: Sequence[int], step: Callable[[list[int]], None]) -> None:
+        """``step(chunk)`` over consecutive chunks of ``indices`` of the current size."""
+        start = 0
+        while start < len(indices):
+            chunk = list(indices[start:start + self.size])
+            try:
+                step(chunk)
+            except Exception as exc:
+                if not (self.retry and self.size > 1 and _is_oom(exc)):
+                    raise
+                failed = True
+            else:
+                failed = False
+            if failed:  # outside the except block, so the traceback and the batch's tensors can be freed
+                _free_device_memory()
+                self.size = max(1, self.size // 2)
+                continue
+            start += len(chunk)
+
+    def finish(self, what: str) -> None:
+        """Remember a reduced size for later checks and say so once."""
+        if self.size >= self.start_size:
+            return
+        with contextlib.suppress(TypeError):
+            _fitted_batch.setdefault(self.owner, {})[self.phase] = self.size
+        logging.getLogger("collapseguard").warning(
+            "%s ran out of memory at batch size %d; continuing with batch size %d, kept for later checks "
+            "(set batch_size=%d to start there)", what, self.start_size, self.size, self.size)
+
+
+def _accepted_kwargs(fn: Callable[..., Any]) -> tuple[set[str], bool]:
+    """(named parameters, takes **kwargs) of ``fn``; nothing known when it has no signature."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set(), False
+    return {p.name for p in params}, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _forward_options(model: Any) -> dict[str, Any]:
+    """Keyword arguments that make a teacher-forced forward cheaper, where ``model``'s forward takes them.
+
+    Looks through wrappers whose forward passes ``**kwargs`` on (PEFT's ``PeftModel``, a ``.module`` wrapper)
+    to the causal LM's own forward. ``logits_to_keep`` (``num_logits_to_keep`` in older transformers) is
+    filled in per batch; ``use_cache=False``: scoring has no next step, so building a KV cache is waste.
+    """
+    inner, seen = model, 0
+    while inner is not None and seen < 4:
+        names, var_kw = _accepted_kwargs(getattr(inner, "forward", inner))
+        keep = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in names), None)
+        if keep is not None:
+            return {"keep": keep, "use_cache": "use_cache" in names}
+        if not var_kw:
+            return {}
+        base = inner.get_base_model() if hasattr(inner, "get_base_model") else getattr(inner, "module", None)
+        inner, seen = (base if isinstance(base, torch.nn.Module) and base is not inner else None), seen + 1
+    return {}
+
+
+def _sharded_collective(model: Any) -> bool:
+    """Whether ``model``'s forwards may be collectives of a sharded model across several processes (then a
+    rank must not retry a batch alone). Errs towards True: without its holders a gathered ZeRO-3 model
+    counts as collective."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return False
+    sharding = detect_sharding(model) if isinstance(model, torch.nn.Module) else None
+    return sharding is not None and sharding.collective
+
+
 def generate_continuations(generate: Callable[..., Any], prompts: Sequence[np.ndarray], *, device: torch.device,
                            max_new_tokens: int, eos_token_id: int | None, pad_token_id: int | None,
-                           batch_size: int, generation_kwargs: dict[str, Any]) -> tuple[list[np.ndarray], list[bool]]:
+                           batch_size: int, generation_kwargs: dict[str, Any],
+                           retry_oom: bool | None = None) -> tuple[list[np.ndarray], list[bool]]:
     """Continue each prompt with a HF-style ``generate``; returns new tokens (cut at EOS) and EOS flags, in order.
 
     Prompts are batched by length, so batches need no padding (gold prompts cut from texts all have the same
     length: one run of batches, in order; chat prompts rendered with a template differ).
+
+    ``generate`` is asked for its KV cache (``use_cache=True``, unless ``generation_kwargs`` says otherwise):
+    a model trained with gradient checkpointing has ``config.use_cache=False``, and generating without the
+    cache re-runs the whole sequence at every new token. With ``eos_token_id`` set, a batch stops once every
+    row has ended. A batch that runs out of memory is halved and redone, down to 1 (the smaller size is kept
+    for later checks and logged once); ``retry_oom`` None: unless ``synced_gpus`` (forwards are collectives).
     """
     kwargs = dict(generation_kwargs)
     if not kwargs.get("do_sample", True):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_k", "top_p")}
+    names, var_kw = _accepted_kwargs(generate)
+    if "use_cache" not in kwargs and (var_kw or "use_cache" in names):  # a hand-written generate may not take it
+        kwargs["use_cache"] = True
+    if retry_oom is None:
+        retry_oom = not kwargs.get("synced_gpus", False)
     by_length: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):
         by_length.setdefault(int(np.asarray(p).size), []).append(i)
     sequences: list[np.ndarray] = [np.empty(0, np.int64)] * len(prompts)
     finished: list[bool] = [False] * len(prompts)
+
+    def step(chunk: list[int]) -> None:
+        batch = torch.as_tensor(np.stack([prompts[i] for i in chunk]), dtype=torch.long, device=device)
+        out = generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
+                       min_new_tokens=0, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+        new = out[:, batch.shape[1]:].cpu().numpy()
+        for i, row in zip(chunk, new, strict=True):
+            hits = np.flatnonzero(row == eos_token_id) if eos_token_id is not None else np.empty(0, int)
+            sequences[i] = row[: hits[0]] if hits.size else row
+            finished[i] = bool(hits.size)
+
+    sizer = _AdaptiveBatch(getattr(generate, "__self__", generate), "generate", batch_size, retry_oom)
     for indices in by_length.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
-            batch = torch.as_tensor(np.stack([prompts[i] for i in chunk]), dtype=torch.long, device=device)
-            out = generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
-                           min_new_tokens=0, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
-            new = out[:, batch.shape[1]:].cpu().numpy()
-            for i, row in zip(chunk, new, strict=True):
-                hits = np.flatnonzero(row == eos_token_id) if eos_token_id is not None else np.empty(0, int)
-                sequences[i] = row[: hits[0]] if hits.size else row
-                finished[i] = bool(hits.size)
+        sizer.run(indices, step)
+    sizer.finish("generation")
     return sequences, finished
 
 
 def gold_model_stats(model: Callable[..., Any], prompts: Sequence[np.ndarray], continuations: Sequence[np.ndarray], *,
-                     device: torch.device, batch_size: int) -> ModelStats:
-    """Teacher-forced NLL and next-token entropy of every gold continuation token."""
-    ids_out, nll_out, ent_out = [], [], []
-    for start in range(0, len(prompts), batch_size):
-        rows = [np.concatenate([p, c]) for p, c in zip(prompts[start:start + batch_size],
-                                                        continuations[start:start + batch_size], strict=True)]
+                     device: torch.device, batch_size: int, retry_oom: bool | None = None,
+                     chunk_positions: int | None = None) -> ModelStats:
+    """Teacher-forced NLL and next-token entropy of every gold continuation token.
+
+    Only the continuation tokens are scored: where the model's forward takes ``logits_to_keep`` (Hugging Face
+    causal LMs), the vocabulary projection runs only over the positions from the first continuation on, else
+    the full logits are sliced. Log-softmax and entropy run in float32 (bf16 / fp16 logits upcast) over
+    ``chunk_positions`` positions at a time (default: 32 MiB of float32 logits), so memory stays bounded
+    with a large vocabulary. Out-of-memory halves the batch as in :func:`generate_continuations`;
+    ``retry_oom`` None: unless ``model`` is sharded with collective forwards across processes.
+    """
+    options = _forward_options(model)
+    if retry_oom is None:
+        retry_oom = not _sharded_collective(model)
+    n = len(prompts)
+    ids_out: list[np.ndarray] = [np.empty(0, np.int64)] * n
+    nll_out: list[np.ndarray] = [np.empty(0, np.float32)] * n
+    ent_out: list[np.ndarray] = [np.empty(0, np.float32)] * n
+
+    def step(chunk: list[int]) -> None:
+        rows = [np.concatenate([prompts[i], continuations[i]]) for i in chunk]
         width = max(r.size for r in rows)
         ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
         mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, : r.size] = torch.as_tensor(r, device=device)
-            mask[i, : r.size] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        target = ids[:, 1:]
-        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        ent = -(logp.exp() * logp).sum(-1)
-        for i, r in enumerate(rows):
-            p_len = prompts[start + i].size
-            sl = slice(p_len - 1, r.size - 1)  # positions predicting continuation tokens
-            ids_out.append(r[p_len:])
-            nll_out.append(nll[i, sl].cpu().numpy())
-            ent_out.append(ent[i, sl].cpu().numpy())
+        for j, r in enumerate(rows):
+            ids[j, : r.size] = torch.as_tensor(r, device=device)
+            mask[j, : r.size] = 1
+        # logits at positions first - 1 .. width - 2 predict every continuation token (right padding)
+        first = min(int(prompts[i].size) for i in chunk)
+        keep = width - first + 1
+        extra: dict[str, Any] = {}
+        if options:
+            extra[options["keep"]] = keep
+            if options["use_cache"]:
+                extra["use_cache"] = False
+        logits = model(input_ids=ids, attention_mask=mask, **extra).logits
+        logits = logits[:, logits.shape[1] - keep:]  # the last `keep` positions, whether or not the model cut
+        offset = width - keep  # full position = kept position + offset
+        row_of, pos_of = [], []
+        for j, (i, r) in enumerate(zip(chunk, rows, strict=True)):
+            p_len = int(prompts[i].size)
+            positions = torch.arange(p_len - 1, r.size - 1)
+            row_of.append(torch.full_like(positions, j))
+            pos_of.append(positions)
+        # the logits may sit on another device than the ids (a model split across devices ends on its last)
+        row_cpu, pos_cpu = torch.cat(row_of), torch.cat(pos_of)
+        targets = ids[row_cpu.to(ids.device), (pos_cpu + 1).to(ids.device)].to(logits.device)
+        row_idx, pos_idx = row_cpu.to(logits.device), pos_cpu.to(logits.device)
+        step_n = chunk_positions or max(1, _SCORE_CHUNK_BYTES // (4 * logits.shape[-1]))
+        nll = torch.empty(row_idx.numel(), dtype=torch.float32, device=logits.device)
+        ent = torch.empty_like(nll)
+        for s in range(0, row_idx.numel(), step_n):
+            sl = slice(s, s + step_n)
+            logp = torch.log_softmax(logits[row_idx[sl], pos_idx[sl] - offset].float(), dim=-1)
+            nll[sl] = -logp.gather(-1, targets[sl].unsqueeze(-1)).squeeze(-1)
+            ent[sl] = -(logp.exp() * logp).sum(-1)
+            del logp
+        nll_np, ent_np = nll.cpu().numpy(), ent.cpu().numpy()
+        at = 0
+        for i, r in zip(chunk, rows, strict=True):
+            p_len = int(prompts[i].size)
+            length = r.size - p_len
+            ids_out[i] = r[p_len:]
+            nll_out[i], ent_out[i] = nll_np[at:at + length], ent_np[at:at + length]
+            at += length
+
+    sizer = _AdaptiveBatch(model, "score", batch_size, retry_oom)
+    sizer.run(range(n), step)
+    sizer.finish("scoring the gold continuations")
     return ModelStats(ids_out, nll_out, ent_out)
 
 
 def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                          holders: Sequence[Any] = ()) -> Callable[[], GeneratedBatch]:
+                          holders: Sequence[Any] = (), tier: str = "full") -> Callable[[], GeneratedBatch]:
     """A ``produce`` for the engine that drives a Hugging Face causal LM (``generate`` + forward).
 
     A sharded model (FSDP2, FSDP1, DeepSpeed ZeRO-3; see :mod:`collapseguard.integrations.sharded`)
@@ -169,21 +355,30 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
     runs as many generation and scoring batches (shorter shares padded with a gold prompt whose
     outputs are dropped) with ``synced_gpus`` where forwards are collectives. ``holders`` are what
     the framework keeps around the model (its wrapped model, the optimizer), where the sharding
-    machinery may live.
+    machinery may live. ``tier="sentinel"``: no generation, only the sentinel's gold subset scored teacher-forced.
     """
+    sentinel = tier == "sentinel"
 
     def produce() -> GeneratedBatch:
         sharding = detect_sharding(model, holders, zero3_gather=engine.zero3_gather)
         try:
-            prompts = engine.prompts(rank, world_size)  # each repeated samples_per_prompt times
-            scored = engine.prompts(rank, world_size, repeat=False) if engine.score_gold else None
-            continuations = engine.gold_continuations(rank, world_size) if engine.score_gold else None
+            if sentinel:
+                prompts, scored = [], engine.sentinel_prompts(rank, world_size)
+                continuations = engine.sentinel_continuations(rank, world_size)
+            else:
+                prompts = engine.prompts(rank, world_size)  # each repeated samples_per_prompt times
+                scored = engine.prompts(rank, world_size, repeat=False) if engine.score_gold else None
+                continuations = engine.gold_continuations(rank, world_size) if engine.score_gold else None
             eos, pad = special_ids(tokenizer, model)
             kwargs = dict(engine.generation_kwargs)
             target, keep, keep_scored = model, len(prompts), len(scored or ())
             if sharding is not None:
                 target = generation_target(model)
-                if sharding.collective:  # every rank runs as many batches, as long as any rank generates
+                if sharding.collective and sentinel:  # every rank runs as many scoring batches
+                    share = len(engine.sentinel_prompts(0, world_size))
+                    scored = equalise(scored, share, engine.sentinel_prompts(0, 1)[0])
+                    continuations = equalise(continuations, share, engine.sentinel_continuations(0, 1)[0])
+                elif sharding.collective:  # every rank runs as many batches, as long as any rank generates
                     # rank 0 holds the largest share; shorter ones are padded with a gold prompt
                     prompts = equalise(prompts, len(engine.prompts(0, world_size)), engine.prompts(0, 1)[0])
                     if scored is not None and continuations is not None:
@@ -202,10 +397,12 @@ def produce_from_hf_model(engine: GuardEngine, model: Any, tokenizer: Any, rank:
                 generation_context(sharding, rank) if sharding is not None else contextlib.nullcontext()):
             seqs, finished = generate_continuations(
                 target.generate, prompts, device=device, max_new_tokens=engine.max_new_tokens, eos_token_id=eos,
-                pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=kwargs)
+                pad_token_id=pad, batch_size=engine.batch_size, generation_kwargs=kwargs) if prompts else ([], [])
             stats = None
             if scored is not None and continuations is not None:
-                stats = gold_model_stats(target, scored, continuations, device=device, batch_size=engine.batch_size)
+                # a collective forward cannot be retried on one rank alone: every rank must run as many
+                stats = gold_model_stats(target, scored, continuations, device=device, batch_size=engine.batch_size,
+                                         retry_oom=not (sharding is not None and sharding.collective and world_size > 1))
                 stats = ModelStats(stats.token_ids[:keep_scored], stats.nll[:keep_scored],
                                    stats.entropy[:keep_scored])
         return GeneratedBatch(sequences=seqs[:keep], finished=finished[:keep], model_stats=stats)
@@ -241,6 +438,18 @@ def produce_from_callable(engine: GuardEngine, model: torch.nn.Module, fn: Calla
         return GeneratedBatch(sequences=list(seqs))
 
     return produce
+
+
+def agree_with_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every process (just ``value`` when not distributed): schedule decisions read wall
+    clocks, which differ between processes, and every rank must run the same checks or the collectives hang."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    if torch.distributed.get_world_size() == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_measurements(local: Any) -> list[Any]:

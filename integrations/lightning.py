@@ -23,7 +23,9 @@ from collapseguard.gold.provenance import ProvenanceLedger
 from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 from collapseguard.guard.options import GuardCallbackMeta
 from collapseguard.guard.sampling import AnchorMixSampler
+from collapseguard.guard.schedule import CheckSchedule
 from collapseguard.integrations._torch import (
+    agree_with_rank0,
     build_engine,
     check_tokenizer_fits,
     gather_measurements,
@@ -52,7 +54,7 @@ def find_hf_model(module: torch.nn.Module) -> Any | None:
 
 
 class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
-    """Check a model for collapse at the end of training epochs; log, warn, halt or reweight.
+    """Check a model for collapse at epoch ends or on optimizer steps (``schedule=``); log, warn, halt or reweight.
 
     Every argument after ``tokenizer`` is keyword-only. The Hugging Face callback takes the same ones
     (:data:`collapseguard.guard.options.OPTIONS` holds them once, so the two cannot drift apart).
@@ -74,6 +76,10 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
             relax it as health recovers).
         on_error: ``"warn"`` (a failing check becomes a fault alert; training goes on) or ``"raise"``.
         every_n_epochs: check at the end of every n-th epoch.
+        schedule: a :class:`~collapseguard.CheckSchedule` (or ``"steps"``, ``"epoch"``, ``"steps=200,sentinel=20"``):
+            full checks every n optimizer steps, a cheap sentinel (gold scored teacher-forced, no generation) every m,
+            a full check at once when the sentinel warns, all within a cap on the guard's share of training time
+            (``max_overhead``, default 5%). Default: a full check at every ``every_n_epochs``-th epoch end.
         num_samples: gold prompts continued per check (across all processes).
         prompt_length: gold tokens in each prompt.
         max_new_tokens: tokens generated per prompt (also the length of the gold reference continuations).
@@ -110,7 +116,8 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
                  thresholds: Thresholds | str | dict[str, Any] | None = None,
                  on_collapse: Literal["warn", "halt", "reweight"] = "warn",
                  on_error: Literal["warn", "raise"] = "warn",
-                 every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
+                 every_n_epochs: int = 1, schedule: CheckSchedule | str | dict[str, Any] | None = None,
+                 num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
                  samples_per_prompt: int = 1, patience: int = 1, seed: int = 0,
                  generation_kwargs: dict[str, Any] | None = None, score_gold: bool = True, batch_size: int = 32,
                  check_on_train_start: bool = True, zero3_gather: bool = True,
@@ -142,7 +149,7 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
             if hf is not None and self.generate_fn is None and self.engine.tokenizer is not None:
                 check_tokenizer_fits(hf, self.engine.tokenizer)
 
-    def _produce(self, trainer: Trainer, pl_module: LightningModule) -> Callable[[], Any]:
+    def _produce(self, trainer: Trainer, pl_module: LightningModule, tier: str = "full") -> Callable[[], Any]:
         rank, world = trainer.global_rank, trainer.world_size
         if self.sample_fn is not None:
             return produce_from_callable(self.engine, pl_module, self.sample_fn, "sample", rank, world, self.score_fn)
@@ -152,7 +159,7 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
         if hf is not None:
             # the strategy's wrapped model may own the sharding (an FSDP root, a DeepSpeedEngine)
             return produce_from_hf_model(self.engine, hf, self.engine.tokenizer, rank, world,
-                                         holders=(trainer.strategy.model,))
+                                         holders=(trainer.strategy.model,), tier=tier)
         if callable(getattr(pl_module, "generate", None)):
             return produce_from_callable(
                 self.engine, pl_module,
@@ -167,13 +174,34 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._should_skip_check(trainer):
             return
+        if self.engine.sentinel is not None and (self.generate_fn is not None or self.sample_fn is not None
+                                                 or find_hf_model(pl_module) is None):
+            self.engine.disable_sentinel("the sentinel scores gold through a Hugging Face model's forward, and this "
+                                         "module generates through generate_fn / sample_fn / its own generate()")
         self.engine.run_baseline(self._produce(trainer, pl_module), gather_measurements, step=trainer.global_step)
+        if self.engine.sentinel is not None:
+            self.engine.run_baseline(self._produce(trainer, pl_module, "sentinel"), gather_measurements,
+                                     step=trainer.global_step, tier="sentinel")
+        self.engine.start_training(trainer.global_step)
+        self._seen_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         monitor = self.engine.data_monitor
         if monitor is not None and isinstance(batch, dict) and "input_ids" in batch:
             monitor.observe(batch["input_ids"], batch.get("is_human"))
+        # once per optimizer step: with gradient accumulation the step count moves every accumulate_grad_batches
+        if not self.engine.schedule.steps or self._should_skip_check(trainer) \
+                or trainer.global_step == getattr(self, "_seen_step", None):
+            return
+        self._seen_step = trainer.global_step
+        tier = agree_with_rank0(self.engine.due(trainer.global_step))  # every rank runs rank 0's choice
+        if tier is None:
+            return
+        outcome = self.engine.run_scheduled(tier, self._produce(trainer, pl_module),
+                                            self._produce(trainer, pl_module, "sentinel"), gather_measurements,
+                                            step=trainer.global_step, epoch=trainer.current_epoch)
+        self._act(trainer, pl_module, outcome, on_step=True)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.engine.save_profile_to is None or self._should_skip_check(trainer):
@@ -184,12 +212,22 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
             self.engine.write_profile(source=f"lightning:{type(pl_module).__name__}@step{trainer.global_step}")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._should_skip_check(trainer) or not self.engine.should_check(trainer.current_epoch):
+        if self._should_skip_check(trainer) or not self.engine.should_check(trainer.current_epoch) \
+                or self.engine.last_checked["full"] == trainer.global_step:  # a step check judged this very model
             return
-        outcome = self._check(trainer, pl_module)
+        self._act(trainer, pl_module, self._check(trainer, pl_module), on_step=False)
+
+    def _act(self, trainer: Trainer, pl_module: LightningModule, outcome: Any, *, on_step: bool) -> None:
+        """Log a check's metrics through ``pl_module.log`` and stop training (on every rank) if decided."""
         for name, value in outcome.log_metrics.items():
-            # identical on every rank (merged states): syncing is exact and silences Lightning's DDP warning
-            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=trainer.world_size > 1)
+            # identical on every rank (merged states): syncing is exact and silences Lightning's DDP warning.
+            # A step check reaches the loggers directly below: through self.log, Lightning would write it only
+            # at steps that are multiples of log_every_n_steps
+            pl_module.log(name, value, on_step=on_step, on_epoch=not on_step, sync_dist=trainer.world_size > 1,
+                          logger=not on_step)
+        if on_step and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(dict(outcome.log_metrics), step=trainer.global_step)
         should_stop = trainer.strategy.reduce_boolean_decision(outcome.should_stop, all=False)
         if should_stop:
             trainer.should_stop = True

@@ -24,7 +24,9 @@ from collapseguard.gold.profiles import ReferenceProfile
 from collapseguard.gold.provenance import ProvenanceLedger
 from collapseguard.guard.options import GuardCallbackMeta
 from collapseguard.guard.sampling import AnchorMixSampler
+from collapseguard.guard.schedule import CheckSchedule
 from collapseguard.integrations._torch import (
+    agree_with_rank0,
     build_engine,
     check_tokenizer_fits,
     gather_measurements,
@@ -41,7 +43,7 @@ _LIVE: weakref.WeakValueDictionary[str, CollapseGuardCallback] = weakref.WeakVal
 
 
 class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCallbackMeta):
-    """Check a model for collapse at the end of training epochs; log, warn, halt or reweight.
+    """Check a model for collapse at epoch ends or on optimizer steps (``schedule=``); log, warn, halt or reweight.
 
     Args: the same as the Lightning :class:`~collapseguard.integrations.lightning.CollapseGuard`'s, name for name
     (one specification, :data:`collapseguard.guard.options.OPTIONS`, holds them both), except that the model-facing
@@ -53,6 +55,11 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
     integrations, and are added to evaluation metrics as ``eval_collapseguard/<name>`` so that
     ``metric_for_best_model="collapseguard/health"`` (with ``greater_is_better=True``) works.
     Resume restores the guard's state with ``restore_callback_states_from_checkpoint=True``.
+
+    ``schedule=CheckSchedule(every_n_steps=..., sentinel_every_n_steps=...)`` (or ``"steps"``) checks on optimizer
+    steps (``on_step_end``; gradient accumulation counts once), mid-epoch, and halts there. When
+    ``metric_for_best_model`` names a ``collapseguard/`` metric, every evaluation that finds no full check at its
+    step runs one first, so step-based ``eval_strategy`` / ``save_strategy`` select checkpoints by it.
     """
 
     def __init__(self, gold: GoldSet | str | Path, tokenizer: Any = None, *,
@@ -61,7 +68,8 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
                  thresholds: Thresholds | str | dict[str, Any] | None = None,
                  on_collapse: Literal["warn", "halt", "reweight"] = "warn",
                  on_error: Literal["warn", "raise"] = "warn",
-                 every_n_epochs: int = 1, num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
+                 every_n_epochs: int = 1, schedule: CheckSchedule | str | dict[str, Any] | None = None,
+                 num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
                  samples_per_prompt: int = 1, patience: int = 1, seed: int = 0,
                  generation_kwargs: dict[str, Any] | None = None, score_gold: bool = True, batch_size: int = 32,
                  check_on_train_start: bool = True, zero3_gather: bool = True,
@@ -99,19 +107,29 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
         self.engine.setup(tokenizer, rank=args.process_index, world_size=args.world_size)
         if model is not None and self.generate_fn is None and self.sample_fn is None:
             check_tokenizer_fits(model, self.engine.tokenizer)
+        elif self.engine.sentinel is not None:
+            self.engine.disable_sentinel("the sentinel scores gold through a Hugging Face model's forward; this guard "
+                                         "generates through generate_fn / sample_fn")
         self._move_to_front()
         if model is not None:
-            self.engine.run_baseline(self._produce(args, model, kwargs.get("optimizer")), gather_measurements,
+            optimizer = kwargs.get("optimizer")
+            self.engine.run_baseline(self._produce(args, model, optimizer), gather_measurements,
                                      step=state.global_step)
+            if self.engine.sentinel is not None:
+                self.engine.run_baseline(self._produce(args, model, optimizer, tier="sentinel"), gather_measurements,
+                                         step=state.global_step, tier="sentinel")
+        self.engine.start_training(state.global_step)
 
-    def _produce(self, args: TrainingArguments, model: Any, optimizer: Any = None) -> Callable[[], Any]:
+    def _produce(self, args: TrainingArguments, model: Any, optimizer: Any = None,
+                 tier: str = "full") -> Callable[[], Any]:
         rank, world = args.process_index, args.world_size
         if self.sample_fn is not None:
             return produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world, self.score_fn)
         if self.generate_fn is not None:
             return produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
         # under DeepSpeed ZeRO-3 the optimizer reaches the parameter coordinator (gathered generation)
-        return produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world, holders=(optimizer,))
+        return produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world, holders=(optimizer,),
+                                     tier=tier)
 
     def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int,
                optimizer: Any = None) -> Any:
@@ -136,10 +154,27 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      model: Any = None, optimizer: Any = None, **kwargs: Any) -> TrainerControl:
         epoch = round(state.epoch or 0) - 1
-        if not self.engine.should_check(epoch):
+        if not self.engine.should_check(epoch) or self.engine.last_checked["full"] == state.global_step:
+            return control  # (a step check already judged this very model)
+        return self._act(self._check(args, state, model, epoch, optimizer), state, control)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    model: Any = None, optimizer: Any = None, **kwargs: Any) -> TrainerControl:
+        # called once per optimizer step (after gradient accumulation); every rank runs rank 0's choice
+        if not self.engine.schedule.steps:
+            return control  # epoch checks only: no collective at every step
+        tier = agree_with_rank0(self.engine.due(state.global_step))
+        if tier is None or model is None:
             return control
-        outcome = self._check(args, state, model, epoch, optimizer)
-        self._latest = dict(outcome.log_metrics)
+        outcome = self.engine.run_scheduled(tier, self._produce(args, model, optimizer),
+                                            self._produce(args, model, optimizer, tier="sentinel"),
+                                            gather_measurements, step=state.global_step, epoch=int(state.epoch or 0))
+        return self._act(outcome, state, control)
+
+    def _act(self, outcome: Any, state: TrainerState, control: TrainerControl) -> TrainerControl:
+        """Log a check's metrics (history, report_to at the next on_log, evaluation metrics) and halt if decided."""
+        if outcome.tier == "full":
+            self._latest = dict(outcome.log_metrics)
         self._pending_logs = dict(outcome.log_metrics)
         state.log_history.append({**outcome.log_metrics, "epoch": state.epoch, "step": state.global_step})
         control.should_log = True  # forward them to the report_to integrations at once (on_log)
@@ -155,10 +190,21 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
             self._pending_logs = {}
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if metrics is not None:
-            for name, value in self._latest.items():
-                metrics.setdefault(f"eval_{name}", value)
+                    metrics: dict[str, float] | None = None, model: Any = None, **kwargs: Any) -> None:
+        if metrics is None:
+            return
+        best = str(getattr(args, "metric_for_best_model", None) or "")
+        if best.removeprefix("eval_").startswith("collapseguard/") and model is not None \
+                and self.engine.monitor is not None and self.engine.last_checked["full"] != state.global_step:
+            # checkpoint selection reads the metric now, at this step: a check from steps ago (or none yet, the
+            # first evaluation of a step-scheduled run) would crash it or pick by a stale verdict
+            outcome = self._check(args, state, model, int(state.epoch or 0), kwargs.get("optimizer"))
+            self._act(outcome, state, control)
+        for name, value in self._latest.items():
+            metrics.setdefault(f"eval_{name}", value)
+        if best.removeprefix("eval_") == "collapseguard/health":
+            # a check that was not judged has no health: NaN is never "best", and HF finds the key it needs
+            metrics.setdefault("eval_collapseguard/health", float("nan"))
 
     def _move_to_front(self) -> None:
         """Run first in the Trainer's callback list, so on_log adds our metrics before the

@@ -134,8 +134,9 @@ def test_engine_rejects_bad_arguments_at_construction(kwargs, match):
 
 
 def test_engine_faults_never_raise_in_warn_mode():
-    engine = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), prompt_length=4, max_new_tokens=8,
-                         num_samples=6)
+    # 24 texts: 12 prompts, enough to judge min_outputs=8 (a gold set that never could is refused)
+    engine = GuardEngine(GoldSet.from_texts(TEXTS * 2), tokenizer=SimpleTokenizer(), prompt_length=4,
+                         max_new_tokens=8, num_samples=6)
     engine.setup()
     empty = engine.measure(lambda: GeneratedBatch(sequences=[]))
     assert empty.phase == "fault" and "no outputs" in empty.message

@@ -49,6 +49,13 @@ def test_quickstart_runs(example, tmp_path):
         assert done.stdout.count("'collapseguard/health'") + done.stderr.count("'collapseguard/health'") == 3
 
 
+def test_llm_quickstart_is_the_example_file_and_uses_a_step_schedule():
+    code = _quickstart("fine-tuning a pretrained LLM")
+    assert code == (ROOT / "examples" / "finetune_llm.py").read_text()
+    assert "schedule=CheckSchedule(every_n_steps=" in code and "sentinel_every_n_steps=" in code
+    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 14
+
+
 TRL_QUICKSTARTS = [("TRL `SFTTrainer`", "quickstart_trl_sft.py"), ("TRL `DPOTrainer`", "quickstart_trl_dpo.py"),
                    ("TRL `GRPOTrainer`", "quickstart_trl_grpo.py")]
 

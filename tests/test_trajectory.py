@@ -153,7 +153,8 @@ def test_several_signals_warning_at_once_are_critical(gold):
     def run(thresholds=None):
         monitor = make_monitor(gold, thresholds=thresholds)
         healthy = list(monitor.split.continuations[:64])
-        monitor.judge(metrics_of(monitor, healthy, 100.0), step=0)
+        # the run's measured start of overconfidence (gold's 0 is a definition, not a reference)
+        monitor.judge({**metrics_of(monitor, healthy, 100.0), "overconfidence": 0.0}, step=0)
         # gold ppl x1.2 (warn), about 60% of the tail kept (tail coverage warn), overconfidence +1.2 nats (warn)
         metrics = metrics_of(monitor, tailless(monitor, keep_rare=0.35, seed=5), 120.0)
         metrics["overconfidence"] = 1.2

@@ -193,13 +193,14 @@ def test_engine_keeps_groups_together_across_ranks_and_merges_exactly():
 def test_groups_and_reported_entropy_judged_against_the_runs_start():
     engine = GuardEngine(None, samples_per_prompt=4, check_on_train_start=False, on_collapse="halt")
     engine.setup()
-    healthy = [f"w{j} x{i} y{j}" for i in range(4) for j in range(4)]
+    # 24 prompts a check: the first check holds own_start_checks x min_outputs prompt groups, a start on its own
+    healthy = [f"w{j} x{i} y{j}" for i in range(24) for j in range(4)]
     for step, entropy in enumerate([5.5, 5.4, 5.6, 5.3]):
         outcome = engine.run_check(lambda e=entropy: GeneratedBatch(
             sequences=healthy, reported={"policy_entropy": [e], "frac_reward_zero_std": [0.1]}), step=step, epoch=0)
         assert not outcome.result.alerts and not outcome.should_stop
     assert outcome.log_metrics["collapseguard/policy_entropy"] == 5.3
-    collapsed = [f"the the x{i}" for i in range(4) for _ in range(4)]
+    collapsed = [f"the the x{i}" for i in range(24) for _ in range(4)]
     outcome = engine.run_check(lambda: GeneratedBatch(sequences=collapsed, reported={"policy_entropy": [0.03]}),
                                step=9, epoch=0)
     alerts = {a.metric: a for a in outcome.result.alerts}
@@ -211,9 +212,9 @@ def test_groups_and_reported_entropy_judged_against_the_runs_start():
 def test_entropy_only_at_its_warn_bound_warns():
     th = Thresholds()
     monitor = CollapseMonitor(None, samples_per_prompt=2)
-    for e in (4.0, 4.0, 4.0):
-        monitor.evaluate(monitor.measure(["a", "b"] * 5, reported={"policy_entropy": [e]}))
-    warn = monitor.evaluate(monitor.measure(["a", "b"] * 5, reported={"policy_entropy": [4.0 * th.entropy_warn - 0.1]}))
+    for e in (4.0, 4.0, 4.0):  # checks of 24 prompt groups: each is judged alone, against a start of its own size
+        monitor.evaluate(monitor.measure(["a", "b"] * 24, reported={"policy_entropy": [e]}))
+    warn = monitor.evaluate(monitor.measure(["a", "b"] * 24, reported={"policy_entropy": [4.0 * th.entropy_warn - 0.1]}))
     assert [(a.metric, a.severity) for a in warn.alerts] == [("policy_entropy", "warn")]
 
 

@@ -61,7 +61,9 @@ class Alert:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"[collapseguard {self.severity} | {self.phase}: {PHASE_NAMES[self.phase]}] {self.message}"
+        # the step schedule's cheap tier names itself: its alert calls the full check, which decides
+        tier = "sentinel " if self.detector.startswith("sentinel ") else ""
+        return f"[collapseguard {tier}{self.severity} | {self.phase}: {PHASE_NAMES[self.phase]}] {self.message}"
 
 
 # Frames of these packages are skipped when a warning is attributed: the user's own line (the

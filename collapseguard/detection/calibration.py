@@ -91,6 +91,9 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
     validate("calibrate", "rounds", rounds, Interval(int, 5, None), fix="estimating a spread takes at least 5 rounds",
              type_error=ArgumentTypeError)
     base_th = Thresholds.coerce(base)
+    # calibration reads the metrics of each half, never a verdict: a half too small to judge min_outputs is still
+    # measured (a CollapseMonitor refuses a gold set that could never be judged)
+    measure_th = base_th.replace(min_outputs=2)
     rng = np.random.default_rng(seed)
     n = len(gold)
     if n < 16:
@@ -104,14 +107,14 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
             half_a, half_b = order[: n // 2], order[n // 2:]
             if gold.kind == "text":
                 ref = GoldSet.from_texts([gold.texts[i] for i in half_b])
-                judge = CollapseMonitor(ref, base_th, tokenizer=tokenizer, prompt_length=prompt_length,
+                judge = CollapseMonitor(ref, measure_th, tokenizer=tokenizer, prompt_length=prompt_length,
                                         max_new_tokens=max_new_tokens)
                 probe = GoldSet.from_texts([gold.texts[i] for i in half_a])
                 cont = probe.split(judge.tokenizer, prompt_length, max_new_tokens).continuations
                 # as many outputs as the guard would judge against this reference
                 outputs: Any = list(cont[:min(num_samples, len(judge.split))])
             else:
-                judge = CollapseMonitor(GoldSet.from_arrays(gold.array[half_b]), base_th)
+                judge = CollapseMonitor(GoldSet.from_arrays(gold.array[half_b]), measure_th)
                 outputs = gold.array[half_a][:num_samples]
             prompts = max(prompts, len(outputs))
             result = judge.check(outputs)
@@ -127,7 +130,7 @@ def calibrate(gold: GoldSet, *, tokenizer: Any = None, num_samples: int = 64, pr
     for note in notes:
         logger.warning("calibrate: %s", note)
     if gold.kind == "text":
-        guard_prompts = min(num_samples, len(CollapseMonitor(gold, base_th, tokenizer=tokenizer,
+        guard_prompts = min(num_samples, len(CollapseMonitor(gold, measure_th, tokenizer=tokenizer,
                                                              prompt_length=prompt_length,
                                                              max_new_tokens=max_new_tokens).split))
     else:

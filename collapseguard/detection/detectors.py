@@ -50,7 +50,9 @@ class Signal:
     critical: float
     anchored: bool = False  # also judged against the run's best point (collapseguard.detection.trajectory), not gold alone
     from_start: bool = False  # a rise also counts from the model before training (the baseline check)
-    own_start: int = 0  # no gold value: judged against the mean of the run's first own_start points (baseline first)
+    own_start: int = 0  # no gold value: judged against the run's own start (its first own_start x min_outputs outputs)
+    gold: bool = True  # gold's value is a measurement; False: a definition (overconfidence's 0), never a reference
+    min_length: int = 0  # judged only where gold's continuations average this many tokens (bigrams need two)
     higher_is_better: bool = field(init=False, repr=False, compare=False)
     """The metric's declared direction (:func:`collapseguard.metrics.direction`); for a metric no metric class
     declares (a custom detector's), the direction its ``kind`` judges."""
@@ -127,6 +129,7 @@ class Finding:
     health: float
     message: str
     trend: bool = False  # a warn from a steady fall short of the bound, not from crossing it
+    pending: bool = False  # not judged yet: the run's own start, its reference, is still forming
 
     def bounds(self) -> dict[str, float | str]:
         """The warn and critical bounds in the metric's own units at this check (for plots and trails).
@@ -168,7 +171,8 @@ class Detector:
     def judge(self, metrics: Mapping[str, float], reference: Mapping[str, float],
               history: Sequence[Mapping[str, float]], th: Thresholds, kind: str,
               profile: Mapping[str, float] | None = None, anchor: Anchor | None = None,
-              baseline: Mapping[str, float] | None = None) -> list[Finding]:
+              baseline: Mapping[str, float] | None = None,
+              per_prompt: int = 1) -> list[Finding]:
         """Findings for this check.
 
         ``reference`` holds gold's metrics, ``history`` earlier checks' metrics (oldest
@@ -178,17 +182,46 @@ class Detector:
         the least demanding of gold, the profile and the anchor, so a model that is still learning
         (the anchor is the current check) is not judged on what it has not learned yet. ``baseline``
         holds the metrics of the model before training, a starting point for rises that declare
-        ``from_start``.
+        ``from_start``. ``per_prompt``: the samples of one prompt in ``num_outputs`` (a monitor without gold
+        counts GRPO's completions): they count as one output of evidence, since they share their prompt's noise.
         """
         profile = profile or {}
         findings = []
+
+        needed = th.own_start_checks * th.min_outputs
+
+        def size(point: Mapping[str, float]) -> float:
+            return _size(point, per_prompt, needed)
+
+        unit_word = "prompt groups" if per_prompt > 1 else "outputs"
         for sig in self.signals(th, kind, metrics):
             if sig.metric not in metrics or not self._enough_evidence(sig, reference, th):
                 continue
             value = metrics[sig.metric]
             start = [baseline] if baseline is not None and (sig.from_start or sig.own_start) else []
-            past = [h[sig.metric] for h in (*start, *history) if math.isfinite(h.get(sig.metric, math.nan))]
-            ref, source = self._reference(sig, value, past, reference, profile, anchor, baseline)
+            points = [h for h in (*start, *history) if math.isfinite(h.get(sig.metric, math.nan))]
+            past = [h[sig.metric] for h in points]
+            sizes = [size(h) for h in points]
+            ref, source = self._reference(sig, value, past, reference, profile, anchor, baseline, sizes=sizes,
+                                          needed=sig.own_start * th.min_outputs, unit_word=unit_word)
+            if math.isnan(ref) and source.startswith("forming"):
+                held = sum(sizes)
+                findings.append(Finding(self.name, self.phase, sig, value, ref, math.nan, None, 1.0,
+                                        f"{sig.metric} is not judged yet: the run's own start holds {held:.0f} of the "
+                                        f"{sig.own_start * th.min_outputs} {unit_word} it needs (own_start_checks="
+                                        f"{th.own_start_checks} x min_outputs={th.min_outputs})", pending=True))
+                continue
+            if math.isnan(value) or math.isnan(ref):
+                continue  # undefined here (a within-prompt bigram metric of one-word answers): reported, not judged
+            checks = [h for h in history if math.isfinite(h.get(sig.metric, math.nan))]
+            pooled = ""
+            if source.startswith("run's own start"):
+                # a start of enough outputs is judged against a point of enough outputs: a small check is pooled
+                # with the ones just before it (8 completions may hold one odd prompt of 2)
+                value, count, n_now = _pool([*(h[sig.metric] for h in checks), value],
+                                            [*(size(h) for h in checks), size(metrics)], needed)
+                if count > 1:
+                    pooled = f" (pooled over its last {count} checks, {n_now:.0f} {unit_word})"
             score = self._score(sig, value, ref, metrics, history, profile, anchor)
             severity = sig.severity(score)
             if sig.anchored and anchor is None and not history and baseline is None:
@@ -198,22 +231,32 @@ class Detector:
             trend = None
             if severity is None and score < 1:
                 since = [h for h in self._since_anchor(history, anchor) if math.isfinite(h.get(sig.metric, math.nan))]
-                trend = self._trend_drop(sig, [*(h[sig.metric] for h in since), value], th)
+                found = self._trend_drop(sig, [*(h[sig.metric] for h in since), metrics[sig.metric]], th,
+                                         [*(size(h) for h in since), size(metrics)], needed)
+                trend, span = found if found is not None else (None, 0)
                 if trend is not None and anchor is not None and not self._moving_away(since, metrics, anchor, th):
                     trend = None  # a steady fall counts only while the model also moves away from gold
             if trend is not None:
                 severity = "warn"
             msg = self._message(sig, value, ref, source, score, severity, past, trend, metrics, history, profile,
                                 th, reference, kind, anchor)
+            if trend is not None and span > th.trend_window:
+                msg = msg.replace(f"over the last {th.trend_window} checks",
+                                  f"over the last {span} checks (pooled into {th.trend_window} points of {needed} "
+                                  f"{unit_word} or more)", 1)
+            if pooled:
+                msg = msg.replace(f"{sig.metric} is {value:.4g}", f"{sig.metric} is {value:.4g}{pooled}", 1)
             findings.append(Finding(self.name, self.phase, sig, value, ref, score, severity,
                                     sig.health(score, ref), msg, trend is not None))
         return findings
 
     @staticmethod
     def _enough_evidence(sig: Signal, reference: Mapping[str, float], th: Thresholds) -> bool:
-        """Tail coverage needs gold itself to cover ``min_tail_types`` rare types at this check size."""
+        """Tail coverage needs gold itself to cover ``min_tail_types`` rare types at this check size; a signal with a
+        ``min_length`` needs gold's answers that long (one-token answers -- "5" to "What is 2+3?" -- hold no bigram
+        to compare: reported, not judged, while duplicates and the within-prompt answers still are)."""
         covered = reference.get("tail_types_covered", math.inf) if sig.metric == "tail_coverage" else math.inf
-        return covered >= th.min_tail_types
+        return covered >= th.min_tail_types and reference.get("mean_length", math.inf) >= sig.min_length
 
     @staticmethod
     def _moving_away(since: Sequence[Mapping[str, float]], metrics: Mapping[str, float], anchor: Anchor,
@@ -235,8 +278,10 @@ class Detector:
     @staticmethod
     def _reference(sig: Signal, value: float, past: list[float], gold: Mapping[str, float],
                    profile: Mapping[str, float], anchor: Anchor | None = None,
-                   baseline: Mapping[str, float] | None = None) -> tuple[float, str]:
-        """(reference, how a message names it)."""
+                   baseline: Mapping[str, float] | None = None, *, sizes: Sequence[float] = (),
+                   needed: float = 0.0, unit_word: str = "outputs") -> tuple[float, str]:
+        """(reference, how a message names it). ``sizes``: the outputs of each of ``past``; ``needed``: the outputs
+        the run's own start must hold before it is a reference."""
         trusted = profile.get(sig.metric, math.nan)
         if sig.kind in _RISES:
             if sig.anchored and anchor is not None:
@@ -246,7 +291,9 @@ class Detector:
                 past = [level] if math.isfinite(level) else past
             best = max if sig.higher_is_better else min  # the baseline is the best value (a rise: the lowest)
             return best(v for v in (*past, trusted, value) if math.isfinite(v)), "baseline"
-        options = [(gold.get(sig.metric, math.nan), "gold reference"), (trusted, "reference profile")]
+        # a gold value that is a definition (overconfidence's 0: no pretrained model sits there) is no reference
+        options = [(gold.get(sig.metric, math.nan) if sig.gold else math.nan, "gold reference"),
+                   (trusted, "reference profile")]
         if sig.from_start and baseline is not None:  # what the model already was before training is not news
             options.append((baseline.get(sig.metric, math.nan), "level before training"))
         # the levels the run reached on its way to its best point relax the reference (not where this signal
@@ -254,10 +301,22 @@ class Detector:
         if sig.anchored and anchor is not None and anchor.source != "profile":
             options.append((anchor.level(sig.metric, higher_is_worse=not sig.higher_is_better), anchor.describe()))
         options = [(v, name) for v, name in options if math.isfinite(v)]
-        if sig.own_start and not any(name in ("gold reference", "reference profile") for _, name in options) and past:
-            # nothing human to compare with (policy entropy; one response per gold prompt): the run's own start
-            early = past[: sig.own_start]
-            options.append((math.fsum(early) / len(early), f"run's own start (mean of its first {len(early)} checks)"))
+        measured = ("gold reference", "reference profile", "level before training")
+        if sig.own_start and not any(name in measured for _, name in options):
+            # nothing human to compare with (policy entropy; one response per gold prompt), or no start measured
+            # before training: the run's own start, once its first checks hold enough outputs to be one (checks
+            # before that are not judged on this signal: two checks of 8 are no start)
+            count, n_start = _own_start(past, sizes, needed)
+            if count:
+                weights = [float(sizes[i]) if i < len(sizes) else float(needed) for i in range(count)]
+                level = math.fsum(v * w for v, w in zip(past[:count], weights, strict=True)) / math.fsum(weights)
+                which = "its first check" if count == 1 else f"mean of its first {count} checks"
+                if baseline is not None and sig.metric in baseline:
+                    which = "the check before training" if count == 1 else \
+                        f"mean of the check before training and its first {count - 1} checks"
+                options.append((level, f"run's own start ({which}, {n_start:.0f} {unit_word})"))
+            elif not options:
+                return math.nan, "forming"
         if not options:
             return math.nan, "gold reference"
         # the least demanding reference: the lowest where higher is better, the highest where lower is
@@ -269,16 +328,27 @@ class Detector:
         return sig.score(value, ref)
 
     @staticmethod
-    def _trend_drop(sig: Signal, series: list[float], th: Thresholds) -> float | None:
-        """The drop over the trend window when it fell at every check by ``trend_drop_warn`` or more (metrics where
-        higher is better: those a ratio judges)."""
-        if not sig.higher_is_better or len(series) < th.trend_window:
+    def _trend_drop(sig: Signal, series: list[float], th: Thresholds, sizes: Sequence[float] = (),
+                    needed: float = 0.0) -> tuple[float, int] | None:
+        """The drop over the trend window when it fell at every point by ``trend_drop_warn`` or more (metrics where
+        higher is better: those a ratio judges), and the checks the window spans.
+
+        A point holds ``needed`` outputs (``own_start_checks`` x ``min_outputs``; ``sizes``: each check's): a check
+        that large is its own point, as always; smaller consecutive checks are pooled into one. Three checks of 8
+        completions fall in a row by chance far more often than three of 64 (one odd prompt in a check of two is a
+        fifth of its value), and a per-step schedule must not turn into more false warns than a coarser one.
+        """
+        if not sig.higher_is_better:
             return None
-        window = series[-th.trend_window:]
-        if window[0] <= 0 or any(b >= a for a, b in itertools.pairwise(window)):
+        points = _blocks(series, sizes, needed) if sizes else [(v, 1.0, 1) for v in series]
+        window = points[-th.trend_window:]
+        if len(window) < th.trend_window:
             return None
-        drop = 1.0 - window[-1] / window[0]
-        return drop if drop >= th.trend_drop_warn else None
+        first, last = window[0][0], window[-1][0]
+        if first <= 0 or any(b[0] >= a[0] for a, b in itertools.pairwise(window)):
+            return None
+        drop = 1.0 - last / first
+        return (drop, sum(w[2] for w in window)) if drop >= th.trend_drop_warn else None
 
     def _message(self, sig: Signal, value: float, ref: float, source: str, score: float,
                  severity: Severity | None, past: list[float], trend: float | None, metrics: Mapping[str, float],
@@ -317,6 +387,52 @@ class Detector:
 
     def _note(self, metrics: Mapping[str, float], reference: Mapping[str, float], th: Thresholds) -> str:
         return ""
+
+
+def _size(point: Mapping[str, float], per_prompt: int, needed: float) -> float:
+    """The evidence a check holds: ``num_outputs`` over ``per_prompt``. A point without a count (a caller's own
+    metrics) is taken at its word, as holding ``needed``: the run's own start and a trend's point by itself."""
+    n = point.get("num_outputs", math.nan)
+    return float(n) / per_prompt if isinstance(n, int | float) and math.isfinite(n) and n > 0 else float(needed)
+
+
+def _pool(values: Sequence[float], sizes: Sequence[float], needed: float) -> tuple[float, int, float]:
+    """(mean, checks, outputs) of the latest checks that together hold ``needed`` outputs, weighted by outputs (the
+    last check alone where it holds enough; all of them while they hold fewer)."""
+    total, weighted, count = 0.0, 0.0, 0
+    for i in range(len(values) - 1, -1, -1):
+        total += sizes[i]
+        weighted += values[i] * sizes[i]
+        count += 1
+        if total >= needed:
+            break
+    return (weighted / total if total else math.nan), count, total
+
+
+def _blocks(values: Sequence[float], sizes: Sequence[float], needed: float) -> list[tuple[float, float, int]]:
+    """(mean, outputs, checks) of the series cut into consecutive blocks of ``needed`` outputs or more, oldest
+    first, counted back from the latest check (an incomplete oldest block is dropped): a check that large is a block
+    of its own."""
+    out, end = [], len(values)
+    while end > 0:
+        mean, count, total = _pool(values[:end], sizes[:end], needed)
+        if total < needed:
+            break
+        out.append((mean, total, count))
+        end -= count
+    return out[::-1]
+
+
+def _own_start(past: Sequence[float], sizes: Sequence[float], needed: float) -> tuple[int, float]:
+    """(points, outputs) of the run's own start: its first points until they hold ``needed`` outputs; ``(0, 0.0)``
+    while they hold fewer (the start is not formed yet). A point without a size (a caller that passes none) counts
+    as ``needed``."""
+    total = 0.0
+    for i in range(len(past)):
+        total += float(sizes[i]) if i < len(sizes) else float(needed)
+        if total >= needed:
+            return i + 1, total
+    return 0, 0.0
 
 
 class TailLoss(Detector):
@@ -387,8 +503,11 @@ class VarianceShrinkage(Detector):
                     Signal("gold_nll", "log_rise", th.nll_rise_warn, th.nll_rise_critical, from_start=True)]
         return [
             Signal("gold_ppl", "rise", th.ppl_rise_warn, th.ppl_rise_critical, from_start=True),
-            Signal("overconfidence", "excess", th.overconfidence_warn, th.overconfidence_critical, from_start=True),
-            Signal("distinct_2", "ratio", lo, crit, anchored=True),
+            # gold's 0 is what a model writing like gold would score, not a measurement: a pretrained model starts
+            # nats away on a new domain, so the level before training, else the run's own start, is the reference
+            Signal("overconfidence", "excess", th.overconfidence_warn, th.overconfidence_critical, from_start=True,
+                   own_start=th.own_start_checks, gold=False),
+            Signal("distinct_2", "ratio", lo, crit, anchored=True, min_length=2),
             Signal("vendi", "ratio", lo, crit, anchored=True),
             Signal("compression_ratio", "inverse_ratio", lo, crit, anchored=True),
             Signal("self_bleu", "excess", th.self_bleu_rise_warn, th.self_bleu_rise_critical, anchored=True),

@@ -40,7 +40,8 @@ class CheckResult:
 
     Attributes:
         step: training step (or generation) of the check.
-        health: in [0, 1]; 1 = as diverse as gold, 0.5 = at a critical bound, 0 = fully collapsed.
+        health: in [0, 1]; 1 = as diverse as gold, 0.5 = at a critical bound, 0 = fully collapsed; NaN for a
+            check that was not judged (``judged`` False).
         phase_health: health per phase (``early``, ``mid``, ``late``); ``health`` is their minimum.
         metrics: every metric measured on the outputs.
         reference: the same metrics on gold (same count and length).
@@ -118,7 +119,8 @@ class CollapseMonitor:
     trainer generated -- and statistics the trainer reports (``policy_entropy``, ``frac_reward_zero_std``)
     against the run's own start: there is no human reference, so nothing is compared with gold.
     Raises:
-        TypeError / ValueError: for a non-GoldSet ``gold``, bad thresholds or lengths.
+        TypeError / ValueError: for a non-GoldSet ``gold``, bad thresholds or lengths, or a text gold set that gives
+            fewer prompts than ``min_outputs`` (no check could ever be judged; the message gives the size it needs).
         ProfileMismatchError: for a reference made with another gold set, tokenizer or lengths.
 
     >>> gold = GoldSet.from_texts([f"text number {i} about topic {i % 7} and more" for i in range(40)])
@@ -161,6 +163,7 @@ class CollapseMonitor:
                 validate(_CALLER, arg, value, Interval(int, 1, None), fix=f"pass {arg} in tokens",
                          type_error=ArgumentTypeError)  # what the gold split is cut to (GoldSet.split checks too)
             self.split, tail_half = gold.split(self.tokenizer, prompt_length, max_new_tokens).halves()
+            self._require_judgeable(gold)
             self._context = TextGoldContext(self.split.full, tail_half)
         else:
             if tokenizer is not None:
@@ -174,6 +177,19 @@ class CollapseMonitor:
                 raise ValueError(f"{_CALLER}: a reference profile is judged on gold prompts: pass a GoldSet, or drop "
                                  "reference_profile")
             self.reference_profile.require_compatible(gold.fingerprint, self.settings())
+
+    def _require_judgeable(self, gold: GoldSet) -> None:
+        """Refuse a text gold set whose prompt half can never give ``min_outputs`` outputs: every check would be
+        reported and never judged, which a run would only learn from a log line at each check."""
+        need = self.thresholds.min_outputs
+        if len(self.split) >= need:
+            return
+        what = "prompts with a response" if gold.is_chat else "texts long enough for prompt_length + a continuation"
+        raise ValueError(
+            f"{_CALLER}: gold={gold!r} gives at most {len(self.split)} prompts per check, fewer than "
+            f"min_outputs={need}: no check could ever be judged. Pass a gold set of at least {2 * need - 1} {what} "
+            f"(half of them give prompts, the other half estimates the rare tail), or lower min_outputs in "
+            f"thresholds (judging fewer outputs is noisier)")
 
     def settings(self) -> dict[str, Any]:
         """What must match for two measurements to be comparable (recorded in profiles)."""
@@ -340,18 +356,28 @@ class CollapseMonitor:
         baseline = next((h["metrics"] for h in self.history if h.get("baseline")), None)
         profile = self.reference_profile.metrics if self.reference_profile is not None else None
         anchor = find_anchor(metrics, checks, baseline, profile, self.kind)
+        # without gold, num_outputs counts the trainer's completions; a prompt's group shares that prompt's noise,
+        # so the evidence the run's own start and small checks need is counted in groups
+        per_prompt = self.samples_per_prompt if self.gold is None else 1
         findings = [f for d in self.detectors
-                    for f in d.judge(metrics, reference, past, self.thresholds, self.kind, profile, anchor, baseline)]
+                    for f in d.judge(metrics, reference, past, self.thresholds, self.kind, profile, anchor, baseline,
+                                     per_prompt)]
+        pending = [f for f in findings if f.pending]
+        findings = [f for f in findings if not f.pending]
         judged = n >= self.thresholds.min_outputs
         if not judged:
             logger.warning("check at step %s had %d outputs, fewer than min_outputs=%d: reported, not judged",
                            step, n, self.thresholds.min_outputs)
+        elif pending:
+            logger.info("check at step %s: %s", step, "; ".join(f.message for f in pending))
         findings = self._corroborate(findings)
         alerts = self._apply_patience(findings, step) if judged else []
-        phase_health = {p: min([f.health for f in findings if f.phase == p], default=1.0) for p in PHASES}
+        # a check that is not judged has no health: a 0 or a 1 would each claim a verdict nobody reached
+        phase_health = {p: min([f.health for f in findings if f.phase == p], default=1.0) if judged else math.nan
+                        for p in PHASES}
         bounds = {f.signal.metric: f.bounds() for f in findings}
-        result = CheckResult(step, min(phase_health.values()), phase_health, metrics, reference, alerts, judged,
-                             bounds, _anchor_summary(anchor))
+        result = CheckResult(step, min(phase_health.values()) if judged else math.nan, phase_health, metrics,
+                             reference, alerts, judged, bounds, _anchor_summary(anchor))
         previous = {tuple(a[k] for k in ("detector", "metric")): a["severity"]
                     for a in (self.history[-1]["alerts"] if self.history else [])}
         for alert in alerts:

@@ -74,7 +74,7 @@ class Thresholds:
     within_similarity_critical: float = _f(0.5, 0, 1, "critical at this excess of within-prompt similarity")
     entropy_warn: float = _f(0.5, 0, 1, "warn when the policy's mean per-token entropy on its own completions (TRL's entropy) falls below this share of its level at the run's start")
     entropy_critical: float = _f(0.2, 0, 1, "critical below this share of the starting policy entropy")
-    own_start_checks: int = _f(3, 1, 1000, "where gold has no reference for a signal (policy entropy, within-prompt diversity without several human responses per prompt), the mean of the run's first this many checks (and the check before training) is its reference", integer=True)
+    own_start_checks: int = _f(3, 1, 1000, "where gold has no reference for a signal (policy entropy, within-prompt diversity without several human responses per prompt; overconfidence without the check before training), the run's own start is its reference: its first checks (the check before training first) until they hold own_start_checks x min_outputs outputs (without gold, a prompt's group of samples counts once), their mean weighted by outputs; until then the signal is not judged, and smaller checks are judged pooled with the ones just before them to as many outputs", integer=True)
     # late phase: functional collapse
     repetition_warn: float = _f(0.15, 0, 1, "warn when seq-rep-4, loop fraction or duplicate fraction exceed gold's by this much (absolute)")
     repetition_critical: float = _f(0.35, 0, 1, "critical at this excess over gold")

@@ -356,7 +356,10 @@ class GoldSet:
 
         Texts with fewer than ``prompt_length + min_continuation`` tokens are
         skipped (``min_continuation`` defaults to a quarter of
-        ``continuation_length``, at least 1).
+        ``continuation_length``, at least 1). A gold set of pairs keeps every response of one token or more by
+        default: a response is a whole human answer ("5" to "What is 2+3?"), not a text cut short. Where gold's answers
+        are that short, the bigram diversity (distinct-2) is reported and not judged; duplicates, loops and the
+        within-prompt answers are.
 
         Raises:
             ValueError: for non-positive lengths, or when fewer than 4 texts are long enough.
@@ -369,7 +372,9 @@ class GoldSet:
         min_cont = min_continuation if min_continuation is not None else max(1, continuation_length // 4)
         adapter = tokenizer if isinstance(tokenizer, TokenizerAdapter) else TokenizerAdapter(tokenizer)
         if self._pairs is not None:
-            return self._split_pairs(adapter, prompt_length, continuation_length, min_cont)
+            # short-answer tasks (arithmetic, classification, yes/no) are common in post-training: keep them
+            return self._split_pairs(adapter, prompt_length, continuation_length,
+                                     min_continuation if min_continuation is not None else 1)
         full = tuple(_readonly(adapter.encode(t)) for t in self._texts)
         keep = [i for i, ids in enumerate(full) if ids.size >= prompt_length + min_cont]
         if len(keep) < MIN_GOLD_SIZE:

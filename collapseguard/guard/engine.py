@@ -28,11 +28,13 @@ from collapseguard.gold.profiles import ReferenceProfile
 from collapseguard.guard.halting import HaltPolicy
 from collapseguard.guard.options import BY_NAME, OPTIONS, check_names, check_option
 from collapseguard.guard.reweighting import ReweightPolicy
+from collapseguard.guard.schedule import CheckSchedule, OverheadBudget
 from collapseguard.metrics import ModelStats
-from collapseguard.metrics.suite import MetricSuite
+from collapseguard.metrics.suite import MetricSuite, SentinelSuite
 from collapseguard.reporting.alertlog import AlertLog
 
 ENGINE_STATE_VERSION = 1
+TIERS = ("full", "sentinel")
 BASELINE_SEED_OFFSET = 1_000_003  # the check before training samples from seed + this
 DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
@@ -73,6 +75,8 @@ class CheckOutcome:
     reason: str | None
     log_metrics: dict[str, float] = field(default_factory=dict)
     faults: list[Alert] = field(default_factory=list)
+    tier: str = "full"  # "sentinel": the model-side check (never halts by itself)
+    escalate: bool = False  # a sentinel that warned: run the full check now
 
 
 class GuardEngine:
@@ -126,7 +130,19 @@ class GuardEngine:
             raise type(exc)(f"{caller}: thresholds={describe(o.thresholds)} is invalid: {exc}") from None
         self.on_collapse = o.on_collapse
         self.on_error = o.on_error
-        self.every_n_epochs = int(o.every_n_epochs)
+        try:
+            self.schedule = CheckSchedule.coerce(o.schedule, caller)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(str(exc) if str(exc).startswith(caller) else f"{caller}: {exc}") from None
+        if self.schedule.every_n_epochs is not None and o.every_n_epochs != BY_NAME["every_n_epochs"].default:
+            raise ValueError(f"{caller}: every_n_epochs={o.every_n_epochs} and schedule.every_n_epochs="
+                             f"{self.schedule.every_n_epochs} were both given: pass one (schedule's, or drop it there)")
+        self.every_n_epochs = self.schedule.epochs(int(o.every_n_epochs))
+        self.budget = OverheadBudget(self.schedule.max_overhead)
+        self.sentinel: CollapseMonitor | None = None  # built at setup when the schedule has a sentinel tier
+        self.last_checked = {tier: None for tier in TIERS}  # optimizer step of each tier's latest check
+        self.costs: dict[str, float | None] = {tier: None for tier in TIERS}  # seconds of each tier's latest check
+        self._warned_since_full = False  # a sentinel warned and its full check ran: the next warn waits for budget
         self.num_samples = int(o.num_samples)
         self.prompt_length = int(o.prompt_length)
         self.max_new_tokens = int(o.max_new_tokens)
@@ -211,11 +227,27 @@ class GuardEngine:
             raise ValueError("a text gold set needs the model's tokenizer: pass tokenizer=... to the callback")
         self.tokenizer = tokenizer
         text = self.gold is None or self.gold.kind == "text"
-        self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if text else None,
-                                       prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
-                                       reference_profile=self.reference_profile, samples_per_prompt=self.samples_per_prompt)
+        try:
+            self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if text else None,
+                                           prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
+                                           reference_profile=self.reference_profile,
+                                           samples_per_prompt=self.samples_per_prompt)
+        except ValueError as exc:  # e.g. a gold set too small to judge any check: name the callback the user built
+            raise ValueError(str(exc).replace("CollapseMonitor:", f"{self.caller}:", 1)) from None
         # the gold reference at the check size, computed now rather than inside the first check
         self.monitor.reference(self.prompts_per_check)
+        if self.schedule.sentinel_every_n_steps is not None:
+            if self.gold is None or self.gold.kind != "text":
+                logger.warning("%s: schedule.sentinel_every_n_steps=%d is ignored: the sentinel scores gold texts "
+                               "teacher-forced, and this guard has %s", self.caller,
+                               self.schedule.sentinel_every_n_steps,
+                               "no gold set" if self.gold is None else "an array gold set")
+            else:
+                # its own history: sentinel checks are judged against sentinel checks (same texts, same scorer)
+                self.sentinel = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer,
+                                                prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens)
+                for detector in self.sentinel.detectors:  # "sentinel TailLoss": its alerts say which tier spoke
+                    detector.name = f"sentinel {detector.name}"
         if self.prompts_per_check < self.num_samples:
             logger.warning("num_samples=%d but the gold set yields %d prompts (half of its texts long enough for "
                            "prompt_length + a continuation; the other half estimates the tail): each check uses %d",
@@ -234,6 +266,7 @@ class GuardEngine:
             "gold": ({"name": self.gold.name, "kind": self.gold.kind, "size": len(self.gold),
                       "fingerprint": self.gold.fingerprint} if self.gold is not None else None),
             "thresholds": self.thresholds.to_dict(),
+            "schedule": self.schedule.to_dict(),
             "guard": {"on_collapse": self.on_collapse, "on_error": self.on_error, "every_n_epochs": self.every_n_epochs,
                       "num_samples": self.num_samples, "prompts_per_check": self.prompts_per_check,
                       "samples_per_prompt": self.samples_per_prompt,
@@ -271,8 +304,60 @@ class GuardEngine:
         return self.monitor.profile(settings=self.settings(), source=source).save(self.save_profile_to)
 
     def should_check(self, epoch: int) -> bool:
-        """True at the end of every ``every_n_epochs``-th epoch (``epoch`` counts from 0)."""
-        return (epoch + 1) % self.every_n_epochs == 0
+        """True at the end of every ``every_n_epochs``-th epoch (``epoch`` counts from 0; never when it is 0)."""
+        return self.every_n_epochs > 0 and (epoch + 1) % self.every_n_epochs == 0
+
+    # ------------------------------------------------------------------ step schedule
+    def start_training(self, step: int) -> None:
+        """Training starts (or resumes) at optimizer step ``step``: start the overhead clock; step schedules count
+        from here unless a resumed state says where the last checks were."""
+        self.budget.start()
+        for tier in TIERS:
+            if self.last_checked[tier] is None:
+                self.last_checked[tier] = step
+
+    def due(self, step: int) -> str | None:
+        """The tier due at optimizer step ``step`` (``"full"``, ``"sentinel"``) or None, within the overhead
+        budget: a due check the budget cannot afford waits and runs at the first step it can.
+
+        Decided from this process's clock: in a distributed run the adapter makes every rank take rank 0's answer.
+        """
+        sched = self.schedule
+        if not sched.steps or self.monitor is None:
+            return None
+        for tier, every in (("full", sched.every_n_steps), ("sentinel", sched.sentinel_every_n_steps)):
+            if tier == "sentinel" and self.sentinel is None:
+                continue
+            # a full check scores gold too: the sentinel counts from whichever tier looked last
+            last = max(v for v in (self.last_checked[tier], self.last_checked["full"], 0) if v is not None)
+            if every is not None and step - last >= every \
+                    and self.budget.allows(self.costs[tier]):
+                return tier
+        return None
+
+    def disable_sentinel(self, reason: str) -> None:
+        """Run without the sentinel tier (the adapter cannot score gold teacher-forced), saying so once."""
+        if self.sentinel is not None:
+            logger.warning("%s: schedule.sentinel_every_n_steps=%s is ignored: %s; step checks are full checks only",
+                           self.caller, self.schedule.sentinel_every_n_steps, reason)
+        self.sentinel = None
+
+    def sentinel_prompts(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
+        """This process's share of the gold prompts the sentinel scores (the first ``sentinel_samples``)."""
+        if self.sentinel is None:
+            raise RuntimeError(f"{self.caller}: the schedule has no sentinel tier (set sentinel_every_n_steps)")
+        return list(self.sentinel.split.prompts[: self.sentinel_size][rank::world_size])
+
+    def sentinel_continuations(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
+        """The gold continuations of :meth:`sentinel_prompts`."""
+        if self.sentinel is None:
+            raise RuntimeError(f"{self.caller}: the schedule has no sentinel tier (set sentinel_every_n_steps)")
+        return list(self.sentinel.split.continuations[: self.sentinel_size][rank::world_size])
+
+    @property
+    def sentinel_size(self) -> int:
+        """Gold texts a sentinel check scores: ``sentinel_samples``, or fewer where gold has fewer prompts."""
+        return min(self.schedule.sentinel_samples, len(self.sentinel.split)) if self.sentinel is not None else 0
 
     def prompts(self, rank: int = 0, world_size: int = 1, *, repeat: bool = True) -> list[np.ndarray]:
         """This process's share of the gold prompts (disjoint across ranks; together ``num_samples``), each
@@ -300,20 +385,25 @@ class GuardEngine:
 
     def run_baseline(self, produce: Callable[[], GeneratedBatch],
                      gather: Callable[[MetricSuite | Alert], list[MetricSuite | Alert]] = lambda local: [local], *,
-                     step: int | None) -> bool:
+                     step: int | None, tier: str = "full") -> bool:
         """Measure the model before training (``check_on_train_start``); every rank calls it, like a check.
 
-        Recorded in the monitor's history as the run's starting point, never judged and never halting. Skipped
-        when disabled or when the run already has a history (a resumed run). Returns whether it ran.
+        Recorded in the monitor's history (``tier="sentinel"``: the sentinel's) as the run's starting point, never
+        judged and never halting; its duration is the tier's first cost estimate for the overhead budget, and it is
+        not counted in the guard's share of training time. Skipped when disabled or when the run already has a
+        history (a resumed run). Returns whether it ran.
         """
-        assert self.monitor is not None, "call setup() first"
-        if not self.check_on_train_start or self.monitor.history:
+        monitor = self.sentinel if tier == "sentinel" else self.monitor
+        assert monitor is not None, "call setup() first"
+        if not self.check_on_train_start or monitor.history:
             return False
         self._baseline_running = True
+        start = time.perf_counter()
         try:
-            measured = gather(self.measure(produce))
+            measured = gather(self.measure(produce, tier))
         finally:
             self._baseline_running = False
+        self.costs[tier] = time.perf_counter() - start
         faults = [m for m in measured if isinstance(m, Alert)]
         if faults:
             logger.warning("collapseguard: the check before training failed (%s); the run is judged without "
@@ -323,14 +413,15 @@ class GuardEngine:
         for other in measured[1:]:
             merged.merge(other)
         metrics = merged.compute()
-        self.monitor.record_baseline(metrics, step=step)
+        monitor.record_baseline(metrics, step=step)
         if self.alert_log is not None and self.rank == 0:
-            self.alert_log.write({"type": "baseline", "step": step, "metrics": metrics})
+            self.alert_log.write({"type": "baseline", "tier": tier, "step": step, "metrics": metrics})
         return True
 
     # ------------------------------------------------------------------ check
-    def measure(self, produce: Callable[[], GeneratedBatch]) -> MetricSuite | Alert:
-        """Run this process's generation and measure it; a failure becomes a fault alert."""
+    def measure(self, produce: Callable[[], GeneratedBatch], tier: str = "full") -> MetricSuite | Alert:
+        """Run this process's generation (``tier="sentinel"``: teacher-forced scoring only) and measure it; a failure
+        becomes a fault alert."""
         assert self.monitor is not None, "call setup() first"
         try:
             if self.gold is not None:
@@ -341,6 +432,12 @@ class GuardEngine:
             start = time.perf_counter()
             gen = produce()
             generated = time.perf_counter()
+            if tier == "sentinel":
+                if gen.model_stats is None or self.sentinel is None:
+                    return self._fault("sentinel", "the sentinel check got no gold scores from the model")
+                suite: MetricSuite = SentinelSuite(self.sentinel._context).update(gen.model_stats)
+                self.timing = {"scoring": generated - start, "metrics": time.perf_counter() - generated}
+                return suite
             if self.gold is not None and self.gold.kind == "array":
                 if gen.samples is None or np.asarray(gen.samples).size == 0:
                     return self._fault("generation", "the model returned no samples for this check")
@@ -364,50 +461,91 @@ class GuardEngine:
                 raise
             return self._fault("generation", f"the check failed with {type(exc).__name__}: {exc}")
 
+    def run_scheduled(self, tier: str, produce: Callable[[], GeneratedBatch],
+                      produce_sentinel: Callable[[], GeneratedBatch] | None,
+                      gather: Callable[[MetricSuite | Alert], list[MetricSuite | Alert]] = lambda local: [local], *,
+                      step: int | None, epoch: int | None) -> CheckOutcome:
+        """Run the tier :meth:`due` chose; a sentinel that warns is followed at once by a full check, whose verdict
+        (the sentinel's metrics added to its log) is what the adapter acts on."""
+        if tier == "sentinel":
+            if produce_sentinel is None:
+                raise ValueError(f"{self.caller}: a sentinel check needs the adapter's teacher-forced scorer")
+            outcome = self.run_check(produce_sentinel, gather, step=step, epoch=epoch, tier="sentinel")
+            if not outcome.escalate:
+                return outcome
+            full = self.run_check(produce, gather, step=step, epoch=epoch, tier="full")
+            full.log_metrics = {**outcome.log_metrics, **full.log_metrics}
+            return full
+        return self.run_check(produce, gather, step=step, epoch=epoch, tier=tier)
+
     def run_check(self, produce: Callable[[], GeneratedBatch],
                   gather: Callable[[MetricSuite | Alert], list[MetricSuite | Alert]] = lambda local: [local], *,
-                  step: int | None, epoch: int | None) -> CheckOutcome:
+                  step: int | None, epoch: int | None, tier: str = "full") -> CheckOutcome:
         """One whole check: measure this process's share, gather every process's, conclude.
 
         ``gather`` is the adapter's collective (identity in one process); every rank calls it,
         a rank whose generation failed sends its fault, so no rank waits for a missing one.
+        ``tier="sentinel"``: ``produce`` only scores the sentinel's gold subset teacher-forced.
         """
         start = time.perf_counter()
-        outcome = self.conclude(gather(self.measure(produce)), step=step, epoch=epoch)
+        outcome = self.conclude(gather(self.measure(produce, tier)), step=step, epoch=epoch, tier=tier)
+        elapsed = time.perf_counter() - start
+        self.budget.add(elapsed)
+        if step is not None:
+            self.last_checked[tier] = step
         if outcome.result is not None:
-            self.timing["total"] = time.perf_counter() - start
-            outcome.log_metrics["collapseguard/seconds_total"] = self.timing["total"]
-            self.timing_history.append(dict(self.timing))
+            self.costs[tier] = elapsed
+            self.timing["total"] = elapsed
+            prefix = "collapseguard/" if tier == "full" else "collapseguard/sentinel/"
+            outcome.log_metrics[f"{prefix}seconds_total"] = elapsed
+            if tier == "full":
+                self.timing_history.append(dict(self.timing))
+        outcome.log_metrics["collapseguard/overhead"] = self.budget.share
         return outcome
 
-    def conclude(self, measured: Sequence[MetricSuite | Alert], step: int | None, epoch: int | None) -> CheckOutcome:
-        """Merge every process's measurement, judge, and decide. Same input -> same decision on every rank."""
+    def conclude(self, measured: Sequence[MetricSuite | Alert], step: int | None, epoch: int | None,
+                 tier: str = "full") -> CheckOutcome:
+        """Merge every process's measurement, judge, and decide. Same input -> same decision on every rank.
+
+        A sentinel check (``tier="sentinel"``) is judged against the sentinel's own history and never halts or
+        reweights by itself: it sets :attr:`CheckOutcome.escalate` when it warns, and the full check decides.
+        """
         assert self.monitor is not None, "call setup() first"
+        sentinel = tier == "sentinel"
+        monitor = self.sentinel if sentinel else self.monitor
+        assert monitor is not None, "no sentinel monitor: the schedule has no sentinel tier"
         faults = [m for m in measured if isinstance(m, Alert)]
         suites = [m for m in measured if not isinstance(m, Alert)]
-        self.checks_done += 1
-        self.last_step = step
+        if not sentinel:
+            self.checks_done += 1
+            self.last_step = step
         result = None
         if suites and not faults:
             start = time.perf_counter()
             merged = suites[0].copy()
             for other in suites[1:]:
                 merged.merge(other)
-            result = self.monitor.evaluate(merged, step=step)
+            result = monitor.evaluate(merged, step=step)
             self.timing["metrics"] = self.timing.get("metrics", 0.0) + time.perf_counter() - start
         for fault in faults:
             emit(Alert(fault.phase, fault.severity, fault.metric, fault.value, fault.reference, fault.threshold,
                        fault.message, fault.detector, step), new=True)
-        if self.reweighting is not None:
-            self.reweighting.update(result)
-        should_stop, reason = self.halting.decide(result, faults)
-        outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
-        outcome.log_metrics.update(self.human_fraction_metrics())
-        data_alerts = self._judge_data_stream(outcome, step)
+        if sentinel:
+            outcome = CheckOutcome(result, False, None, self._log_metrics(result, "collapseguard/sentinel/"), faults,
+                                   tier="sentinel", escalate=self._escalate(result))
+            data_alerts: list[Alert] = []
+        else:
+            if self.reweighting is not None:
+                self.reweighting.update(result)
+            should_stop, reason = self.halting.decide(result, faults)
+            outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
+            outcome.log_metrics.update(self.human_fraction_metrics())
+            data_alerts = self._judge_data_stream(outcome, step)
         if result is not None:
-            outcome.log_metrics.update({f"collapseguard/seconds_{k}": v for k, v in self.timing.items()})
+            prefix = "collapseguard/sentinel/" if sentinel else "collapseguard/"
+            outcome.log_metrics.update({f"{prefix}seconds_{k}": v for k, v in self.timing.items()})
         if self.alert_log is not None and self.rank == 0:  # every rank holds the same merged verdict
-            self.alert_log.write_check(step=step, epoch=epoch, rank=self.rank,
+            self.alert_log.write_check(step=step, epoch=epoch, rank=self.rank, tier=tier,
                                        health=result.health if result else None,
                                        severity=result.severity if result else "fault",
                                        metrics=result.metrics if result else {},
@@ -416,11 +554,24 @@ class GuardEngine:
                                        bounds=result.bounds if result else {},
                                        phase_health=result.phase_health if result else {},
                                        log_metrics=outcome.log_metrics)
-            if should_stop:
+            if outcome.should_stop:
                 self.alert_log.write({"type": "halt", "step": step, "epoch": epoch, "rank": self.rank,
-                                      "reason": reason})
-        self.last_outcome = outcome
+                                      "reason": outcome.reason})
+        if not sentinel:
+            self.last_outcome = outcome
         return outcome
+
+    def _escalate(self, result: CheckResult | None) -> bool:
+        """Whether a sentinel verdict calls for the full check now: always on a critical; on a warn, the first time
+        since the sentinel was last clean, and after that only within the overhead budget (a sentinel that keeps
+        warning on a healthy run must not make every sentinel a full check)."""
+        if result is None or result.severity is None:
+            self._warned_since_full = False
+            return False
+        if result.severity == "critical" or not self._warned_since_full or self.budget.allows(self.costs["full"]):
+            self._warned_since_full = True
+            return True
+        return False
 
     def _judge_data_stream(self, outcome: CheckOutcome, step: int | None) -> list[Alert]:
         if self.data_monitor is None or self.monitor is None:
@@ -439,13 +590,14 @@ class GuardEngine:
                      f"{message}{where}; training continues (on_error={self.on_error!r})", "GuardEngine")
 
     @staticmethod
-    def _log_metrics(result: CheckResult | None) -> dict[str, float]:
+    def _log_metrics(result: CheckResult | None, prefix: str = "collapseguard/") -> dict[str, float]:
         if result is None:
-            return {"collapseguard/check_failed": 1.0}
-        out = {f"collapseguard/{k}": float(v) for k, v in result.metrics.items() if math.isfinite(v)}
-        out["collapseguard/health"] = float(result.health)
-        out["collapseguard/severity"] = float({None: 0, "warn": 1, "critical": 2}[result.severity])
-        out["collapseguard/check_failed"] = 0.0
+            return {f"{prefix}check_failed": 1.0}
+        out = {f"{prefix}{k}": float(v) for k, v in result.metrics.items() if math.isfinite(v)}
+        if result.judged:  # a check too small to judge has no health (NaN): logging one would claim a verdict
+            out[f"{prefix}health"] = float(result.health)
+        out[f"{prefix}severity"] = float({None: 0, "warn": 1, "critical": 2}[result.severity])
+        out[f"{prefix}check_failed"] = 0.0
         return out
 
     def human_fraction_metrics(self) -> dict[str, float]:
@@ -457,10 +609,14 @@ class GuardEngine:
         state: dict[str, Any] = {"version": ENGINE_STATE_VERSION, "checks_done": self.checks_done,
                                  "critical_streak": self.critical_streak, "human_fraction": self.human_fraction,
                                  "clean_streak": self.reweighting.clean_streak if self.reweighting else 0}
+        state["schedule"] = {"last_checked": dict(self.last_checked), "warned_since_full": self._warned_since_full}
         if self.monitor is not None:
             state["monitor"] = self.monitor.state_dict()
+            if self.sentinel is not None:
+                state["sentinel"] = self.sentinel.state_dict()
         elif self._pending_state is not None:
             state["monitor"] = self._pending_state.get("monitor")
+            state["sentinel"] = self._pending_state.get("sentinel")
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -475,6 +631,13 @@ class GuardEngine:
             self.reweighting.restore(state.get("human_fraction"), int(state.get("clean_streak", 0)))
         if state.get("monitor"):
             self.monitor.load_state_dict(state["monitor"])
+        if state.get("sentinel") and self.sentinel is not None:
+            self.sentinel.load_state_dict(state["sentinel"])
+        schedule = state.get("schedule") or {}
+        for tier, step in (schedule.get("last_checked") or {}).items():
+            if tier in self.last_checked:
+                self.last_checked[tier] = step
+        self._warned_since_full = bool(schedule.get("warned_since_full", False))
         self._pending_state = None
 
 

@@ -35,6 +35,7 @@ from collapseguard._validation import (
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet
 from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.guard.schedule import SCHEDULE
 
 ON_COLLAPSE = ("warn", "halt", "reweight")
 ON_ERROR = ("warn", "raise")
@@ -70,6 +71,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("on_error", "warn", 'Literal["warn", "raise"]', (OneOf(*ON_ERROR),),
            "'warn' turns a failing check into a fault alert and training goes on; 'raise' re-raises it"),
     Option("every_n_epochs", 1, "int", (_INT1,), "use every_n_epochs=1 to check at the end of every epoch"),
+    Option("schedule", None, "CheckSchedule | str | dict[str, Any] | None", SCHEDULE,
+           "e.g. schedule=CheckSchedule(every_n_steps=100, sentinel_every_n_steps=10) or schedule='steps'"),
     Option("num_samples", 64, "int", (Interval(int, 2, None),), "a check needs at least 2 outputs to compare"),
     Option("prompt_length", 16, "int", (_INT1,)),
     Option("max_new_tokens", 32, "int", (_INT1,)),

@@ -262,3 +262,28 @@ class ArraySuite(MetricSuite):
         else:  # score_fn gives a log-likelihood per row: judged per dimension, as a perplexity per dimension
             out["gold_nll"] /= self.dim
         return out
+
+
+class SentinelSuite(MetricSuite):
+    """The sentinel tier's check: model-side statistics on gold continuations only (teacher-forced, no generation).
+
+    Gold perplexity overall and by frequency band, next-token entropy and overconfidence, over ``num_outputs`` gold
+    texts: what moves first when a model forgets the human tail, at the cost of one forward pass.
+    """
+
+    def __init__(self, context: TextGoldContext) -> None:
+        super().__init__({"gold_likelihood": GoldLikelihood(context.bands), "count": _Count()})
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.metrics["count"].count)
+
+    def update(self, model_stats: ModelStats) -> SentinelSuite:
+        self.metrics["gold_likelihood"].update(model_stats)
+        self.metrics["count"].update(len(model_stats.token_ids))
+        return self
+
+    def compute(self) -> dict[str, float]:
+        out = super().compute()
+        out.pop("count")
+        return out

@@ -158,7 +158,9 @@ def _summary_rows(runs: Sequence[RunLog]) -> list[list[str]]:
         for a in run.alerts:
             worst[a.get("severity", "warn")] = worst.get(a.get("severity", "warn"), 0) + 1
         first = next((a for a in run.alerts if a.get("phase") != "fault"), None)
-        rows.append([run.name, len(run.checks) or len(health), f"{health[-1][1]:.2f}" if health else "-",
+        overhead = run.series.get("overhead", [])
+        rows.append([run.name, len(run.checks) or len(health), len(run.sentinel_checks),
+                     f"{overhead[-1][1]:.1%}" if overhead else "-", f"{health[-1][1]:.2f}" if health else "-",
                      f"{min(v for _, v in health):.2f}" if health else "-", worst["warn"], worst["critical"],
                      f"step {first['step']}: {first['severity']} {first['phase']} ({first['metric']})" if first else "none",
                      "halted at step " + str(run.halts[-1].get("step")) if run.halts else "-"])
@@ -199,12 +201,19 @@ def render_report(runs: Sequence[RunLog], title: str) -> str:
     shown = {"health", *judged}
     human = [m for m in ("human_fraction", "human_fraction_target", "incoming_human_fraction")
              if any(r.series.get(m) for r in runs)]
-    other = sorted({m for r in runs for m in r.guard_metrics} - shown - set(human) - {"check_failed", "severity"})
+    sentinel = [m for m in ("sentinel/health", "sentinel/gold_ppl", "sentinel/gold_ppl_tail", "sentinel/overconfidence")
+                if any(r.series.get(m) for r in runs)]
+    timing = [m for m in ("overhead",) if any(r.series.get(m) for r in runs)]
+    other = sorted({m for r in runs for m in r.guard_metrics if not m.startswith("sentinel/")}
+                   - shown - set(human) - set(timing) - {"check_failed", "severity"})
     losses = [m for m in LOSS_KEYS if any(r.series.get(m) for r in runs)]
     figures = [("Health", _health_figure(runs) if any(r.series.get("health") for r in runs) else None),
                ("Judged metrics against gold", _metric_figure(
                    runs, judged, "each judged metric; dashed: its reference (gold, or for perplexity rises the best "
                          "value so far); dotted: warn / critical bounds", True)),
+               ("Sentinel tier (gold scored teacher-forced between full checks)", _metric_figure(
+                   runs, sentinel, "the sentinel's health and model-side metrics", False)),
+               ("Guard overhead", _metric_figure(runs, timing, "the guard's share of training wall time", False)),
                ("Human share of the training data", _metric_figure(runs, human, "human fraction", False)),
                ("Training", _metric_figure(runs, losses, "losses from the framework's logs", False)),
                ("Other metrics (reported, not judged)", _metric_figure(runs, other, "reported metrics", False))]
@@ -214,8 +223,8 @@ def render_report(runs: Sequence[RunLog], title: str) -> str:
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              f"<p class='note'>written {time.strftime('%Y-%m-%d %H:%M:%S')} by collapseguard report</p>",
              "<h2>Summary</h2>",
-             _table(["run", "checks", "final health", "lowest health", "warn alerts", "critical alerts",
-                     "first alert", "halt"], _summary_rows(runs))]
+             _table(["run", "checks", "sentinel checks", "guard's share of training time", "final health",
+                     "lowest health", "warn alerts", "critical alerts", "first alert", "halt"], _summary_rows(runs))]
     for heading, png in figures:
         if png is not None:
             parts.append(f"<h2>{heading}</h2><img alt='{html.escape(heading)}' src='data:image/png;base64,{png}'>")

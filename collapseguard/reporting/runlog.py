@@ -44,6 +44,7 @@ class RunLog:
     name: str
     series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    sentinel_checks: list[dict[str, Any]] = field(default_factory=list)  # the step schedule's cheap tier
     alerts: list[dict[str, Any]] = field(default_factory=list)
     halts: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
@@ -108,17 +109,20 @@ def read_trail(path: str | Path, run: RunLog) -> None:
         if kind == "config":
             run.config = rec
         elif kind == "check":
-            run.checks.append(rec)
-            run.add("health", step, rec.get("health"), trail=True)
+            # a sentinel check (the cheap model-side tier) is its own series: "sentinel/gold_ppl", ...
+            tier = "sentinel/" if rec.get("tier") == "sentinel" else ""
+            (run.sentinel_checks if tier else run.checks).append(rec)
+            run.add(f"{tier}health", step, rec.get("health"), trail=True)
             for key, value in (rec.get("metrics") or {}).items():
-                run.add(key, step, value, trail=True)
+                run.add(f"{tier}{key}", step, value, trail=True)
             for key, value in (rec.get("log_metrics") or {}).items():
                 name = _metric_name(key)
                 if name and name not in LOSS_KEYS:
                     run.add(name, step, value, trail=True)
         elif kind == "baseline":  # the model before training: the plots' starting point, never judged
+            tier = "sentinel/" if rec.get("tier") == "sentinel" else ""
             for key, value in (rec.get("metrics") or {}).items():
-                run.add(key, step, value, trail=True)
+                run.add(f"{tier}{key}", step, value, trail=True)
         elif kind == "alert":
             run.alerts.append(rec)
         elif kind == "halt":
