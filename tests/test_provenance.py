@@ -83,7 +83,7 @@ def test_ledger_is_append_only_and_summarises_by_label(tmp_path, caplog):
                        "synthetic": {"sources": 1, "samples": 10, "tokens": 300},
                        "unknown": {"sources": 1, "samples": 4, "tokens": 40}}
     # logged when a guard starts, with a warning because some data has unknown provenance
-    texts = [f"human text number {i} says something about topic {i % 5}" for i in range(12)]
+    texts = [f"human text number {i} says something about topic {i % 5}" for i in range(24)]  # enough to judge
     engine = GuardEngine(GoldSet.from_texts(texts), tokenizer=SimpleTokenizer(), prompt_length=4, max_new_tokens=4,
                          provenance=ledger)
     with caplog.at_level(logging.INFO, logger="collapseguard"):

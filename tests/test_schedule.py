@@ -114,6 +114,17 @@ def test_due_checks_follow_steps_and_wait_for_budget():
     assert engine.due(12) is None  # a full check scored gold too: the sentinel counts from it
 
 
+def test_a_check_the_budget_keeps_waiting_is_reported_once(caplog):
+    engine, clock = _engine(CheckSchedule(every_n_steps=10, sentinel_every_n_steps=2, max_overhead=0.05))
+    engine.costs.update(full=1000.0, sentinel=1000.0)  # far more than 5% of any time this run will have
+    clock.now = 60.0
+    with caplog.at_level("WARNING", logger="collapseguard"):
+        assert [engine.due(step) for step in range(1, 40)] == [None] * 39
+    waits = [r.getMessage() for r in caplog.records if "waited" in r.getMessage()]
+    assert len(waits) == 2 and "the sentinel check, due every 2 steps, has waited 4 steps" in waits[0]
+    assert "raise max_overhead" in waits[0] and "the full check, due every 10 steps, has waited 20" in waits[1]
+
+
 def test_sentinel_escalates_once_per_warning_spell_within_budget():
     engine, clock = _engine(CheckSchedule(every_n_steps=100, sentinel_every_n_steps=2, max_overhead=0.05))
     engine.costs.update(full=50.0)

@@ -143,6 +143,7 @@ class GuardEngine:
         self.last_checked = {tier: None for tier in TIERS}  # optimizer step of each tier's latest check
         self.costs: dict[str, float | None] = {tier: None for tier in TIERS}  # seconds of each tier's latest check
         self._warned_since_full = False  # a sentinel warned and its full check ran: the next warn waits for budget
+        self._starved: set[str] = set()  # tiers whose long wait for the budget was reported
         self.num_samples = int(o.num_samples)
         self.prompt_length = int(o.prompt_length)
         self.max_new_tokens = int(o.max_new_tokens)
@@ -330,10 +331,24 @@ class GuardEngine:
                 continue
             # a full check scores gold too: the sentinel counts from whichever tier looked last
             last = max(v for v in (self.last_checked[tier], self.last_checked["full"], 0) if v is not None)
-            if every is not None and step - last >= every \
-                    and self.budget.allows(self.costs[tier]):
+            if every is None or step - last < every:
+                continue
+            if self.budget.allows(self.costs[tier]):
                 return tier
+            self._warn_starved(tier, every, step - last)
         return None
+
+    def _warn_starved(self, tier: str, every: int, waited: int) -> None:
+        """Say once per tier when the budget keeps a due check waiting for long: the user's cap is honoured, but a
+        run that is never checked must not look like a healthy one."""
+        if waited < 2 * every or tier in self._starved:
+            return
+        self._starved.add(tier)
+        cost = self.costs[tier] or 0.0
+        logger.warning("%s: the %s check, due every %d steps, has waited %d steps for the overhead budget "
+                       "(max_overhead=%s; one costs %.1f s, and training has run %.0f s): raise max_overhead, score "
+                       "fewer gold texts (sentinel_samples / num_samples), or check less often", self.caller, tier,
+                       every, waited, self.schedule.max_overhead, cost, self.budget.elapsed)
 
     def disable_sentinel(self, reason: str) -> None:
         """Run without the sentinel tier (the adapter cannot score gold teacher-forced), saying so once."""
@@ -488,23 +503,27 @@ class GuardEngine:
         ``tier="sentinel"``: ``produce`` only scores the sentinel's gold subset teacher-forced.
         """
         start = time.perf_counter()
-        outcome = self.conclude(gather(self.measure(produce, tier)), step=step, epoch=epoch, tier=tier)
+        measured = gather(self.measure(produce, tier))
+        # the check's cost so far (generation or scoring, measuring, gathering; judging adds milliseconds): known
+        # before conclude() writes the trail line, so the line carries it and the guard's share
         elapsed = time.perf_counter() - start
         self.budget.add(elapsed)
         if step is not None:
             self.last_checked[tier] = step
+        ok = not any(isinstance(m, Alert) for m in measured)
+        prefix = "collapseguard/" if tier == "full" else "collapseguard/sentinel/"
+        extra = {"collapseguard/overhead": self.budget.share, **({f"{prefix}seconds_total": elapsed} if ok else {})}
+        outcome = self.conclude(measured, step=step, epoch=epoch, tier=tier, extra=extra)
+        self.budget.add(time.perf_counter() - start - elapsed)
         if outcome.result is not None:
             self.costs[tier] = elapsed
             self.timing["total"] = elapsed
-            prefix = "collapseguard/" if tier == "full" else "collapseguard/sentinel/"
-            outcome.log_metrics[f"{prefix}seconds_total"] = elapsed
             if tier == "full":
                 self.timing_history.append(dict(self.timing))
-        outcome.log_metrics["collapseguard/overhead"] = self.budget.share
         return outcome
 
     def conclude(self, measured: Sequence[MetricSuite | Alert], step: int | None, epoch: int | None,
-                 tier: str = "full") -> CheckOutcome:
+                 tier: str = "full", extra: dict[str, float] | None = None) -> CheckOutcome:
         """Merge every process's measurement, judge, and decide. Same input -> same decision on every rank.
 
         A sentinel check (``tier="sentinel"``) is judged against the sentinel's own history and never halts or
@@ -544,6 +563,7 @@ class GuardEngine:
         if result is not None:
             prefix = "collapseguard/sentinel/" if sentinel else "collapseguard/"
             outcome.log_metrics.update({f"{prefix}seconds_{k}": v for k, v in self.timing.items()})
+        outcome.log_metrics.update(extra or {})
         if self.alert_log is not None and self.rank == 0:  # every rank holds the same merged verdict
             self.alert_log.write_check(step=step, epoch=epoch, rank=self.rank, tier=tier,
                                        health=result.health if result else None,
@@ -594,9 +614,9 @@ class GuardEngine:
         if result is None:
             return {f"{prefix}check_failed": 1.0}
         out = {f"{prefix}{k}": float(v) for k, v in result.metrics.items() if math.isfinite(v)}
-        if result.judged:  # a check too small to judge has no health (NaN): logging one would claim a verdict
+        if result.judged:  # a check too small to judge has no health (NaN) nor severity: either would claim a verdict
             out[f"{prefix}health"] = float(result.health)
-        out[f"{prefix}severity"] = float({None: 0, "warn": 1, "critical": 2}[result.severity])
+            out[f"{prefix}severity"] = float({None: 0, "warn": 1, "critical": 2}[result.severity])
         out[f"{prefix}check_failed"] = 0.0
         return out
 

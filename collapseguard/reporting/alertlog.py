@@ -73,6 +73,8 @@ class AlertLog:
                     **extra: Any) -> None:
         """One ``check`` line (``extra``: reference, bounds, phase health, human share) and one per alert."""
         base = {"step": step, "epoch": epoch, "rank": rank}
+        if "tier" in extra:  # the step schedule's tier ("full" / "sentinel") on the check and on each of its alerts
+            base["tier"] = extra.pop("tier")
         self.write({"type": "check", **base, "health": health, "severity": severity, "metrics": metrics, **extra})
         for alert in alerts:
             self.write({"type": "alert", **base, **alert.to_dict()})
