@@ -53,7 +53,7 @@ def test_bad_schedule_names_the_callback(value, error, words):
 
 
 @pytest.mark.parametrize(("kwargs", "words"), [
-    ({"every_n_steps": 0}, "every_n_steps must be an int >= 1"),
+    ({"every_n_steps": 0}, "every_n_steps must be an int >= 1 or None"),
     ({"sentinel_every_n_steps": 20, "every_n_steps": 10}, "at most every_n_steps=10"),
     ({"max_overhead": 0.0}, "max_overhead must be a number in"),
     ({"sentinel_samples": 1}, "sentinel_samples must be an int >= 2"),

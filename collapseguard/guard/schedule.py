@@ -63,7 +63,7 @@ class CheckSchedule:
     >>> CheckSchedule(every_n_steps=0)
     Traceback (most recent call last):
     ...
-    ValueError: CheckSchedule: every_n_steps=0 is invalid: every_n_steps must be an int >= 1. Pass None for no step checks.
+    ValueError: CheckSchedule: every_n_steps=0 is invalid: every_n_steps must be an int >= 1 or None. Pass None for no step checks.
     """
 
     every_n_epochs: int | None = None
