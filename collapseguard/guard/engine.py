@@ -35,6 +35,7 @@ from collapseguard.reporting.alertlog import AlertLog
 
 ENGINE_STATE_VERSION = 1
 TIERS = ("full", "sentinel")
+COST_MARGIN = 1.25  # the budget admits a check as if it took this much longer than its tier's last one
 BASELINE_SEED_OFFSET = 1_000_003  # the check before training samples from seed + this
 DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
@@ -333,7 +334,10 @@ class GuardEngine:
             last = max(v for v in (self.last_checked[tier], self.last_checked["full"], 0) if v is not None)
             if every is None or step - last < every:
                 continue
-            if self.budget.allows(self.costs[tier]):
+            cost = self.costs[tier]
+            # a check can take longer than the last one of its tier (load, longer outputs): admit it only if the
+            # share stays within the cap with a margin, so the cap is not overshot by one slow check
+            if self.budget.allows(None if cost is None else cost * COST_MARGIN):
                 return tier
             self._warn_starved(tier, every, step - last)
         return None
