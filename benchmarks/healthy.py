@@ -420,7 +420,8 @@ def run_all(configs: Sequence[Any], workers: int = 2, progress: Path | None = No
 
 
 # ---------------------------------------------------------------------------------------------- verdicts
-MODEL_SIDE = ("gold_ppl", "gold_ppl_head", "gold_ppl_mid", "gold_ppl_tail", "next_token_entropy", "gold_nll")
+MODEL_SIDE = ("gold_ppl", "gold_ppl_head", "gold_ppl_mid", "gold_ppl_tail", "next_token_entropy", "gold_nll",
+              "overconfidence")
 LEGACY_COMMIT = "8735ddf"
 """collapseguard before learning-aware judging (0.1.0 as it landed): its rules are replayed side by side."""
 

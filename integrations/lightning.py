@@ -167,9 +167,10 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
         raise TypeError(f"{type(pl_module).__name__} holds no Hugging Face PreTrainedModel and has no generate(); "
                         "pass generate_fn=fn(pl_module, prompts) -> token id sequences")
 
-    def _check(self, trainer: Trainer, pl_module: LightningModule) -> Any:
+    def _check(self, trainer: Trainer, pl_module: LightningModule, after_training: bool = False) -> Any:
         return self.engine.run_check(self._produce(trainer, pl_module), gather_measurements,
-                                     step=trainer.global_step, epoch=trainer.current_epoch)
+                                     step=trainer.global_step, epoch=trainer.current_epoch,
+                                     after_training=after_training)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._should_skip_check(trainer):
@@ -204,11 +205,16 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
         self._act(trainer, pl_module, outcome, on_step=True)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.engine.save_profile_to is None or self._should_skip_check(trainer):
+        if self._should_skip_check(trainer):
             return
-        if self.engine.last_step != trainer.global_step:  # profile the final model, not an earlier one
-            self._check(trainer, pl_module)
-        if trainer.is_global_zero:
+        if self.engine.final_check_due(trainer.global_step) or (
+                self.engine.save_profile_to is not None and self.engine.last_step != trainer.global_step):
+            # judge (and profile) the final model, not an earlier one; Lightning allows no self.log here
+            outcome = self._check(trainer, pl_module, after_training=True)
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.log_metrics(dict(outcome.log_metrics), step=trainer.global_step)
+        if self.engine.save_profile_to is not None and trainer.is_global_zero:
             self.engine.write_profile(source=f"lightning:{type(pl_module).__name__}@step{trainer.global_step}")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

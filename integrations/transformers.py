@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -132,18 +133,23 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
                                      tier=tier)
 
     def _check(self, args: TrainingArguments, state: TrainerState, model: Any, epoch: int,
-               optimizer: Any = None) -> Any:
+               optimizer: Any = None, after_training: bool = False) -> Any:
         return self.engine.run_check(self._produce(args, model, optimizer), gather_measurements,
-                                     step=state.global_step, epoch=epoch)
+                                     step=state.global_step, epoch=epoch, after_training=after_training)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
-        if self.engine.save_profile_to is None:
-            return
-        if self.engine.last_step != state.global_step:  # profile the final model, not an earlier one
-            self._check(args, state, model, round(state.epoch or 0) - 1, optimizer)
-        if state.is_world_process_zero:
+        final = self.engine.final_check_due(state.global_step) or (
+            self.engine.save_profile_to is not None and self.engine.last_step != state.global_step)
+        if final and model is not None:  # judge (and profile) the final model, not an earlier one
+            outcome = self._check(args, state, model, round(state.epoch or 0) - 1, optimizer, after_training=True)
+            self._act(outcome, state, control)
+        if self.engine.save_profile_to is not None and state.is_world_process_zero:
             self.engine.write_profile(source=f"transformers:{type(model).__name__}@step{state.global_step}")
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        # the Trainer names its checkpoint folders this way (PREFIX_CHECKPOINT_DIR); the trail and a halt point at it
+        self.engine.note_checkpoint(state.global_step, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:

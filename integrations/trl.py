@@ -10,8 +10,9 @@ for every completion (give it weight 0: ``GRPOConfig(reward_weights=[..., 0.0])`
 interface, receives every group the trainer generated -- with ``use_vllm=True`` too, since TRL scores vLLM's
 completions through the same reward functions. At each TRL log (every ``logging_steps``; ``every_n_steps`` spaces
 checks further) the guard judges the groups received since the last check together with the ``entropy`` and
-``frac_reward_zero_std`` TRL logged, through :class:`~collapseguard.guard.engine.GuardEngine` and the same thresholds
-as every other guard, and adds its metrics to that log (``collapseguard/distinct_k``, ``.../policy_entropy``,
+``frac_reward_zero_std`` TRL logged, through the framework-free :class:`~collapseguard.guard.rollout.RolloutGuard`
+(observe groups, observe statistics, check) and the same thresholds as every other guard, and adds its metrics to
+that log (``collapseguard/distinct_k``, ``.../policy_entropy``,
 ``.../health``): they reach ``report_to`` and ``trainer.state.log_history`` like TRL's own.
 
 >>> guard = GRPOCollapseGuard(on_collapse="halt")                                       # doctest: +SKIP
@@ -24,22 +25,29 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from collapseguard._validation import Interval, OneOf, validate
+from collapseguard._validation import NONE, Interval, OneOf, Satisfies, validate
 from collapseguard.detection.thresholds import Thresholds
-from collapseguard.guard.engine import GeneratedBatch, GuardEngine
+from collapseguard.guard.rollout import RolloutGuard
+from collapseguard.guard.steering import SteerPolicy
 from collapseguard.integrations.transformers import _LIVE, CollapseGuardCallback
 
 log = logging.getLogger("collapseguard")
 
+CORRECT = Satisfies(lambda c: callable(c) or (isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], str)
+                                              and isinstance(c[1], int | float) and not isinstance(c[1], bool)),
+                    "a (reward function name, threshold) pair or a callable")
+
 __all__ = ["CollapseGuardCallback", "GRPOCollapseGuard"]
 
-# TRL's logged name -> the guard's metric
-TRL_STATS = {"entropy": "policy_entropy", "frac_reward_zero_std": "frac_reward_zero_std"}
+TRL_STATS = ("entropy", "frac_reward_zero_std")
+"""What TRL logs that the guard judges (``entropy`` as ``policy_entropy``) or quotes."""
 
 
 def completion_text(completion: Any) -> str:
@@ -65,7 +73,8 @@ def _gather(items: list[Any]) -> list[Any]:
 
 
 class _GroupTap:
-    """The reward function TRL calls with every generated group; it only records them and pays 0."""
+    """The reward function TRL calls with every generated group: it hands the groups (and their correctness) to the
+    guard and pays 0."""
 
     __name__ = "collapseguard"
 
@@ -73,31 +82,66 @@ class _GroupTap:
         self.guard = guard
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-        self.guard.observe(_gather([completion_text(c) for c in completions]),
-                           _gather([json.dumps(p, sort_keys=True, default=str) for p in prompts]))
+        flags = self.guard._correctness(prompts, completions, kwargs)
+        self.guard.rollout.observe_groups(_gather([json.dumps(p, sort_keys=True, default=str) for p in prompts]),
+                                          _gather([completion_text(c) for c in completions]),
+                                          correct=None if flags is None else _gather(flags))
         return [0.0] * len(completions)
+
+
+class _Recorded:
+    """A reward function that keeps its last outputs, so the guard reads correctness from rewards already computed."""
+
+    def __init__(self, func: Callable[..., list[float]]) -> None:
+        self.func = func
+        self.__name__ = getattr(func, "__name__", type(func).__name__)
+        self.last: list[float] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[float]:
+        self.last = list(self.func(*args, **kwargs))
+        return self.last
+
+
+CorrectSpec = tuple[str, float] | Callable[..., Sequence[bool]]
 
 
 class GRPOCollapseGuard(CollapseGuardCallback):
     """Judge a ``GRPOTrainer``'s own groups and logged policy statistics for collapse; warn or halt.
 
-    Pass :attr:`reward_func` among the trainer's ``reward_funcs`` (weight 0) and the guard among its ``callbacks``.
+    Pass :attr:`reward_func` among the trainer's ``reward_funcs`` (weight 0) and the guard among its ``callbacks``;
+    with ``correct=(name, threshold)``, pass ``reward_funcs=guard.reward_funcs([...])`` instead, which records the named
+    reward as it runs and appends :attr:`reward_func`.
 
     Judged (against the run's own start -- the mean of its first ``own_start_checks`` checks -- since there is no
     human reference for the trainer's prompts): within-group diversity (``distinct_k``: functionally distinct
     completions among the ``num_generations`` of a prompt; ``within_distinct_2``; ``within_similarity``), TRL's
     policy ``entropy`` (as ``policy_entropy``). TRL's ``frac_reward_zero_std`` (groups with no learning signal) is
     logged and quoted in the alerts, never judged alone: a policy too random to earn any reward has equal rewards in
-    its groups too.
+    its groups too. With ``correct=``, each completion is also judged right or wrong, and pass@1 ... pass@k (k =
+    ``num_generations``, unbiased, from the groups themselves) and the share of all-correct, mixed and all-wrong
+    groups are logged (``collapseguard/pass_at_1``, ``.../pass_at_k``, ``.../frac_all_correct``, ...).
+
+    The work is :class:`~collapseguard.guard.rollout.RolloutGuard`'s; this adapter feeds it TRL's groups and logs.
 
     Args:
         thresholds: a :class:`~collapseguard.Thresholds`, preset name, dict or file (``distinct_k_*``,
             ``within_similarity_*``, ``entropy_*``, ``own_start_checks``, ``patience``).
-        on_collapse: ``"warn"`` or ``"halt"`` (stop training after ``patience`` consecutive critical checks).
+        on_collapse: ``"warn"``, ``"halt"`` (stop training after ``patience`` consecutive critical checks) or
+            ``"steer"``: under TRL's adaptive entropy control (``GRPOConfig(use_adaptive_entropy=True)``), raise
+            ``entropy_target`` (below which the entropy bonus applies) a step per warn, two per critical, up to the
+            policy entropy of the run's own start, and lower it again after clean checks
+            (:class:`~collapseguard.guard.steering.SteerPolicy`); each change is logged, and
+            ``collapseguard/steer/entropy_target`` carries the value.
         on_error: ``"warn"`` (a check that fails becomes a fault alert) or ``"raise"``.
         every_n_steps: at least this many optimizer steps between checks (a check runs at a TRL log).
         patience: consecutive critical checks before halting.
         alert_log: append the guard's JSONL trail here.
+        correct: how a completion counts as right: ``(reward_name, threshold)`` (the named reward function's output
+            at or above the threshold: its rewards are reused, not computed again), or a callable
+            ``(prompts, completions, **columns) -> list[bool]`` that gets what TRL gives reward functions (the
+            dataset's columns, e.g. the reference answer). ``None``: no correctness, no pass@k.
+        steer_step: with ``"steer"``, one step as a share of the way from the starting ``entropy_target`` to the
+            ceiling.
 
     Its state (history, counters) is saved in checkpoints and restored on resume with
     ``restore_callback_states_from_checkpoint=True``, like :class:`CollapseGuardCallback`.
@@ -107,23 +151,30 @@ class GRPOCollapseGuard(CollapseGuardCallback):
     _narrowed = ("on_collapse",)  # GRPO draws its own completions: there is no data sampler to reweight
 
     def __init__(self, *, thresholds: Thresholds | str | dict[str, Any] | None = None,
-                 on_collapse: Literal["warn", "halt"] = "warn", on_error: Literal["warn", "raise"] = "warn",
-                 every_n_steps: int = 1, patience: int = 1, alert_log: str | Path | None = None) -> None:
+                 on_collapse: Literal["warn", "halt", "steer"] = "warn", on_error: Literal["warn", "raise"] = "warn",
+                 every_n_steps: int = 1, patience: int = 1, alert_log: str | Path | None = None,
+                 correct: CorrectSpec | None = None, steer_step: float = 0.25) -> None:
         caller = type(self).__name__
-        validate(caller, "on_collapse", on_collapse, OneOf("warn", "halt"),
-                 fix="reweighting steers a data sampler, and GRPO draws its own completions")
+        validate(caller, "on_collapse", on_collapse, OneOf("warn", "halt", "steer"),
+                 fix="reweighting steers a data sampler, and GRPO draws its own completions; 'steer' raises the "
+                     "entropy target of TRL's adaptive entropy control")
         validate(caller, "every_n_steps", every_n_steps, Interval(int, 1, None))
-        # samples_per_prompt is the trainer's num_generations, known at train begin (2 until then)
-        self.engine = GuardEngine(None, thresholds=thresholds, on_collapse=on_collapse, on_error=on_error,
-                                  patience=patience, alert_log=alert_log, samples_per_prompt=2, score_gold=False,
-                                  check_on_train_start=False, caller=caller)
+        validate(caller, "correct", correct, CORRECT, NONE,
+                 fix="pass (reward_function_name, threshold), e.g. ('accuracy_reward', 1.0), or a callable "
+                     "(prompts, completions, **columns) -> list[bool]")
+        # the group size is the trainer's num_generations, known at train begin (2 until then)
+        self.rollout = RolloutGuard(2, thresholds=thresholds, on_collapse="warn" if on_collapse == "steer" else on_collapse,
+                                    on_error=on_error, patience=patience, alert_log=alert_log, caller=caller)
+        self.on_collapse = on_collapse
+        self.steer_step = steer_step
+        SteerPolicy(0.0, steer_step, caller=caller)  # validates steer_step now, not at train begin
+        self.steering: SteerPolicy | None = None
+        self.engine = self.rollout.engine
+        self.correct = correct
         self.every_n_steps = every_n_steps
         self.generate_fn = self.sample_fn = self.score_fn = None
-        self._texts: list[str] = []
-        self._prompts: list[str] = []
-        self._reported: dict[str, list[float]] = {name: [] for name in TRL_STATS.values()}
         self._last_check_step = 0
-        self._split_groups = 0
+        self._recorded: _Recorded | None = None
         self.reward_func = _GroupTap(self)
         self._register()
 
@@ -136,36 +187,60 @@ class GRPOCollapseGuard(CollapseGuardCallback):
         _LIVE[self.restore_key] = self
 
     # ------------------------------------------------------------------ what TRL hands over
-    def observe(self, completions: list[str], prompts: list[str]) -> None:
-        """Keep one generation batch's completions (every process's, in order) until the next check."""
-        self._texts.extend(completions)
-        self._prompts.extend(prompts)
+    def reward_funcs(self, funcs: Sequence[Any]) -> list[Any]:
+        """The trainer's reward functions for ``GRPOTrainer(reward_funcs=...)``: the one ``correct=`` names records its
+        outputs as it runs (returned unchanged), and :attr:`reward_func` comes last (give it weight 0 in
+        ``GRPOConfig(reward_weights=[..., 0.0])``).
 
-    def _groups(self) -> list[str]:
-        """The completions received since the last check, in whole groups of one prompt each."""
-        k = self.engine.samples_per_prompt
-        texts, prompts = self._texts, self._prompts
-        self._texts, self._prompts = [], []
-        kept: list[str] = []
-        for i in range(0, len(texts) - k + 1, k):
-            if len(set(prompts[i:i + k])) == 1:
-                kept.extend(texts[i:i + k])
-            else:
-                self._split_groups += 1
-        if self._split_groups == 1 and len(kept) < len(texts):
-            log.warning("collapseguard: completions arrived that are not in groups of num_generations=%d with one "
-                        "prompt each; those are skipped", k)
-        return kept
+        Raises:
+            ValueError: ``correct=`` names no function among ``funcs``.
+        """
+        funcs = list(funcs)
+        if isinstance(self.correct, tuple):
+            name = self.correct[0]
+            names = [getattr(f, "__name__", type(f).__name__) for f in funcs]
+            if name not in names:
+                raise ValueError(f"GRPOCollapseGuard: correct={self.correct!r} names no reward function among "
+                                 f"{names}: pass the name of the one that pays for a right answer")
+            i = names.index(name)
+            self._recorded = funcs[i] = _Recorded(funcs[i])
+        return [*funcs, self.reward_func]
 
-    def _produce(self, args: TrainingArguments, model: Any) -> Any:
-        def produce() -> GeneratedBatch:
-            reported = {name: values for name, values in self._reported.items() if values}
-            self._reported = {name: [] for name in TRL_STATS.values()}
-            return GeneratedBatch(sequences=self._groups(), reported=reported)
+    def _steer(self, args: TrainingArguments, outcome: Any, step: int) -> None:
+        """Move ``args.entropy_target`` (TRL reads it at every step under adaptive entropy control) by the verdict;
+        the ceiling is the policy entropy of the run's own start, the level at which it still explored."""
+        steering = self.steering
+        assert steering is not None
+        if steering.ceiling is None:
+            n = self.engine.thresholds.own_start_checks
+            start = [h["metrics"]["policy_entropy"] for h in self.engine.monitor.checks
+                     if "policy_entropy" in h["metrics"]][:n]
+            if len(start) == n:
+                steering.set_ceiling(sum(start) / n)
+        new = steering.update(outcome.result, step)
+        if new is not None:
+            args.entropy_target = new
+        outcome.log_metrics.update(steering.log_metrics())
 
-        return produce
+    def _correctness(self, prompts: list[Any], completions: list[Any], kwargs: dict[str, Any]) -> list[bool] | None:
+        """Each completion judged right or wrong by ``correct=`` (None without it)."""
+        if self.correct is None:
+            return None
+        if callable(self.correct):
+            flags = [bool(x) for x in self.correct(prompts=prompts, completions=completions, **kwargs)]
+        else:
+            name, threshold = self.correct
+            if self._recorded is None or self._recorded.last is None or len(self._recorded.last) != len(completions):
+                raise ValueError(f"GRPOCollapseGuard: correct={self.correct!r} reads the rewards of {name!r}, which the "
+                                 "guard did not see: build the trainer with reward_funcs=guard.reward_funcs([...]) "
+                                 f"(listing {name!r}) instead of appending guard.reward_func yourself")
+            rewards, self._recorded.last = self._recorded.last, None
+            flags = [r is not None and not math.isnan(float(r)) and float(r) >= threshold for r in rewards]
+        if len(flags) != len(completions):
+            raise ValueError(f"GRPOCollapseGuard: correct= judged {len(flags)} of {len(completions)} completions: "
+                             "return one bool per completion")
+        return flags
 
-    # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        processing_class: Any = None, model: Any = None, **kwargs: Any) -> None:
         k = getattr(args, "num_generations", None)
@@ -173,10 +248,19 @@ class GRPOCollapseGuard(CollapseGuardCallback):
             raise ValueError(f"GRPOCollapseGuard judges GRPO groups: it needs a GRPOTrainer with num_generations >= 2 "
                              f"(got {k!r}); for other trainers use CollapseGuardCallback")
         if self.engine.monitor is None:
-            self.engine.samples_per_prompt = k
-            self.engine.max_new_tokens = int(getattr(args, "max_completion_length", None) or 10**6)
+            self.rollout.group_size = self.engine.samples_per_prompt = k
         tokenizer = getattr(processing_class, "tokenizer", processing_class)  # a processor holds its tokenizer
-        self.engine.setup(tokenizer, rank=args.process_index, world_size=args.world_size)
+        self.rollout.tokenizer = tokenizer
+        self.rollout.setup(rank=args.process_index, world_size=args.world_size,
+                           max_new_tokens=getattr(args, "max_completion_length", None))
+        if self.on_collapse == "steer" and self.steering is None:
+            if getattr(args, "use_adaptive_entropy", False):
+                self.steering = SteerPolicy(float(args.entropy_target), self.steer_step, caller=type(self).__name__)
+            else:  # TRL decides at init whether the entropy bonus exists at all: nothing the guard could move
+                log.warning("GRPOCollapseGuard: on_collapse='steer' cannot steer this run: TRL's entropy bonus is off, "
+                            "and TRL fixes that when the trainer is built. Pass GRPOConfig(use_adaptive_entropy=True, "
+                            "entropy_target=...) to let the guard raise entropy_target while the policy narrows; "
+                            "this run only warns")
         self._last_check_step = state.global_step
         self._move_to_front()
 
@@ -188,15 +272,13 @@ class GRPOCollapseGuard(CollapseGuardCallback):
                logs: dict[str, float] | None = None, model: Any = None, **kwargs: Any) -> TrainerControl:
         if logs is None or not any(key in logs for key in ("loss", *TRL_STATS)):
             return control  # not a training log (evaluation, the final summary)
-        for trl_name, name in TRL_STATS.items():
-            value = logs.get(trl_name)
-            if isinstance(value, int | float):
-                self._reported[name].append(float(value))
-        if state.global_step - self._last_check_step < self.every_n_steps or not self._texts:
+        self.rollout.observe_stats(**{name: logs[name] for name in TRL_STATS if name in logs})
+        if state.global_step - self._last_check_step < self.every_n_steps or not self.rollout.pending_groups:
             return control
         self._last_check_step = state.global_step
-        epoch = int(state.epoch or 0)
-        outcome = self.engine.run_check(self._produce(args, model), step=state.global_step, epoch=epoch)
+        outcome = self.rollout.check(state.global_step, epoch=int(state.epoch or 0))
+        if self.steering is not None:
+            self._steer(args, outcome, state.global_step)
         self._latest = dict(outcome.log_metrics)
         logs.update(outcome.log_metrics)  # this guard runs first: report_to integrations read them next
         if state.log_history and state.log_history[-1].get("step") == state.global_step:

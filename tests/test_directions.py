@@ -42,11 +42,12 @@ OLD_KINDS = {  # detectors.py: metric -> kind of every signal of DEFAULT_DETECTO
     "self_bleu": "excess", "seq_rep_4": "excess", "loop_fraction": "excess", "duplicate_fraction": "excess",
     "far_mass": "excess", "distinct_k": "ratio", "within_distinct_2": "ratio", "within_similarity": "excess",
     "policy_entropy": "ratio",
+    "pass_at_k": "ratio", "frac_mixed": "ratio",  # RL with correctness (issue 22): new, judged as falls
 }
 OLD_REPORTED = {"policy_entropy": "higher_is_better", "frac_reward_zero_std": "lower_is_better"}
 OLD_GROUP_DIRECTIONS = {WithinDistinctN: "higher_is_better", DistinctK: "higher_is_better",
                         WithinSimilarity: "lower_is_better"}
-# metrics nothing judged before: declared now, by what they measure
+# metrics nothing judged before: declared now, by what they measure (pass@k and the group split: issue 22)
 NEW_DIRECTIONS = {"distinct_1": True, "distinct_3": True, "distinct_4": True, "entropy_1": True, "entropy_2": True,
                   "zipf_coefficient": False, "length_limit_fraction": False, "js_1": False, "gold_ppl_mid": False,
                   "next_token_entropy": True, "mean_length": None, "num_outputs": None}
@@ -61,7 +62,8 @@ def _suites() -> dict[str, MetricSuite]:
     stats = ModelStats([g[:6] for g in gold[:5]], [np.full(6, 2.0)] * 5, [np.full(6, 1.5)] * 5)
     answers = [rng.integers(0, 9, size=5) for _ in range(16)]
     text.update(outputs, finished=[True, False] * 8, model_stats=stats, answers=answers)
-    group = GroupSuite(4).update(answers, reported={name: [0.5, 0.25] for name in REPORTED})
+    group = GroupSuite(4).update(answers, reported={name: [0.5, 0.25] for name in REPORTED},
+                                 correct=[bool(i % 3) for i in range(16)])
     gold_x = rng.normal(size=(60, 3))
     array = ArraySuite(GoldEllipsoid(gold_x), 3).update(rng.normal(size=(20, 3)), gold_loglik=rng.normal(size=10))
     return {"text": text, "groups": group, "array": array}
@@ -107,10 +109,11 @@ def test_the_whole_direction_table():
     assert declared_directions() == {
         "compression_ratio": False, "distinct_k": True, "distinct_{n}": True, "duplicate_fraction": False,
         "effective_rank": True, "entropy_{n}": True, "far_mass": False, "frac_reward_zero_std": False,
+        "frac_all_correct": None, "frac_all_wrong": False, "frac_mixed": True,
         "frechet_distance": False, "gold_nll": False, "gold_ppl": False, "gold_ppl_head": False,
         "gold_ppl_mid": False, "gold_ppl_tail": False, "js_{n}": False, "length_limit_fraction": False,
-        "loop_fraction": False, "mean_length": None, "next_token_entropy": True, "num_outputs": None,
-        "overconfidence": False, "policy_entropy": True, "self_bleu": False, "seq_rep_{n}": False,
+        "loop_fraction": False, "mean_length": None, "next_token_entropy": True, "num_groups": None,
+        "num_outputs": None, "overconfidence": False, "pass_at_k": True, "pass_at_{k}": True, "policy_entropy": True, "self_bleu": False, "seq_rep_{n}": False,
         "tail_coverage": True, "tail_mass": True, "total_variance": True, "vendi": True,
         "within_distinct_{n}": True, "within_similarity": False, "zipf_coefficient": False,
     }

@@ -82,6 +82,26 @@ def test_sentinel_checks_holding_only_model_side_metrics_judge_overconfidence_fr
     assert {(a.metric, a.severity) for a in late.alerts} >= {("overconfidence", "critical")}
 
 
+@pytest.mark.parametrize("measured_start", [False, True])
+def test_an_untrained_models_rise_to_humans_level_of_confidence_is_learning_not_news(measured_start):
+    """A model trained from scratch starts unsure of everything (NLL 6.0, its own entropy 7.0: -1.0 nat). Learning
+    brings it to human text's level (0) and a little past it: +0.4 is 1.4 nats over its start, and only 0.4 over
+    human text's own level, the least demanding reference (before: a warn, and a critical at +0.6, on the healthy
+    runs of the benchmark's bare monitor). A rise past human text's level by more than the thresholds still is."""
+    monitor = CollapseMonitor(GoldSet.from_texts(gold_texts()), prompt_length=16, max_new_tokens=8)
+    seqs = list(monitor.split.continuations[:64])
+    if measured_start:
+        monitor.record_baseline(monitor.measure(seqs, model_stats=_stats(monitor, seqs, 6.0, 7.0)).compute(), step=0)
+    else:
+        monitor.check(seqs, step=1, model_stats=_stats(monitor, seqs, 6.0, 7.0))
+    learnt = monitor.check(seqs, step=2, model_stats=_stats(monitor, seqs, 4.0, 3.6))
+    assert learnt.metrics["overconfidence"] == pytest.approx(0.4)
+    assert not [a for a in learnt.alerts if a.metric == "overconfidence"]
+    past = monitor.check(seqs, step=3, model_stats=_stats(monitor, seqs, 4.0, 2.3))
+    alert = next(a for a in past.alerts if a.metric == "overconfidence")
+    assert alert.severity == "critical" and alert.reference == 0.0 and "human text's own level" in alert.message
+
+
 # ---------------------------------------------------------------- 2. gold sets too small to judge
 @pytest.mark.parametrize(("gold", "texts"), [
     (lambda: GoldSet.from_texts(gold_texts()[:4]), 4),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,6 +139,50 @@ def test_sentinel_escalates_once_per_warning_spell_within_budget():
     assert engine._escalate(warn)
 
 
+@pytest.mark.parametrize("sentinel_samples", [None, 8])
+def test_tiers_on_the_same_texts_share_one_model_side_trajectory(sentinel_samples):
+    """The recursive twin on the real model: the sentinel saw the run's best gold perplexity between full checks (a
+    full check every 100 steps); the full check that its warn triggered judged against its own check before training
+    only, and did not confirm (1.496x, under the 1.5 bound). On the same gold texts, one trajectory: the full check
+    sees the sentinel's best point. On a smaller subset the values are not comparable, and each tier keeps its own."""
+    import numpy as np
+
+    from collapseguard.guard.engine import GeneratedBatch
+    from collapseguard.metrics import ModelStats
+
+    engine = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), check_on_train_start=True, **{
+        **tr.GUARD_KWARGS, "schedule": CheckSchedule(every_n_steps=100, sentinel_every_n_steps=10,
+                                                     sentinel_samples=sentinel_samples, max_overhead=None)})
+    engine.setup()
+    assert engine.tiers_share_texts is (sentinel_samples is None)
+
+    def produce(nll: float, tier: str):
+        seqs = [np.asarray(c) for c in (engine.sentinel_continuations() if tier == "sentinel"
+                                        else engine.gold_continuations())]
+        stats = ModelStats(seqs, [np.full(s.size, nll) for s in seqs], [np.full(s.size, nll - 0.5) for s in seqs])
+        return lambda: GeneratedBatch(sequences=seqs, finished=[True] * len(seqs), model_stats=stats)
+
+    for tier in ("full", "sentinel"):
+        engine.run_baseline(produce(3.4, tier), step=0, tier=tier)
+    engine.start_training(0)
+    for step in (10, 20):  # the model first fits gold better (learning), then its gold perplexity climbs back
+        assert engine.run_check(produce(3.0, "sentinel"), step=step, epoch=0, tier="sentinel").result.alerts == []
+    full = engine.run_check(produce(3.4, "full"), step=30, epoch=0).result
+    rises = [a for a in full.alerts if a.metric == "gold_ppl"]
+    if sentinel_samples is None:
+        assert rises and rises[0].reference == pytest.approx(np.exp(3.0), rel=1e-6)
+        assert rises[0].value == pytest.approx(np.exp(3.4), rel=1e-6)
+        # and back: the full check's point is in the sentinel's trajectory
+        assert [p["step"] for p in engine.sentinel.model_side] == [30]
+    else:
+        assert rises == [] and engine.monitor.model_side == [] and engine.sentinel.model_side == []
+    state = engine.state_dict()
+    fresh = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), **{**tr.GUARD_KWARGS, "schedule": engine.schedule})
+    fresh.setup()
+    fresh.load_state_dict(state)
+    assert fresh.monitor.model_side == engine.monitor.model_side  # a resumed run keeps the whole trajectory
+
+
 # ------------------------------------------------------------------ Hugging Face Trainer
 def _steps(trail: list[dict], tier: str) -> list[int]:
     return [r["step"] for r in trail if r["type"] == "check" and r.get("tier") == tier]
@@ -247,7 +292,58 @@ def test_hf_sentinel_warn_runs_the_full_check_at_once(tmp_path):
     assert "guard&#x27;s share of training time" in html and "Sentinel tier" in html and "Guard overhead" in html
 
 
+@pytest.mark.slow
+def test_hf_run_that_ends_between_scheduled_checks_gets_a_final_check(tmp_path):
+    """Training ends before the next full check is due (or the budget kept it waiting): the model the run hands over
+    is judged once more, after training, outside the budget; before, its last verdict was an earlier model's."""
+    guard = CollapseGuardCallback(tr.gold(), schedule=CheckSchedule(every_n_steps=4, max_overhead=None),
+                                  alert_log=tmp_path / "t.jsonl",
+                                  **tr.GUARD_KWARGS)
+    trainer = tr.hf_trainer(tmp_path, "varied", 1, [guard], max_steps=6)
+    trainer.train()
+    assert [h["step"] for h in guard.engine.monitor.checks] == [4, 6]
+    assert _steps(read_alert_log(tmp_path / "t.jsonl"), "full") == [4, 6]
+    assert trainer.state.log_history[-1]["step"] == 6 and "collapseguard/health" in trainer.state.log_history[-1]
+
+
+@pytest.mark.slow
+def test_a_halt_points_at_the_last_good_checkpoint(tmp_path):
+    """Issue 22: the halt message, the halt line and every check line of the trail say where to roll back to: the
+    step with the best health, and the checkpoint folder the Trainer saved there."""
+    calls = {"n": 0}
+
+    def turns_bad(model, prompts):
+        calls["n"] += 1  # the check before training and the step checks at 2 and 4 write like gold, then a loop
+        good = [np.asarray(c) for c in guard.engine.gold_continuations()][: len(prompts)]
+        return tr.alarming(model, prompts) if calls["n"] > 3 else good
+
+    guard = CollapseGuardCallback(tr.gold(), generate_fn=turns_bad, on_collapse="halt", alert_log=tmp_path / "t.jsonl",
+                                  schedule=CheckSchedule(every_n_steps=2, max_overhead=None), **tr.GUARD_KWARGS)
+    trainer = tr.hf_trainer(tmp_path, "varied", 2, [guard], save_strategy="steps", save_steps=2)
+    trainer.train()
+    trail = read_alert_log(tmp_path / "t.jsonl")
+    halt = next(r for r in trail if r["type"] == "halt")
+    folder = str(tmp_path / "checkpoint-4")
+    assert halt["step"] == 6 and halt["last_good"] == {"step": 4, "health": 1.0, "checkpoint": folder}
+    assert f"last good checkpoint: step 4 (health 1.00), checkpoint {folder}" in halt["reason"]
+    assert (tmp_path / "checkpoint-4").is_dir()
+    assert [r["last_good"]["step"] for r in trail if r["type"] == "check" and "last_good" in r] == [2, 4, 4]
+    pytest.importorskip("matplotlib")
+    from collapseguard.reporting.report import write_report
+
+    assert f"step 4 (health 1.00): {folder}" in write_report(tmp_path).read_text()
+
+
 # ------------------------------------------------------------------ Lightning
+@pytest.mark.slow
+def test_lightning_run_that_ends_between_scheduled_checks_gets_a_final_check(tmp_path):
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), schedule=CheckSchedule(every_n_steps=1000),
+                          **tr.GUARD_KWARGS)
+    trainer, _ = tr.lightning_fit(tmp_path, "varied", 1, [guard])
+    assert [h["step"] for h in guard.engine.monitor.checks] == [trainer.global_step]
+    assert any(r.get("collapseguard/health") for r in tr_csv(trainer))
+
+
 @pytest.mark.slow
 def test_lightning_halts_mid_epoch(tmp_path):
     guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=tr.alarming, on_collapse="halt",

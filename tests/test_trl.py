@@ -140,3 +140,61 @@ def test_grpo_guard_refuses_what_it_cannot_judge(tmp_path):
         GRPOCollapseGuard(on_collapse="reweight")
     with pytest.raises(ValueError, match="every_n_steps must be an int >= 1"):
         GRPOCollapseGuard(every_n_steps=0)
+
+
+def contains_the(completions: list[str], **kwargs) -> list[float]:
+    """A verifiable 0/1 reward: right when the completion holds the word "the"."""
+    return [float("the" in c.lower().split()) for c in completions]
+
+
+@pytest.mark.parametrize("form", ["name", "callable"])
+def test_grpo_guard_reads_correctness_and_logs_pass_at_k(tmp_path, form):
+    """pass@1 of a 0/1 reward is its mean: the guard's pass_at_1 equals TRL's own rewards/contains_the/mean at every
+    check (one check per step), whether it reads that reward's outputs or judges completions itself."""
+    if form == "name":
+        guard = GRPOCollapseGuard(correct=("contains_the", 1.0))
+        funcs = guard.reward_funcs([reward_the, contains_the])
+    else:
+        guard = GRPOCollapseGuard(correct=lambda prompts, completions, **kw: [bool(r) for r in contains_the(completions)])
+        funcs = [reward_the, contains_the, guard.reward_func]
+    trainer = grpo(tmp_path, 3, [guard], funcs, reward_weights=[1.0, 0.0, 0.0])
+    trainer.train()
+    rows = [h for h in trainer.state.log_history if "collapseguard/pass_at_1" in h]
+    assert len(rows) == 3
+    for row in rows:
+        assert row["collapseguard/pass_at_1"] == pytest.approx(row["rewards/contains_the/mean"], abs=1e-6)
+        assert row["collapseguard/pass_at_1"] <= row["collapseguard/pass_at_k"] <= 1.0
+        assert row["collapseguard/frac_all_correct"] + row["collapseguard/frac_mixed"] \
+            + row["collapseguard/frac_all_wrong"] == pytest.approx(1.0)
+
+
+def test_grpo_guard_correct_names_a_reward_it_must_see():
+    guard = GRPOCollapseGuard(correct=("accuracy", 1.0))
+    with pytest.raises(ValueError, match=r"correct=\('accuracy', 1.0\) names no reward function among \['reward_the'\]"):
+        guard.reward_funcs([reward_the])
+    with pytest.raises(TypeError, match=r"GRPOCollapseGuard: correct=3 is invalid: correct must be a \(reward function"):
+        GRPOCollapseGuard(correct=3)
+
+
+def test_grpo_guard_steers_the_entropy_target_while_the_policy_collapses(tmp_path, caplog):
+    guard = GRPOCollapseGuard(on_collapse="steer", every_n_steps=2)
+    trainer = grpo(tmp_path, 40, [guard], [reward_the, guard.reward_func], reward_weights=[1.0, 0.0],
+                   use_adaptive_entropy=True, entropy_target=0.2)
+    with caplog.at_level(logging.WARNING, logger="collapseguard"):
+        trainer.train()
+    assert trainer.state.global_step == 40  # steering never halts
+    moves = [r.getMessage() for r in caplog.records if r.getMessage().startswith("collapseguard steer: entropy_target")]
+    assert moves and guard.steering.changes
+    rows = [h for h in trainer.state.log_history if "collapseguard/steer/entropy_target" in h]
+    assert max(r["collapseguard/steer/entropy_target"] for r in rows) > 0.2
+    assert trainer.args.entropy_target == guard.steering.value <= guard.steering.ceiling  # what TRL reads
+
+
+def test_grpo_guard_says_once_when_it_cannot_steer(tmp_path, caplog):
+    guard = GRPOCollapseGuard(on_collapse="steer")
+    trainer = grpo(tmp_path, 1, [guard], [reward_the, guard.reward_func], reward_weights=[1.0, 0.0])
+    with caplog.at_level(logging.WARNING, logger="collapseguard"):
+        trainer.train()
+    said = [r.getMessage() for r in caplog.records if "cannot steer" in r.getMessage()]
+    assert len(said) == 1 and "GRPOConfig(use_adaptive_entropy=True, entropy_target=...)" in said[0]
+    assert guard.steering is None

@@ -43,7 +43,9 @@ def pydoc_instructions(min_chars: int = 120) -> list[tuple[str, list[str]]]:
     """(instruction, human responses) pairs from CPython's documentation topics, one per topic in a fixed order.
 
     The instruction asks about the topic; each prose paragraph of the topic is a human response to it, so most
-    prompts have several (the gold within-prompt reference for ``samples_per_prompt``).
+    prompts have several (the gold within-prompt reference for ``samples_per_prompt``). CPython's docs repeat some
+    paragraphs under several topics: each answers only the first topic that has it, so that a split by topic (gold
+    every third topic, training the rest) never puts one answer on both sides.
 
     >>> pairs = pydoc_instructions()
     >>> pairs[0][0].startswith("Explain the Python documentation topic") and len(pairs) > 50
@@ -52,10 +54,12 @@ def pydoc_instructions(min_chars: int = 120) -> list[tuple[str, list[str]]]:
     from pydoc_data.topics import topics
 
     out = []
+    seen: set[str] = set()
     for key in sorted(topics):
         responses = [_SPACE.sub(" ", b).strip() for b in topics[key].split("\n\n")
                      if not (b.startswith(" ") or "***" in b or "===" in b)]
-        responses = [r for r in responses if len(r) >= min_chars]
+        responses = [r for r in dict.fromkeys(responses) if len(r) >= min_chars and r not in seen]
+        seen.update(responses)
         if responses:
             out.append((f"Explain the Python documentation topic '{key}'.", responses))
     return out

@@ -317,6 +317,12 @@ class Detector:
                 options.append((level, f"run's own start ({which}, {n_start:.0f} {unit_word})"))
             elif not options:
                 return math.nan, "forming"
+        definition = gold.get(sig.metric, math.nan)
+        if not sig.gold and options and math.isfinite(definition):
+            # the definition is no reference alone (a pretrained model sits above overconfidence's 0 from its
+            # start), but it bounds one: a start below it (an untrained model, unsure of everything) makes the
+            # rise to it that learning brings look like news
+            options.append((definition, "human text's own level"))
         if not options:
             return math.nan, "gold reference"
         # the least demanding reference: the lowest where higher is better, the highest where lower is
@@ -551,7 +557,7 @@ class WithinPromptCollapse(Detector):
     name = "WithinPromptCollapse"
     phase: Phase = "mid"
     advice: ClassVar[dict[str, str]] = {
-        "text": "the samples of each prompt converge on one answer (pass@k falls to pass@1); keep exploration: an "
+        "text": "the samples of each prompt converge on one answer (their words overlap more and more); keep exploration: an "
                 "entropy bonus (GRPOConfig(entropy_coef=...)), a diversity-preserving reward, a higher sampling "
                 "temperature or a KL penalty (beta), or roll back to an earlier checkpoint", "array": ""}
 
@@ -601,5 +607,89 @@ class EntropyCollapse(Detector):
         return _zero_std_note(metrics)
 
 
+class PolicyNarrowing(Detector):
+    """Mid phase, RL with verifiable rewards: the policy narrows instead of learning. pass@k at the group size falls
+    from the run's best while pass@1 holds or rises (Yue et al., 2025): the answers the policy stopped sampling were
+    sometimes the right ones. And the mixed groups, the only ones GRPO learns from, thin out while all-correct groups
+    pile up. Judged only where each sample was judged right or wrong (``correct=``).
+
+    Each point pools consecutive checks to ``own_start_checks x min_outputs`` groups (a check of 16 prompts measures
+    pass@k to about +-0.1). A fall counts where *both* of the two latest points lie beyond the bound and two standard
+    errors below the best earlier point: the best of many noisy points is itself lucky, and one unlucky point is
+    noise.
+    """
+
+    name = "PolicyNarrowing"
+    phase: Phase = "mid"
+    advice: ClassVar[dict[str, str]] = {
+        "text": "the policy narrows: it concentrates on fewer answers and stops sampling ones that were sometimes right; "
+                "keep exploration: an entropy bonus (GRPOConfig(use_adaptive_entropy=True, entropy_target=...)), "
+                "clip-higher (epsilon_high), a KL penalty (beta) or a lower learning rate, or roll back to the last "
+                "good checkpoint", "array": ""}
+    # (signal's metric, what must hold meanwhile, and which way: pass@1 must not fall; all-correct groups must rise)
+    _CONDITION: ClassVar[dict[str, tuple[str, str]]] = {"pass_at_k": ("pass_at_1", "held"),
+                                                        "frac_mixed": ("frac_all_correct", "rose")}
+
+    def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
+        if kind != "text":
+            return []
+        return [Signal("pass_at_k", "ratio", th.pass_at_k_warn, th.pass_at_k_critical),
+                Signal("frac_mixed", "ratio", th.mixed_groups_warn, th.mixed_groups_critical)]
+
+    def judge(self, metrics: Mapping[str, float], reference: Mapping[str, float],
+              history: Sequence[Mapping[str, float]], th: Thresholds, kind: str,
+              profile: Mapping[str, float] | None = None, anchor: Anchor | None = None,
+              baseline: Mapping[str, float] | None = None, per_prompt: int = 1) -> list[Finding]:
+        if not math.isfinite(metrics.get("pass_at_k", math.nan)) or not metrics.get("num_groups"):
+            return []
+        needed = float(th.own_start_checks * th.min_outputs)
+        points = [h for h in history if math.isfinite(h.get("pass_at_k", math.nan)) and h.get("num_groups")]
+        points.append(metrics)
+        sizes = [float(h["num_groups"]) for h in points]
+        findings = []
+        for sig in self.signals(th, kind, metrics):
+            other, how = self._CONDITION[sig.metric]
+            blocks = {m: _blocks([h.get(m, math.nan) for h in points], sizes, needed) for m in (sig.metric, other)}
+            if len(blocks[sig.metric]) < 3:
+                findings.append(Finding(self.name, self.phase, sig, metrics[sig.metric], math.nan, math.nan, None, 1.0,
+                                        f"{sig.metric} is not judged yet: it needs three points of {needed:.0f} groups "
+                                        "(own_start_checks x min_outputs): the run's best, and the two latest",
+                                        pending=True))
+                continue
+            past, recent = blocks[sig.metric][:-2], blocks[sig.metric][-2:]
+            best_i = max(range(len(past)), key=lambda i: past[i][0])
+            best, best_groups, _ = past[best_i]
+            # the less extreme of the two latest points: a narrowing holds at both, one unlucky point is noise
+            now, groups, _ = max(recent, key=lambda b: b[0])
+            score = sig.score(now, best)
+            z = _two_point_z(best, best_groups, now, groups)
+            other_best = blocks[other][best_i][0]
+            other_now = math.fsum(v * n for v, n, _ in blocks[other][-2:]) / math.fsum(n for _, n, _ in blocks[other][-2:])
+            if how == "held":
+                # held: not even one standard error lower (a pass@1 that falls too is a policy getting worse, which
+                # the other signals judge; this one is the narrowing signature)
+                meanwhile = _two_point_z(other_best, best_groups, other_now, sum(n for _, n, _ in recent)) < 1
+            else:
+                meanwhile = other_now > other_best
+            severity = sig.severity(score) if z >= 2 and meanwhile else None
+            msg = (f"{sig.metric} is {now:.3g} or less at each of the last two points ({groups:.0f}+ groups each), "
+                   f"{score:.0%} of the run's best {best:.3g} (warn below {sig.warn:.0%}; {z:.1f} standard errors), "
+                   f"while {other} {how} ({other_best:.3g} -> {other_now:.3g})")
+            if severity is not None:
+                msg += f": {self.advice['text']}"
+            findings.append(Finding(self.name, self.phase, sig, now, best, score, severity,
+                                    sig.health(score, best) if severity else 1.0, msg))
+        return findings
+
+
+def _two_point_z(before: float, n_before: float, after: float, n_after: float) -> float:
+    """How many standard errors ``after`` lies below ``before``: shares of ``n_before`` and ``n_after`` groups, each
+    group's value in [0, 1] (so a pooled p(1 - p) bounds the variance, as in a two-proportion test; a point of 1.0
+    does not make the error vanish)."""
+    pooled = (before * n_before + after * n_after) / (n_before + n_after)
+    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n_before + 1 / n_after))
+    return (before - after) / se
+
+
 DEFAULT_DETECTORS: tuple[type[Detector], ...] = (TailLoss, VarianceShrinkage, RepetitionLoop, WithinPromptCollapse,
-                                                 EntropyCollapse)
+                                                 EntropyCollapse, PolicyNarrowing)

@@ -152,6 +152,9 @@ class CollapseMonitor:
         self.detectors = [d() for d in detectors]
         self.kind = gold.kind if gold is not None else "text"
         self.history: list[dict[str, Any]] = []
+        # model-side points another tier measured on the same gold texts between this monitor's checks (the
+        # engine's sentinel): part of the run's trajectory for the best point and the model-side rises
+        self.model_side: list[dict[str, Any]] = []
         self._reference_cache: dict[int, dict[str, float]] = {}
         self.max_new_tokens = max_new_tokens
         if gold is None:
@@ -240,21 +243,23 @@ class CollapseMonitor:
 
     def measure(self, outputs: Any, *, finished: Sequence[bool] | None = None,
                 model_stats: ModelStats | None = None, gold_loglik: Sequence[float] | None = None,
-                reported: dict[str, Sequence[float]] | None = None) -> MetricSuite:
+                reported: dict[str, Sequence[float]] | None = None,
+                correct: Sequence[bool] | None = None) -> MetricSuite:
         """The mergeable metric states of ``outputs`` (texts, token-id lists or an (n, d) array).
 
         ``model_stats`` (text) and ``gold_loglik`` (arrays: the model's log-likelihood of held-out
         gold samples) add the model-side statistics; ``reported`` (monitor without gold) the statistics
-        a trainer reports, e.g. ``{"policy_entropy": [...], "frac_reward_zero_std": [...]}``.
+        a trainer reports, e.g. ``{"policy_entropy": [...], "frac_reward_zero_std": [...]}``, and ``correct`` each
+        output judged right or wrong (pass@k; a monitor without gold).
         """
         suite = self.new_suite()
         if isinstance(suite, GroupSuite):
             items = list(outputs)
             if self.max_new_tokens is not None:
                 items = [o if isinstance(o, str) else list(o)[: self.max_new_tokens] for o in items]
-            return suite.update(self.answers(items), reported=reported)
-        if reported:
-            raise ValueError("reported statistics are judged by a monitor without gold (gold=None)")
+            return suite.update(self.answers(items), reported=reported, correct=correct)
+        if reported or correct is not None:
+            raise ValueError("reported statistics and correctness are judged by a monitor without gold (gold=None)")
         if self.kind == "array":
             matrix = as_matrix(outputs, "outputs")
             if matrix.shape[1] != self.dim:
@@ -341,6 +346,22 @@ class CollapseMonitor:
         there is no trajectory to wait for."""
         self.record_baseline(self.reference(num_outputs))
 
+    def record_model_side(self, metrics: Mapping[str, float], step: int | None) -> None:
+        """Keep a model-side measurement (gold perplexity and its bands, entropy, overconfidence) that another check
+        took on the same gold texts, teacher-forced, at ``step``: later checks judge against the run's whole
+        trajectory, not only the points this monitor measured itself (a full check every 100 steps would otherwise
+        miss the best point a sentinel saw at step 30). Not a check: no verdict, no health, no patience."""
+        self.model_side.append({"step": step, "metrics": dict(metrics), "raw": {}, "model_side": True})
+
+    def _trajectory(self, checks: list[dict[str, Any]], step: int | None) -> list[dict[str, Any]]:
+        """The judged checks with the model-side points between them, in step order (a point at this check's own
+        step is this check's own measurement, taken once by the cheaper tier: left out)."""
+        if not self.model_side or step is None:
+            return checks
+        own = {h.get("step") for h in checks}  # a step both tiers measured: this monitor's own check stands
+        extra = [p for p in self.model_side if p["step"] is not None and p["step"] < step and p["step"] not in own]
+        return sorted([*checks, *extra], key=lambda h: (h.get("step") is None, h.get("step") or 0))
+
     @property
     def checks(self) -> list[dict[str, Any]]:
         """The judged checks of :attr:`history` (without the baseline)."""
@@ -351,7 +372,7 @@ class CollapseMonitor:
         metrics = dict(metrics)
         n = int(metrics["num_outputs"])
         reference = self.reference(n)
-        checks = self.checks
+        checks = self._trajectory(self.checks, step)
         past = [h["metrics"] for h in checks]
         baseline = next((h["metrics"] for h in self.history if h.get("baseline")), None)
         profile = self.reference_profile.metrics if self.reference_profile is not None else None
@@ -425,7 +446,8 @@ class CollapseMonitor:
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state: the history is all the detectors need to resume."""
         return {"version": STATE_VERSION, "fingerprint": self.gold.fingerprint if self.gold is not None else None,
-                "thresholds": self.thresholds.to_dict(), "history": [dict(h) for h in self.history]}
+                "thresholds": self.thresholds.to_dict(), "history": [dict(h) for h in self.history],
+                "model_side": [dict(h) for h in self.model_side]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the history of :meth:`state_dict`.
@@ -449,6 +471,7 @@ class CollapseMonitor:
                 logger.warning("resumed monitor state was saved with other thresholds: %s; the current thresholds "
                                "are used (the saved ones are not restored)", "; ".join(changed))
         self.history = [dict(h) for h in state["history"]]
+        self.model_side = [dict(h) for h in state.get("model_side", [])]
 
 
 def _threshold_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

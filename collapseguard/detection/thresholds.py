@@ -74,6 +74,10 @@ class Thresholds:
     within_similarity_critical: float = _f(0.5, 0, 1, "critical at this excess of within-prompt similarity")
     entropy_warn: float = _f(0.5, 0, 1, "warn when the policy's mean per-token entropy on its own completions (TRL's entropy) falls below this share of its level at the run's start")
     entropy_critical: float = _f(0.2, 0, 1, "critical below this share of the starting policy entropy")
+    pass_at_k_warn: float = _f(0.85, 0, 1, "RL with correctness: warn when pass@k at the group size falls below this share of the run's best point while pass@1 holds (the policy narrows), and the fall exceeds two standard errors")
+    pass_at_k_critical: float = _f(0.7, 0, 1, "critical below this share of the run's best pass@k")
+    mixed_groups_warn: float = _f(0.5, 0, 1, "RL with correctness: warn when the share of mixed groups (some samples right, some wrong: the only ones GRPO learns from) falls below this share of the run's best point while all-correct groups pile up")
+    mixed_groups_critical: float = _f(0.25, 0, 1, "critical below this share of the run's best share of mixed groups")
     own_start_checks: int = _f(3, 1, 1000, "where gold has no reference for a signal (policy entropy, within-prompt diversity without several human responses per prompt; overconfidence without the check before training), the run's own start is its reference: its first checks (the check before training first) until they hold own_start_checks x min_outputs outputs (without gold, a prompt's group of samples counts once), their mean weighted by outputs; until then the signal is not judged, and smaller checks are judged pooled with the ones just before them to as many outputs", integer=True)
     # late phase: functional collapse
     repetition_warn: float = _f(0.15, 0, 1, "warn when seq-rep-4, loop fraction or duplicate fraction exceed gold's by this much (absolute)")
@@ -98,6 +102,8 @@ class Thresholds:
         ("repetition_warn", "repetition_critical", "above"),
         ("distinct_k_warn", "distinct_k_critical", "below"),
         ("within_similarity_warn", "within_similarity_critical", "above"),
+        ("pass_at_k_warn", "pass_at_k_critical", "below"),
+        ("mixed_groups_warn", "mixed_groups_critical", "below"),
         ("entropy_warn", "entropy_critical", "below"),
     )
 
@@ -238,6 +244,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "repetition_warn": 0.1, "repetition_critical": 0.25, "trend_drop_warn": 0.1,
         "distinct_k_warn": 0.85, "distinct_k_critical": 0.65, "within_similarity_warn": 0.15,
         "within_similarity_critical": 0.35, "entropy_warn": 0.65, "entropy_critical": 0.35,
+        "pass_at_k_warn": 0.9, "pass_at_k_critical": 0.8, "mixed_groups_warn": 0.65, "mixed_groups_critical": 0.4,
     },
     "lenient": {
         "tail_coverage_warn": 0.5, "tail_coverage_critical": 0.25,
@@ -248,6 +255,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "repetition_warn": 0.25, "repetition_critical": 0.5, "trend_drop_warn": 0.3, "alert_patience": 2,
         "distinct_k_warn": 0.6, "distinct_k_critical": 0.35, "within_similarity_warn": 0.35,
         "within_similarity_critical": 0.65, "entropy_warn": 0.35, "entropy_critical": 0.1,
+        "pass_at_k_warn": 0.75, "pass_at_k_critical": 0.55, "mixed_groups_warn": 0.35, "mixed_groups_critical": 0.15,
     },
 }
 

@@ -30,6 +30,7 @@ from collapseguard.guard.options import BY_NAME, OPTIONS, check_names, check_opt
 from collapseguard.guard.reweighting import ReweightPolicy
 from collapseguard.guard.schedule import CheckSchedule, OverheadBudget
 from collapseguard.metrics import ModelStats
+from collapseguard.metrics.model_side import GoldLikelihood
 from collapseguard.metrics.suite import MetricSuite, SentinelSuite
 from collapseguard.reporting.alertlog import AlertLog
 
@@ -65,6 +66,7 @@ class GeneratedBatch:
     model_stats: ModelStats | None = None
     gold_loglik: np.ndarray | None = None
     reported: dict[str, list[float]] | None = None  # statistics a trainer reports (guard without gold)
+    correct: list[bool] | None = None  # each sequence judged right or wrong by a verifiable reward (guard without gold)
 
 
 @dataclass
@@ -145,6 +147,9 @@ class GuardEngine:
         self.costs: dict[str, float | None] = {tier: None for tier in TIERS}  # seconds of each tier's latest check
         self._warned_since_full = False  # a sentinel warned and its full check ran: the next warn waits for budget
         self._starved: set[str] = set()  # tiers whose long wait for the budget was reported
+        # where to roll back to: the step with the best health (the latest of equals), and its checkpoint folder
+        self.last_good: dict[str, Any] | None = None
+        self.checkpoints: dict[int, str] = {}  # optimizer step -> checkpoint folder the adapter saw saved
         self.num_samples = int(o.num_samples)
         self.prompt_length = int(o.prompt_length)
         self.max_new_tokens = int(o.max_new_tokens)
@@ -342,6 +347,15 @@ class GuardEngine:
             self._warn_starved(tier, every, step - last)
         return None
 
+    def final_check_due(self, step: int) -> bool:
+        """Whether training that ends at optimizer step ``step`` needs a last full check: a step schedule whose last
+        full check judged an earlier model (the interval, or the overhead budget, left the last steps unchecked).
+
+        It runs outside the budget: the run's last verdict, its trail and its profile describe the model the run
+        hands over, and a check after training costs no training time.
+        """
+        return self.schedule.steps and self.monitor is not None and self.last_checked["full"] != step
+
     def _warn_starved(self, tier: str, every: int, waited: int) -> None:
         """Say once per tier when the budget keeps a due check waiting for long: the user's cap is honoured, but a
         run that is never checked must not look like a healthy one."""
@@ -375,8 +389,27 @@ class GuardEngine:
 
     @property
     def sentinel_size(self) -> int:
-        """Gold texts a sentinel check scores: ``sentinel_samples``, or fewer where gold has fewer prompts."""
-        return min(self.schedule.sentinel_samples, len(self.sentinel.split)) if self.sentinel is not None else 0
+        """Gold texts a sentinel check scores: ``sentinel_samples`` (None: ``num_samples``), or fewer where gold has
+        fewer prompts."""
+        if self.sentinel is None:
+            return 0
+        return min(self.schedule.sentinel_samples or self.num_samples, len(self.sentinel.split))
+
+    @property
+    def tiers_share_texts(self) -> bool:
+        """Whether the sentinel scores exactly the full check's gold texts, so that each tier's model-side points
+        are part of the other's trajectory."""
+        return self.sentinel is not None and self.sentinel_size == min(self.num_samples, len(self.sentinel.split))
+
+    def _share_model_side(self, result: CheckResult, step: int | None, sentinel: bool) -> None:
+        """Give the other tier this check's model-side metrics (same texts, same teacher-forced scorer)."""
+        other = self.monitor if sentinel else self.sentinel
+        if other is None or not self.tiers_share_texts or step is None:
+            return
+        keys = (*GoldLikelihood.outputs, "num_outputs")
+        shared = {k: result.metrics[k] for k in keys if k in result.metrics}
+        if "gold_ppl" in shared:  # a full check of a model the adapter cannot score teacher-forced has none
+            other.record_model_side(shared, step)
 
     def prompts(self, rank: int = 0, world_size: int = 1, *, repeat: bool = True) -> list[np.ndarray]:
         """This process's share of the gold prompts (disjoint across ranks; together ``num_samples``), each
@@ -470,7 +503,7 @@ class GuardEngine:
                                    "truncated to it (check the generate_fn's length settings)", too_long,
                                    len(gen.sequences), self.rank, self.max_new_tokens)
                 suite = self.monitor.measure(gen.sequences or [], finished=gen.finished, model_stats=gen.model_stats,
-                                             reported=gen.reported)
+                                             reported=gen.reported, correct=gen.correct)
             self.timing = {"generation": generated - start, "metrics": time.perf_counter() - generated}
             return suite
         except UnrecoverableCheckError:
@@ -499,26 +532,29 @@ class GuardEngine:
 
     def run_check(self, produce: Callable[[], GeneratedBatch],
                   gather: Callable[[MetricSuite | Alert], list[MetricSuite | Alert]] = lambda local: [local], *,
-                  step: int | None, epoch: int | None, tier: str = "full") -> CheckOutcome:
+                  step: int | None, epoch: int | None, tier: str = "full", after_training: bool = False) -> CheckOutcome:
         """One whole check: measure this process's share, gather every process's, conclude.
 
         ``gather`` is the adapter's collective (identity in one process); every rank calls it,
         a rank whose generation failed sends its fault, so no rank waits for a missing one.
         ``tier="sentinel"``: ``produce`` only scores the sentinel's gold subset teacher-forced.
+        ``after_training``: the last check of :meth:`final_check_due`, which costs no training time: kept out of the
+        guard's share, like the check before training.
         """
         start = time.perf_counter()
         measured = gather(self.measure(produce, tier))
         # the check's cost so far (generation or scoring, measuring, gathering; judging adds milliseconds): known
         # before conclude() writes the trail line, so the line carries it and the guard's share
         elapsed = time.perf_counter() - start
-        self.budget.add(elapsed)
+        count = self.budget.add if not after_training else lambda seconds: None
+        count(elapsed)
         if step is not None:
             self.last_checked[tier] = step
         ok = not any(isinstance(m, Alert) for m in measured)
         prefix = "collapseguard/" if tier == "full" else "collapseguard/sentinel/"
         extra = {"collapseguard/overhead": self.budget.share, **({f"{prefix}seconds_total": elapsed} if ok else {})}
-        outcome = self.conclude(measured, step=step, epoch=epoch, tier=tier, extra=extra)
-        self.budget.add(time.perf_counter() - start - elapsed)
+        outcome = self.conclude(measured, step=step, epoch=epoch, tier=tier, extra=extra, after_training=after_training)
+        count(time.perf_counter() - start - elapsed)
         if outcome.result is not None:
             self.costs[tier] = elapsed
             self.timing["total"] = elapsed
@@ -527,11 +563,14 @@ class GuardEngine:
         return outcome
 
     def conclude(self, measured: Sequence[MetricSuite | Alert], step: int | None, epoch: int | None,
-                 tier: str = "full", extra: dict[str, float] | None = None) -> CheckOutcome:
+                 tier: str = "full", extra: dict[str, float] | None = None,
+                 after_training: bool = False) -> CheckOutcome:
         """Merge every process's measurement, judge, and decide. Same input -> same decision on every rank.
 
         A sentinel check (``tier="sentinel"``) is judged against the sentinel's own history and never halts or
         reweights by itself: it sets :attr:`CheckOutcome.escalate` when it warns, and the full check decides.
+        ``after_training``: the verdict on the model training handed over; its alerts are logged, but there is no run
+        left to halt or reweight.
         """
         assert self.monitor is not None, "call setup() first"
         sentinel = tier == "sentinel"
@@ -558,13 +597,17 @@ class GuardEngine:
                                    tier="sentinel", escalate=self._escalate(result))
             data_alerts: list[Alert] = []
         else:
-            if self.reweighting is not None:
+            if self.reweighting is not None and not after_training:
                 self.reweighting.update(result)
-            should_stop, reason = self.halting.decide(result, faults)
+            should_stop, reason = self.halting.decide(result, faults) if not after_training else (False, None)
+            self._track_last_good(result, step)
+            if should_stop and self.last_good is not None:
+                reason = f"{reason}; {self.describe_last_good()}"
             outcome = CheckOutcome(result, should_stop, reason, self._log_metrics(result), faults)
             outcome.log_metrics.update(self.human_fraction_metrics())
             data_alerts = self._judge_data_stream(outcome, step)
         if result is not None:
+            self._share_model_side(result, step, sentinel)
             prefix = "collapseguard/sentinel/" if sentinel else "collapseguard/"
             outcome.log_metrics.update({f"{prefix}seconds_{k}": v for k, v in self.timing.items()})
         outcome.log_metrics.update(extra or {})
@@ -577,13 +620,40 @@ class GuardEngine:
                                        reference=result.reference if result else {},
                                        bounds=result.bounds if result else {},
                                        phase_health=result.phase_health if result else {},
-                                       log_metrics=outcome.log_metrics)
+                                       log_metrics=outcome.log_metrics,
+                                       **({"last_good": dict(self.last_good)} if self.last_good and not sentinel else {}))
             if outcome.should_stop:
                 self.alert_log.write({"type": "halt", "step": step, "epoch": epoch, "rank": self.rank,
-                                      "reason": outcome.reason})
+                                      "reason": outcome.reason, "last_good": self.last_good})
         if not sentinel:
             self.last_outcome = outcome
         return outcome
+
+    def _track_last_good(self, result: CheckResult | None, step: int | None) -> None:
+        """Keep the judged full check with the best health (the latest of equals: the least training to lose); a
+        critical check is never good."""
+        if result is None or not result.judged or not math.isfinite(result.health) or step is None \
+                or result.severity == "critical":
+            return
+        if self.last_good is None or result.health >= self.last_good["health"]:
+            self.last_good = {"step": step, "health": result.health, "checkpoint": self.checkpoints.get(step)}
+
+    def note_checkpoint(self, step: int, folder: str) -> None:
+        """The adapter saw the framework save a checkpoint of optimizer step ``step`` in ``folder``."""
+        self.checkpoints[int(step)] = str(folder)
+        if self.last_good is not None and self.last_good["step"] == step:
+            self.last_good["checkpoint"] = str(folder)
+            if self.alert_log is not None and self.rank == 0:
+                self.alert_log.write({"type": "last_good", **self.last_good})
+
+    def describe_last_good(self) -> str:
+        """Where to roll back to, in words (empty before any judged check)."""
+        good = self.last_good
+        if good is None:
+            return ""
+        where = f", checkpoint {good['checkpoint']}" if good.get("checkpoint") else \
+            " (no checkpoint was saved at that step)"
+        return f"last good checkpoint: step {good['step']} (health {good['health']:.2f}){where}"
 
     def _escalate(self, result: CheckResult | None) -> bool:
         """Whether a sentinel verdict calls for the full check now: always on a critical; on a warn, the first time
@@ -634,6 +704,8 @@ class GuardEngine:
                                  "critical_streak": self.critical_streak, "human_fraction": self.human_fraction,
                                  "clean_streak": self.reweighting.clean_streak if self.reweighting else 0}
         state["schedule"] = {"last_checked": dict(self.last_checked), "warned_since_full": self._warned_since_full}
+        state["last_good"] = self.last_good
+        state["checkpoints"] = {str(k): v for k, v in self.checkpoints.items()}
         if self.monitor is not None:
             state["monitor"] = self.monitor.state_dict()
             if self.sentinel is not None:
@@ -650,6 +722,8 @@ class GuardEngine:
             self._pending_state = state
             return
         self.checks_done = int(state["checks_done"])
+        self.last_good = state.get("last_good")
+        self.checkpoints = {int(k): v for k, v in (state.get("checkpoints") or {}).items()}
         self.halting.critical_streak = int(state["critical_streak"])
         if self.reweighting is not None:
             self.reweighting.restore(state.get("human_fraction"), int(state.get("clean_streak", 0)))

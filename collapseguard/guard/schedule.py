@@ -50,6 +50,10 @@ class CheckSchedule:
         sentinel_every_n_steps: the cheap model-side check every n optimizer steps; ``None``: no sentinel. A sentinel
             that warns triggers a full check at once.
         sentinel_samples: gold texts the sentinel scores teacher-forced (the first ones of the full check's prompts).
+            ``None`` (default): the full check's own (``num_samples``). On the same texts both tiers share one
+            model-side trajectory: a full check judges gold perplexity against the best point a sentinel saw between
+            full checks, and a sentinel against the full checks' points. A smaller number makes a sentinel cheaper,
+            and each tier then keeps its own history (their values are not comparable).
         max_overhead: the most of training wall time the guard may spend on step checks (0.05: 5%); a due check waits
             while it would exceed it. ``None``: no cap. Epoch-end checks and the full check a sentinel critical
             triggers always run.
@@ -69,7 +73,7 @@ class CheckSchedule:
     every_n_epochs: int | None = None
     every_n_steps: int | None = None
     sentinel_every_n_steps: int | None = None
-    sentinel_samples: int = 32
+    sentinel_samples: int | None = None
     max_overhead: float | None = 0.05
 
     def __post_init__(self) -> None:
@@ -78,8 +82,8 @@ class CheckSchedule:
         for name in ("every_n_steps", "sentinel_every_n_steps"):
             validate(_CALLER, name, getattr(self, name), Interval(int, 1, None), NONE,
                      fix=f"Pass None for no {'sentinel' if name.startswith('sentinel') else 'step'} checks")
-        validate(_CALLER, "sentinel_samples", self.sentinel_samples, Interval(int, 2, None),
-                 fix="the sentinel averages over at least 2 gold texts")
+        validate(_CALLER, "sentinel_samples", self.sentinel_samples, Interval(int, 2, None), NONE,
+                 fix="the sentinel averages over at least 2 gold texts; None scores the full check's own")
         validate(_CALLER, "max_overhead", self.max_overhead, Interval(float, 0, 1, closed="right"), NONE,
                  fix="pass a share of training time such as 0.05, or None for no cap")
         if self.every_n_steps is not None and self.sentinel_every_n_steps is not None \

@@ -35,6 +35,7 @@ from collapseguard.metrics.lexical import (
     zipf_coefficient,
 )
 from collapseguard.metrics.model_side import GoldLikelihood, GoldNLL, ModelStats, ReportedMean, banded_perplexity
+from collapseguard.metrics.pass_at_k import PassAtK, pass_at_k
 from collapseguard.metrics.repetition import (
     LengthLimitFraction,
     LoopFraction,
@@ -54,9 +55,9 @@ from collapseguard.metrics.within_prompt import (
 __all__ = [
     "CompressionRatio", "DistinctK", "DistinctN", "DuplicateFraction", "EmbeddingMoments", "FrequencyBands",
     "GoldLikelihood", "GoldNLL", "JSDivergence", "LengthLimitFraction", "LoopFraction", "Metric", "ModelStats",
-    "NGramEntropy", "ReportedMean", "SelfBLEU", "SeqRepN", "State", "TailCoverage", "TailMass", "WithinDistinctN",
+    "NGramEntropy", "PassAtK", "ReportedMean", "SelfBLEU", "SeqRepN", "State", "TailCoverage", "TailMass", "WithinDistinctN",
     "WithinSimilarity", "ZipfCoefficient", "banded_perplexity", "compression_ratio", "declared_directions",
     "direction", "distinct_n", "duplicate_fraction", "effective_rank", "ends_in_loop", "hashed_ngram_features",
-    "js_divergence", "length_limit_fraction", "loop_fraction", "merge_all", "ngram_entropy", "self_bleu", "seq_rep_n",
+    "js_divergence", "length_limit_fraction", "loop_fraction", "merge_all", "ngram_entropy", "pass_at_k", "self_bleu", "seq_rep_n",
     "tail_coverage", "total_variance", "vendi_score", "within_prompt_diversity", "zipf_coefficient",
 ]

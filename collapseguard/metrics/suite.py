@@ -38,6 +38,7 @@ from collapseguard.metrics import (
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import count_table, direction_word
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix, blas_controller
+from collapseguard.metrics.pass_at_k import PassAtK
 from collapseguard.metrics.within_prompt import within_prompt_metrics
 
 VENDI_DIM = 256
@@ -204,12 +205,14 @@ REPORTED = {name: direction_word(hib) for name, hib in ReportedMean.outputs.item
 
 class GroupSuite(MetricSuite):
     """A check without gold: groups of ``samples_per_prompt`` samples of the prompts the trainer drew (GRPO's
-    groups), measured by the within-prompt metrics, plus statistics the trainer reports (:data:`REPORTED`).
+    groups), measured by the within-prompt metrics, plus statistics the trainer reports (:data:`REPORTED`), and, where
+    each sample is judged right or wrong, pass@k and the split of groups (:class:`~collapseguard.metrics.PassAtK`).
     Judged against the run's own start."""
 
     def __init__(self, samples_per_prompt: int) -> None:
         self.samples_per_prompt = samples_per_prompt
-        metrics: dict[str, Metric] = {**within_prompt_metrics(), "count": _Count()}
+        metrics: dict[str, Metric] = {**within_prompt_metrics(), "count": _Count(),
+                                      "pass_at_k": PassAtK(samples_per_prompt)}
         metrics.update({name: ReportedMean(name, direction) for name, direction in REPORTED.items()})
         super().__init__(metrics)
 
@@ -217,10 +220,18 @@ class GroupSuite(MetricSuite):
     def num_outputs(self) -> int:
         return int(self.metrics["count"].count)
 
-    def update(self, answers: Sequence[np.ndarray], reported: dict[str, Sequence[float]] | None = None) -> GroupSuite:
+    def update(self, answers: Sequence[np.ndarray], reported: dict[str, Sequence[float]] | None = None,
+               correct: Sequence[bool] | None = None) -> GroupSuite:
+        """Fold in whole groups of answers (each prompt's samples in a row), the trainer's statistics, and each
+        answer judged right or wrong (``correct``, in the answers' order)."""
         unknown = sorted(set(reported or {}) - set(REPORTED))
         if unknown:
             raise ValueError(f"reported statistics {unknown} are not known: pass {sorted(REPORTED)}")
+        if correct is not None:
+            if len(correct) != len(answers):
+                raise ValueError(f"{len(correct)} correctness values for {len(answers)} outputs: judge every output")
+            k = self.samples_per_prompt
+            self.metrics["pass_at_k"].update([correct[i:i + k] for i in range(0, len(correct), k)])
         if answers:
             _update_within(self.metrics, answers, self.samples_per_prompt)
         self.metrics["count"].update(len(answers))
@@ -231,6 +242,8 @@ class GroupSuite(MetricSuite):
     def compute(self) -> dict[str, float]:
         out = super().compute()
         out.pop("count")
+        if not out.get("num_groups"):
+            out.pop("num_groups", None)  # no correctness given: pass@k was not measured
         return {k: v for k, v in out.items() if np.isfinite(v)}  # what was not measured is absent
 
 

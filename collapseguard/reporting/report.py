@@ -163,8 +163,17 @@ def _summary_rows(runs: Sequence[RunLog]) -> list[list[str]]:
                      f"{overhead[-1][1]:.1%}" if overhead else "-", f"{health[-1][1]:.2f}" if health else "-",
                      f"{min(v for _, v in health):.2f}" if health else "-", worst["warn"], worst["critical"],
                      f"step {first['step']}: {first['severity']} {first['phase']} ({first['metric']})" if first else "none",
-                     "halted at step " + str(run.halts[-1].get("step")) if run.halts else "-"])
+                     "halted at step " + str(run.halts[-1].get("step")) if run.halts else "-", _last_good(run)])
     return rows
+
+
+def _last_good(run: RunLog) -> str:
+    """Where to roll back to: the step with the best health the trail recorded, and its checkpoint folder."""
+    good = run.last_good
+    if good is None:
+        return "-"
+    return f"step {good['step']} (health {good['health']:.2f})" + (f": {good['checkpoint']}" if good.get("checkpoint")
+                                                                   else "")
 
 
 def _config_html(run: RunLog) -> str:
@@ -224,7 +233,8 @@ def render_report(runs: Sequence[RunLog], title: str) -> str:
              f"<p class='note'>written {time.strftime('%Y-%m-%d %H:%M:%S')} by collapseguard report</p>",
              "<h2>Summary</h2>",
              _table(["run", "checks", "sentinel checks", "guard's share of training time", "final health",
-                     "lowest health", "warn alerts", "critical alerts", "first alert", "halt"], _summary_rows(runs))]
+                     "lowest health", "warn alerts", "critical alerts", "first alert", "halt", "last good checkpoint"],
+                    _summary_rows(runs))]
     for heading, png in figures:
         if png is not None:
             parts.append(f"<h2>{heading}</h2><img alt='{html.escape(heading)}' src='data:image/png;base64,{png}'>")

@@ -20,7 +20,7 @@ from typing import Any
 from collapseguard.reporting.alertlog import read_alert_log
 
 PREFIX = "collapseguard/"
-_TRAIL_TYPES = {"config", "baseline", "check", "alert", "halt"}
+_TRAIL_TYPES = {"config", "baseline", "check", "alert", "halt", "last_good"}
 # framework keys shown beside the guard's metrics (training and validation loss)
 LOSS_KEYS = ("loss", "train_loss", "val_loss", "eval_loss", "train_loss_epoch", "train_loss_step")
 
@@ -37,6 +37,7 @@ class RunLog:
         alerts: the trail's alert records (phase, severity, metric, value, message, step).
         halts: the trail's halt records.
         config: the latest config record of the trail (gold set, thresholds, settings).
+        last_good: where to roll back to: the step with the best health, its health and checkpoint folder.
         sources: which files were read.
         notes: what could not be read, and why.
     """
@@ -51,6 +52,7 @@ class RunLog:
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     from_trail: set[str] = field(default_factory=set)
+    last_good: dict[str, Any] | None = None  # the trail's last good checkpoint: step, health, checkpoint folder
 
     def add(self, name: str, step: float, value: Any, *, trail: bool = False) -> None:
         """Add one point; a metric the trail holds is taken from the trail only (frameworks log it at
@@ -127,6 +129,10 @@ def read_trail(path: str | Path, run: RunLog) -> None:
             run.alerts.append(rec)
         elif kind == "halt":
             run.halts.append(rec)
+        if kind in ("check", "halt", "last_good") and rec.get("tier", "full") == "full":
+            good = rec if kind == "last_good" else rec.get("last_good")
+            if good:  # the latest word on where to roll back to (a checkpoint folder arrives after its check)
+                run.last_good = {k: good.get(k) for k in ("step", "health", "checkpoint")}
     run.sources.append(str(path))
 
 
