@@ -264,7 +264,14 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
                   "(`python benchmarks/healthy.py`; the grid and the twins are described in its docstring and in "
                   "[thresholds.md](thresholds.md#learning-aware-judging)). The same recorded checks are judged again "
                   "as a bare `CollapseMonitor` would (no model statistics, no check before training) and by the "
-                  "rules before learning-aware judging, side by side.", "", (out / "healthy.md").read_text().strip()]
+                  "rules before learning-aware judging, side by side. The bare row judges outputs alone, with no "
+                  "start to compare them with: a twin trained on degenerate or its own text from its first epoch "
+                  "is already collapsed at its first check, so most pass unflagged (2 of 55 halted). Until 0.3 this "
+                  "row kept `overconfidence`, a model statistic, and judged it against gold's definitional 0 (40 of "
+                  "55); without a measured start that 0 is no reference (a pretrained model sits nats above it: a "
+                  "false critical in issue 20's trial), so a monitor learns overconfidence's start from its first "
+                  "checks (18 of 55 here). Measuring the model before training, as the callbacks do, is what "
+                  "catches them (55 of 55).", "", (out / "healthy.md").read_text().strip()]
     parts += ["", "## 2. Closed form: the Gaussian's variance decay", "",
               "A 1-D Gaussian refit by maximum likelihood (variance divided by n) on n samples of the previous fit: "
               "E[σ²ₜ] = ((n−1)/n)ᵗ σ²₀ after t fits. Mean over chains against the closed form, with the exact "

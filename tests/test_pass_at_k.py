@@ -10,7 +10,7 @@ import random
 import pytest
 
 from collapseguard.metrics.base import direction
-from collapseguard.metrics.pass_at_k import PassAtK, pass_at_k
+from collapseguard.metrics.correctness import PassAtK, pass_at_k
 
 
 def brute_force(flags: list[bool], k: int) -> float:

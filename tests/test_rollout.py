@@ -9,7 +9,7 @@ import random
 import pytest
 
 from collapseguard.guard.rollout import RolloutGuard
-from collapseguard.metrics.pass_at_k import pass_at_k
+from collapseguard.metrics.correctness import pass_at_k
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 

@@ -154,9 +154,11 @@ class RolloutGuard:
         return self.engine.run_check(produce, step=step, epoch=epoch)
 
     def state_dict(self) -> dict[str, Any]:
+        """The guard's history and counters, JSON-ready: save it with the trainer's checkpoint."""
         return self.engine.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (the same thresholds and group size)."""
         self.setup()
         self.engine.load_state_dict(state)
 

@@ -66,6 +66,7 @@ class SteerPolicy:
         return new
 
     def log_metrics(self) -> dict[str, float]:
+        """The knob's current value, as ``collapseguard/steer/<knob>``."""
         return {f"collapseguard/steer/{self.knob}": self.value}
 
 

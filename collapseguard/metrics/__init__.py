@@ -7,6 +7,7 @@
 
 from collapseguard.metrics.base import Metric, State, declared_directions, direction, merge_all
 from collapseguard.metrics.bleu import SelfBLEU, self_bleu
+from collapseguard.metrics.correctness import PassAtK, pass_at_k
 from collapseguard.metrics.embedding import (
     EmbeddingMoments,
     TailMass,
@@ -35,7 +36,6 @@ from collapseguard.metrics.lexical import (
     zipf_coefficient,
 )
 from collapseguard.metrics.model_side import GoldLikelihood, GoldNLL, ModelStats, ReportedMean, banded_perplexity
-from collapseguard.metrics.pass_at_k import PassAtK, pass_at_k
 from collapseguard.metrics.repetition import (
     LengthLimitFraction,
     LoopFraction,

@@ -37,8 +37,8 @@ from collapseguard.metrics import (
 )
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import count_table, direction_word
+from collapseguard.metrics.correctness import PassAtK
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix, blas_controller
-from collapseguard.metrics.pass_at_k import PassAtK
 from collapseguard.metrics.within_prompt import within_prompt_metrics
 
 VENDI_DIM = 256

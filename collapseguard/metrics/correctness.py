@@ -98,6 +98,7 @@ class PassAtK(Metric):
 
     @property
     def num_groups(self) -> int:
+        """Groups folded in so far."""
         return int(self.counts.sum())
 
     def compute(self) -> float:
@@ -105,6 +106,7 @@ class PassAtK(Metric):
         return self.compute_all()["pass_at_k"]
 
     def compute_all(self) -> dict[str, float]:
+        """Every value this metric reports (NaN for all but ``num_groups`` with no groups)."""
         n, total = self.group_size, self.num_groups
         if total == 0:
             nan = math.nan
