@@ -211,12 +211,9 @@ class GRPOCollapseGuard(CollapseGuardCallback):
         the ceiling is the policy entropy of the run's own start, the level at which it still explored."""
         steering = self.steering
         assert steering is not None
-        if steering.ceiling is None:
-            n = self.engine.thresholds.own_start_checks
-            start = [h["metrics"]["policy_entropy"] for h in self.engine.monitor.checks
-                     if "policy_entropy" in h["metrics"]][:n]
-            if len(start) == n:
-                steering.set_ceiling(sum(start) / n)
+        start = self.rollout.own_start("policy_entropy")
+        if steering.ceiling is None and start is not None:
+            steering.set_ceiling(start)
         new = steering.update(outcome.result, step)
         if new is not None:
             args.entropy_target = new

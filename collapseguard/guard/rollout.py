@@ -153,6 +153,14 @@ class RolloutGuard:
 
         return self.engine.run_check(produce, step=step, epoch=epoch)
 
+    def own_start(self, metric: str) -> float | None:
+        """The run's own start of ``metric``: the mean of its first ``own_start_checks`` checks (None until there
+        are that many), e.g. the policy entropy at which the run still explored (the steer policy's ceiling)."""
+        n = self.engine.thresholds.own_start_checks
+        monitor = self.engine.monitor
+        values = [h["metrics"][metric] for h in (monitor.checks if monitor else []) if metric in h["metrics"]][:n]
+        return sum(values) / n if len(values) == n else None
+
     def state_dict(self) -> dict[str, Any]:
         """The guard's history and counters, JSON-ready: save it with the trainer's checkpoint."""
         return self.engine.state_dict()
