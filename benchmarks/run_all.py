@@ -15,7 +15,10 @@ never two at once, since timings on a 2-core machine are only meaningful alone):
 4. speed (``bench_metrics.py``): metrics against nltk, vendi-score, diversity and naive passes;
 5. overhead (``bench_overhead.py``): the guard inside real Lightning and HF training;
 6. post-training (``bench_grpo.py``): TRL's GRPOTrainer collapsing vs an entropy-bonus twin, SFT healthy vs
-   narrowed, and the GRPO guard's overhead per step.
+   narrowed, and the GRPO guard's overhead per step;
+7. RL with verifiable rewards (``bench_rlvr.py``): GRPO on a tiny arithmetic model that learns, narrows, narrows
+   under an entropy bonus and narrows under steering, with pass@k measured apart; the guard's overhead with
+   correctness on. Its SmolLM2 part runs apart (``--part smollm2``), like the real-model benchmark.
 
 Writes each part's JSON/Markdown (and plots) to ``--out`` and one page, ``--docs``, that gathers them with
 the floors of the benchmark issue and whether each is met.
@@ -301,7 +304,12 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
                         # run apart too: they need the SmolLM2 wheel (collapseguard.demos.pretrained)
                         ("real_model", "## 9. Real pretrained model"),
                         ("real_model_gpu", "### The same on a GPU (`real_model.py --device cuda`: larger batches)"),
-                        ("generation", "## 10. Generation and scoring on a real model")):
+                        ("generation", "## 10. Generation and scoring on a real model"),
+                        ("rlvr", "## 11. RL with verifiable rewards: pass@k, narrowing, steering"),
+                        ("rlvr_rules_3e20374", "### (a) with the detector rules before (commit 3e20374), side by side"),
+                        ("rlvr_smollm2", "### (b) on the real model, CPU (`bench_rlvr.py --part smollm2`, run apart)"),
+                        ("rlvr_smollm2_gpu", "### (b) on the real model, GPU (`--device cuda`, run apart)"),
+                        ("rlvr_smollm2_gpu_lr1e-4", "### (b) on the real model, GPU, learning rate 1e-4 (run apart)")):
         path = out / f"{name}.md"
         if path.is_file():
             body = path.read_text().replace("](mitigation_text.png)", f"]({rel}/mitigation_text.png)")
@@ -330,7 +338,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: "
-                        "healthy,detection,mitigation,speed,overhead,posttraining")
+                        "healthy,detection,mitigation,speed,overhead,posttraining,rlvr")
     args = parser.parse_args()
     out, skip = Path(args.out).resolve(), set(filter(None, args.skip.split(",")))
     out.mkdir(parents=True, exist_ok=True)
@@ -357,6 +365,8 @@ def main() -> None:
         seconds["overhead"] = run("bench_overhead.py", "--out", out_arg, *smoke)
     if "posttraining" not in skip:
         seconds["posttraining"] = run("bench_grpo.py", "--out", out_arg, *smoke)
+    if "rlvr" not in skip:
+        seconds["rlvr"] = run("bench_rlvr.py", "--out", out_arg, *smoke)
     command = "python benchmarks/run_all.py" + (" --smoke" if args.smoke else "")
     seconds = _with_earlier_seconds(out / "run_all_seconds.json", seconds, skip)
     compose(out, Path(args.docs), env, seconds, closed, command)

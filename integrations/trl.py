@@ -143,8 +143,9 @@ class GRPOCollapseGuard(CollapseGuardCallback):
         steer_step: with ``"steer"``, one step as a share of the way from the starting ``entropy_target`` to the
             ceiling.
 
-    Its state (history, counters) is saved in checkpoints and restored on resume with
-    ``restore_callback_states_from_checkpoint=True``, like :class:`CollapseGuardCallback`.
+    Its state (history, counters, and with ``"steer"`` where the knob stands) is saved in checkpoints and restored on
+    resume with ``restore_callback_states_from_checkpoint=True``, like :class:`CollapseGuardCallback`: a resumed run
+    steers on from the checkpoint's ``entropy_target``, not from the config's.
     """
 
     _options = ("thresholds", "on_collapse", "on_error", "patience", "alert_log")
@@ -169,6 +170,7 @@ class GRPOCollapseGuard(CollapseGuardCallback):
         self.steer_step = steer_step
         SteerPolicy(0.0, steer_step, caller=caller)  # validates steer_step now, not at train begin
         self.steering: SteerPolicy | None = None
+        self._steer_restored: dict[str, Any] | None = None  # a checkpoint's steering, applied at train begin
         self.engine = self.rollout.engine
         self.correct = correct
         self.every_n_steps = every_n_steps
@@ -253,6 +255,9 @@ class GRPOCollapseGuard(CollapseGuardCallback):
         if self.on_collapse == "steer" and self.steering is None:
             if getattr(args, "use_adaptive_entropy", False):
                 self.steering = SteerPolicy(float(args.entropy_target), self.steer_step, caller=type(self).__name__)
+                if self._steer_restored is not None:  # resumed: TRL reads the target where the run left it
+                    self.steering.load_state_dict(self._steer_restored)
+                    args.entropy_target = self.steering.value
             else:  # TRL decides at init whether the entropy bonus exists at all: nothing the guard could move
                 log.warning("GRPOCollapseGuard: on_collapse='steer' cannot steer this run: TRL's entropy bonus is off, "
                             "and TRL fixes that when the trainer is built. Pass GRPOConfig(use_adaptive_entropy=True, "
@@ -264,6 +269,23 @@ class GRPOCollapseGuard(CollapseGuardCallback):
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> TrainerControl:
         return control  # checks run at TRL's logs
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        saved = super().state()
+        saved["attributes"]["steer_state"] = self.steer_state
+        return saved
+
+    @property
+    def steer_state(self) -> dict[str, Any] | None:
+        """The steering policy's state (None without ``on_collapse="steer"`` or before training), saved in checkpoints."""
+        return self.steering.state_dict() if self.steering is not None else self._steer_restored
+
+    @steer_state.setter
+    def steer_state(self, value: dict[str, Any] | None) -> None:
+        self._steer_restored = value
+        if value is not None and self.steering is not None:
+            self.steering.load_state_dict(value)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, model: Any = None, **kwargs: Any) -> TrainerControl:

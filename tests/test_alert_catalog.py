@@ -38,7 +38,7 @@ ACTIONS = {
     "within_similarity": "The samples of one prompt resemble each other more than the reference's. As above.",
     "policy_entropy": "The RL policy's entropy on its own completions (TRL's `entropy`) fell far below its start: it is turning deterministic, and once entropy nears 0 the attainable reward is set (Cui et al. 2025). Add an entropy bonus, raise epsilon_high, add a KL penalty, lower the learning rate.",
     "pass_at_k": "RL with correctness (`correct=`): pass@k at the group size fell well below the run's best at the two latest points while pass@1 held: the policy narrows onto fewer answers and stopped sampling ones that were sometimes right (Yue et al. 2025). Keep exploration (entropy bonus, clip-higher, KL penalty, lower learning rate) or roll back.",
-    "frac_mixed": "RL with correctness: groups with some right and some wrong samples, the only ones GRPO learns from, thinned out while all-correct groups piled up: learning signal is running out. As above.",
+    "frac_mixed": "RL with correctness: groups with some right and some wrong samples, the only ones GRPO learns from, thinned out while both all-correct and all-wrong groups piled up: the groups polarise, and learning signal is running out. (A policy that learns empties the all-wrong groups or leaves them as few as they were; then this stays silent.) As above.",
     "far_mass": "Samples land far outside the real data (beyond the ellipsoid holding 99% of gold): garbage. As above.",
 }
 
@@ -74,10 +74,10 @@ def catalog() -> list[tuple[str, str, str, str, str, str]]:
                 # check_on_train_start=True): overconfidence's gold value 0 is a definition, never its reference
                 baseline = history[0] if sig.from_start else None
                 if det.name == "PolicyNarrowing":  # judged on pooled points of groups: the best, then two latest
-                    side = {"num_groups": 1000.0, "pass_at_1": 0.5, "frac_all_correct": 0.1}
+                    side = {"num_groups": 1000.0, "pass_at_1": 0.5, "frac_all_correct": 0.1, "frac_all_wrong": 0.2}
                     side.update({"pass_at_k": 0.5} if sig.metric != "pass_at_k" else {})
                     history = [{**side, **history[0]}, {**side, **metrics}]
-                    metrics.update(side, frac_all_correct=0.3)
+                    metrics.update(side, frac_all_correct=0.3, frac_all_wrong=0.4)
                 findings = [f for f in det.judge(metrics, {sig.metric: ref}, history, th, kind, baseline=baseline) if
                             f.signal.metric == sig.metric]
                 assert findings and findings[0].severity == "warn", (kind, sig.metric, findings)

@@ -174,3 +174,50 @@ def test_narrowing_is_flagged_within_two_points_while_pass_at_1_rises():
 def test_no_narrowing_alert_where_the_policy_does_not_narrow(name, phases):
     for seed in range(4):
         assert [a for _, a in simulate(seed, phases) if a] == [], (name, seed)
+
+
+def simulate_converging(seed: int, later) -> list[tuple[int, list[tuple[str, str]]]]:
+    """Like :func:`simulate`, but in the second phase every prompt the policy always gets right (``later(p) == 1``)
+    or always wrong (0) is answered with one answer by all 8 samples, and the logged entropy falls 2.0 -> 0.4: the
+    groups converge. Whether that is learning or narrowing is for pass@k to say."""
+    rng = random.Random(seed)
+    guard = RolloutGuard(8)
+    out, step = [], 0
+    for phase in (0, 1):
+        for _ in range(10):
+            step += 1
+            qs, answers, right = [], [], []
+            for _ in range(16):
+                prompt = rng.randrange(10**6)
+                chance = 0.3 if phase == 0 else later(prompt)
+                fixed = " ".join(rng.choice(WORDS) for _ in range(6)) if chance in (0.0, 1.0) and phase else None
+                for _ in range(8):
+                    qs.append(f"prompt {prompt}")
+                    answers.append(fixed or " ".join(rng.choice(WORDS) for _ in range(6)))
+                    right.append(rng.random() < chance)
+            guard.observe_groups(qs, answers, correct=right)
+            guard.observe_stats(entropy=2.0 if phase == 0 else 0.4)
+            out.append((step, [(a.metric, a.severity) for a in guard.check(step).result.alerts]))
+    return out
+
+
+def test_groups_that_converge_on_right_answers_are_learning_not_collapse():
+    # 80% of prompts learned for good (one right answer per group), the rest still explored: pass@8 holds, pass@1
+    # rises; distinct_k and entropy fall hard, which alone would be critical
+    for seed in range(3):
+        alerts = [a for _, a in simulate_converging(seed, lambda p: 1.0 if p % 10 < 8 else 0.3) if a]
+        assert alerts == [], seed
+
+
+def test_groups_that_converge_while_pass_at_k_falls_are_flagged_with_their_corroboration():
+    for seed in range(3):
+        alerts = {m for _, a in simulate_converging(seed, narrowed) for m, _ in a}
+        assert {"pass_at_k", "distinct_k", "policy_entropy"} <= alerts, seed
+
+
+def test_mixed_groups_thinning_as_a_policy_learns_is_silent():
+    # explored at 15% (a quarter of the groups all wrong), then 70% of prompts learned: mixed groups thin out and
+    # all-correct ones pile up, but all-wrong ones empty too -- learning, not the polarised groups of a narrowing
+    for seed in range(4):
+        alerts = [a for _, a in simulate(seed, [lambda p: 0.15, lambda p: 1.0 if p % 10 < 7 else 0.15]) if a]
+        assert alerts == [], seed

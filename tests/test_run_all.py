@@ -24,11 +24,12 @@ def test_run_all_smoke_writes_every_part_and_the_floors(tmp_path):
     page = docs.read_text()
     for part in ("## Floors", "## 1. Healthy training", "## 2. Closed form", "### gaussian", "### gmm", "### vae",
                  "### text", "## 4. Mitigation", "## 5. Speed", "## 6. Overhead", "## 7. Post-training", "(a) GRPO",
-                 "(b) SFT", "healthy runs: no false halt", "every collapsing twin halted", "bare CollapseMonitor"):
+                 "(b) SFT", "## 11. RL with verifiable rewards", "(a) A tiny model on an arithmetic task",
+                 "(c) Overhead with correctness on", "healthy runs: no false halt", "every collapsing twin halted", "bare CollapseMonitor"):
         assert part in page, part
     for name in ("closed_form.png", "mitigation_text.png", "detection_gaussian.json", "detection_vae.json",
                  "detection_text.json", "metrics_speed.json", "overhead.json", "posttraining.json", "healthy.json",
-                 "healthy.md"):
+                 "healthy.md", "rlvr.json"):
         assert (tmp_path / name).is_file(), name
     # the healthy part judged the same recorded checks three ways: the callbacks, a bare monitor, the rules before
     import json

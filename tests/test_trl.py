@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import logging
 
 import pytest
@@ -101,7 +102,7 @@ def grpo(tmp_path, steps: int, callbacks: list, reward_funcs: list, **kwargs) ->
     prompts = Dataset.from_list([{"prompt": " ".join(t.split()[:8])} for t in train_gold_split()[0]])
     args = GRPOConfig(str(tmp_path), max_steps=steps, per_device_train_batch_size=16, num_generations=4,
                       max_completion_length=16, learning_rate=2e-3, beta=0.0, logging_steps=1, seed=0,
-                      **COMMON, **kwargs)
+                      **{**COMMON, **kwargs})
     return GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=prompts, processing_class=tok,
                        callbacks=callbacks)
 
@@ -188,6 +189,25 @@ def test_grpo_guard_steers_the_entropy_target_while_the_policy_collapses(tmp_pat
     rows = [h for h in trainer.state.log_history if "collapseguard/steer/entropy_target" in h]
     assert max(r["collapseguard/steer/entropy_target"] for r in rows) > 0.2
     assert trainer.args.entropy_target == guard.steering.value <= guard.steering.ceiling  # what TRL reads
+
+
+def test_a_resumed_run_steers_on_from_where_its_checkpoint_left_the_target(tmp_path):
+    settings = {"use_adaptive_entropy": True, "entropy_target": 0.2, "save_strategy": "steps", "save_steps": 20,
+                "reward_weights": [1.0, 0.0]}
+    guard = GRPOCollapseGuard(on_collapse="steer", every_n_steps=2)
+    grpo(tmp_path, 20, [guard], [reward_the, guard.reward_func], **settings).train()
+    assert guard.steering.value > 0.2  # it steered before the checkpoint
+    saved = json.loads((tmp_path / "checkpoint-20" / "trainer_state.json").read_text())
+    stored = saved["stateful_callbacks"]["GRPOCollapseGuard"]
+    stored = stored if isinstance(stored, list) else [stored]
+    assert stored[0]["attributes"]["steer_state"]["value"] == guard.steering.value
+
+    again = GRPOCollapseGuard(on_collapse="steer", every_n_steps=2)
+    trainer = grpo(tmp_path, 21, [again], [reward_the, again.reward_func], restore_callback_states_from_checkpoint=True,
+                   **settings)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-20"))
+    assert again.steering.changes[:len(guard.steering.changes)] == guard.steering.changes
+    assert trainer.args.entropy_target == again.steering.value >= guard.steering.value - again.steering.step
 
 
 def test_grpo_guard_says_once_when_it_cannot_steer(tmp_path, caplog):

@@ -10,6 +10,7 @@ monitor applies patience and turns findings into alerts.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -623,12 +624,18 @@ class PolicyNarrowing(Detector):
     phase: Phase = "mid"
     advice: ClassVar[dict[str, str]] = {
         "text": "the policy narrows: it concentrates on fewer answers and stops sampling ones that were sometimes right; "
-                "keep exploration: an entropy bonus (GRPOConfig(use_adaptive_entropy=True, entropy_target=...)), "
+                "check the reward first: a term that pays a style whether or not the answer is right (length, "
+                "format) narrows the policy onto that style, and no exploration bonus undoes it; otherwise keep "
+                "exploration: an entropy bonus (GRPOConfig(use_adaptive_entropy=True, entropy_target=...)), "
                 "clip-higher (epsilon_high), a KL penalty (beta) or a lower learning rate, or roll back to the last "
                 "good checkpoint", "array": ""}
     # (signal's metric, what must hold meanwhile, and which way: pass@1 must not fall; all-correct groups must rise)
     _CONDITION: ClassVar[dict[str, tuple[str, str]]] = {"pass_at_k": ("pass_at_1", "held"),
                                                         "frac_mixed": ("frac_all_correct", "rose")}
+    CONVERGING: ClassVar[tuple[str, ...]] = ("WithinPromptCollapse", "EntropyCollapse")
+    """The detectors whose findings, with correctness judged, only corroborate this one: a policy whose pass@k holds
+    while its groups converge and its entropy falls is converging on right answers, which is learning
+    (:meth:`hold_back_learning`)."""
 
     def signals(self, th: Thresholds, kind: str, metrics: Mapping[str, float]) -> list[Signal]:
         if kind != "text":
@@ -665,21 +672,50 @@ class PolicyNarrowing(Detector):
             z = _two_point_z(best, best_groups, now, groups)
             other_best = blocks[other][best_i][0]
             other_now = math.fsum(v * n for v, n, _ in blocks[other][-2:]) / math.fsum(n for _, n, _ in blocks[other][-2:])
+            recent_groups, extra = sum(n for _, n, _ in recent), ""
             if how == "held":
                 # held: not even one standard error lower (a pass@1 that falls too is a policy getting worse, which
                 # the other signals judge; this one is the narrowing signature)
-                meanwhile = _two_point_z(other_best, best_groups, other_now, sum(n for _, n, _ in recent)) < 1
+                meanwhile = other_ok = _two_point_z(other_best, best_groups, other_now, recent_groups) < 1
             else:
-                meanwhile = other_now > other_best
+                # all-correct groups pile up and so do all-wrong ones (by a standard error or more): the groups
+                # polarise. A policy that learns empties the all-wrong groups, or leaves them as few as they were.
+                # (against every earlier point pooled: all-wrong groups are rare, and one point of them is noisy)
+                wrong = _blocks([h.get("frac_all_wrong", math.nan) for h in points], sizes, needed)
+                wrong_groups = math.fsum(n for _, n, _ in wrong[:-2])
+                wrong_best = (math.fsum(v * n for v, n, _ in wrong[:-2]) / wrong_groups if len(wrong) >= 3
+                              else math.nan)
+                wrong_now = (math.fsum(v * n for v, n, _ in wrong[-2:]) / math.fsum(n for _, n, _ in wrong[-2:])
+                             if len(wrong) >= 3 else math.nan)
+                wrong_rose = _two_point_z(wrong_now, recent_groups, wrong_best, wrong_groups) >= 1
+                other_ok = other_now > other_best
+                meanwhile = other_ok and wrong_rose
+                extra = (f" and frac_all_wrong {'rose' if wrong_rose else 'did not rise'} "
+                         f"({wrong_best:.3g} -> {wrong_now:.3g})") if math.isfinite(wrong_now) else ""
             severity = sig.severity(score) if z >= 2 and meanwhile else None
             msg = (f"{sig.metric} is {now:.3g} or less at each of the last two points ({groups:.0f}+ groups each), "
                    f"{score:.0%} of the run's best {best:.3g} (warn below {sig.warn:.0%}; {z:.1f} standard errors), "
-                   f"while {other} {how} ({other_best:.3g} -> {other_now:.3g})")
+                   f"while {other} {how if other_ok else 'did not ' + how.replace('held', 'hold').replace('rose', 'rise')} "
+                   f"({other_best:.3g} -> {other_now:.3g}){extra}")
             if severity is not None:
                 msg += f": {self.advice['text']}"
             findings.append(Finding(self.name, self.phase, sig, now, best, score, severity,
                                     sig.health(score, best) if severity else 1.0, msg))
         return findings
+
+    @classmethod
+    def hold_back_learning(cls, findings: Sequence[Finding], th: Thresholds) -> list[Finding]:
+        """With correctness judged and pass@k holding (within ``pass_at_k_warn`` of the run's best), the converging
+        groups and falling entropy that :attr:`CONVERGING` detectors flag are the policy settling on right answers:
+        their warns are held back (reported in the message, health 1). They count again once pass@k falls."""
+        passk = next((f for f in findings if f.detector == cls.name and f.signal.metric == "pass_at_k"
+                      and not f.pending), None)
+        if passk is None or not math.isfinite(passk.score) or passk.score < th.pass_at_k_warn:
+            return list(findings)
+        note = (f" (held back: pass@k holds at {passk.score:.0%} of the run's best, so the groups converge on right "
+                "answers: learning, not collapse)")
+        return [dataclasses.replace(f, severity=None, health=1.0, message=f.message + note)
+                if f.detector in cls.CONVERGING and f.severity is not None else f for f in findings]
 
 
 def _two_point_z(before: float, n_before: float, after: float, n_after: float) -> float:

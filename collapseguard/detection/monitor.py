@@ -19,7 +19,7 @@ import numpy as np
 
 from collapseguard._validation import NONE, ArgumentTypeError, InstanceOf, Interval, renamed, validate
 from collapseguard.detection.alerts import PHASES, SEVERITY_RANK, Alert, emit, logger
-from collapseguard.detection.detectors import DEFAULT_DETECTORS, Detector, Finding
+from collapseguard.detection.detectors import DEFAULT_DETECTORS, Detector, Finding, PolicyNarrowing
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.detection.trajectory import Anchor, find_anchor
 from collapseguard.gold.goldset import GoldSet
@@ -391,7 +391,7 @@ class CollapseMonitor:
                            step, n, self.thresholds.min_outputs)
         elif pending:
             logger.info("check at step %s: %s", step, "; ".join(f.message for f in pending))
-        findings = self._corroborate(findings)
+        findings = self._corroborate(PolicyNarrowing.hold_back_learning(findings, self.thresholds))
         alerts = self._apply_patience(findings, step) if judged else []
         # a check that is not judged has no health: a 0 or a 1 would each claim a verdict nobody reached
         phase_health = {p: min([f.health for f in findings if f.phase == p], default=1.0) if judged else math.nan

@@ -76,7 +76,7 @@ class Thresholds:
     entropy_critical: float = _f(0.2, 0, 1, "critical below this share of the starting policy entropy")
     pass_at_k_warn: float = _f(0.85, 0, 1, "RL with correctness: warn when pass@k at the group size falls below this share of the run's best point while pass@1 holds (the policy narrows), and the fall exceeds two standard errors")
     pass_at_k_critical: float = _f(0.7, 0, 1, "critical below this share of the run's best pass@k")
-    mixed_groups_warn: float = _f(0.5, 0, 1, "RL with correctness: warn when the share of mixed groups (some samples right, some wrong: the only ones GRPO learns from) falls below this share of the run's best point while all-correct groups pile up")
+    mixed_groups_warn: float = _f(0.5, 0, 1, "RL with correctness: warn when the share of mixed groups (some samples right, some wrong: the only ones GRPO learns from) falls below this share of the run's best point while all-correct and all-wrong groups both pile up (the groups polarise)")
     mixed_groups_critical: float = _f(0.25, 0, 1, "critical below this share of the run's best share of mixed groups")
     own_start_checks: int = _f(3, 1, 1000, "where gold has no reference for a signal (policy entropy, within-prompt diversity without several human responses per prompt; overconfidence without the check before training), the run's own start is its reference: its first checks (the check before training first) until they hold own_start_checks x min_outputs outputs (without gold, a prompt's group of samples counts once), their mean weighted by outputs; until then the signal is not judged, and smaller checks are judged pooled with the ones just before them to as many outputs", integer=True)
     # late phase: functional collapse

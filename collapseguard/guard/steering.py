@@ -65,6 +65,19 @@ class SteerPolicy:
         self.value = new
         return new
 
+    def state_dict(self) -> dict[str, object]:
+        """Where the knob stands, for checkpoints: a resumed run steers on from there, not from its start."""
+        return {"start": self.start, "value": self.value, "ceiling": self.ceiling, "clean_streak": self.clean_streak,
+                "changes": [dict(c) for c in self.changes]}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.start, self.value = float(state["start"]), float(state["value"])  # type: ignore[arg-type]
+        ceiling = state.get("ceiling")
+        self.ceiling = None if ceiling is None else float(ceiling)  # type: ignore[arg-type]
+        self.clean_streak = int(state.get("clean_streak", 0))  # type: ignore[call-overload]
+        self.changes = [dict(c) for c in state.get("changes", [])]  # type: ignore[union-attr]
+
     def log_metrics(self) -> dict[str, float]:
         """The knob's current value, as ``collapseguard/steer/<knob>``."""
         return {f"collapseguard/steer/{self.knob}": self.value}

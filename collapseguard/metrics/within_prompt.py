@@ -22,6 +22,7 @@ depend on the order shards arrive in.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -75,12 +76,27 @@ def _check_k(k: int, caller: str) -> None:
              type_error=ArgumentTypeError)
 
 
+def _ngrams(words: np.ndarray, n: int) -> list[tuple[int, ...]]:
+    # one conversion to Python ints, then zip: slicing the array per position costs ~10x more (GRPO checks run
+    # this on every completion of every group)
+    w = words.tolist()
+    return list(zip(*(w[i:] for i in range(n)), strict=False))
+
+
 def _ngram_set(words: np.ndarray, n: int) -> set[tuple[int, ...]]:
-    return {tuple(words[i:i + n].tolist()) for i in range(words.size - n + 1)}
+    return set(_ngrams(words, n))
 
 
-def _shingles(words: np.ndarray) -> set[tuple[int, ...]]:
-    return _ngram_set(words, 1) | _ngram_set(words, 2)
+def _shingles(words: np.ndarray) -> frozenset[tuple[int, ...]]:
+    return _shingles_of(words.tobytes(), words.dtype.str)
+
+
+@functools.lru_cache(maxsize=8192)
+def _shingles_of(data: bytes, dtype: str) -> frozenset[tuple[int, ...]]:
+    # cached by content: distinct_k and within_similarity both need every answer's shingles, and a narrowing policy
+    # repeats its answers across groups and checks
+    words = np.frombuffer(data, dtype=dtype)
+    return frozenset(_ngram_set(words, 1) | _ngram_set(words, 2))
 
 
 def jaccard(a: set, b: set) -> float:
@@ -91,7 +107,7 @@ def jaccard(a: set, b: set) -> float:
 
 def group_distinct_n(group: Group, n: int = 2) -> float:
     """Unique word n-grams over word n-grams in one group (NaN when the group holds no n-gram)."""
-    grams = [tuple(w[i:i + n].tolist()) for w in group for i in range(w.size - n + 1)]
+    grams = [g for w in group for g in _ngrams(w, n)]
     return len(set(grams)) / len(grams) if grams else math.nan
 
 
