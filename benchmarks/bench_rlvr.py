@@ -286,7 +286,7 @@ def summarize(runs: list[dict[str, Any]], meta: dict[str, Any], smol: list[dict[
                 f"{fmt(c[-1]['careful_share'])} | {fmt(r['fell_at'])} | {fmt(r['first_warn'])} | "
                 f"{fmt(r['first_critical'])} | {', '.join(r['alerts']) or '–'} |")
         lines += ["", "Per regime, over the seeds:", "",
-                  "| regime | runs whose pass@4 fell | flagged (warn or critical) | flagged before or at the fall | "
+                  f"| regime | runs whose pass@4 fell | flagged (warn or critical) | flagged within {EVAL_EVERY} steps of the fall | "
                   "mean pass@4 end | mean pass@1 end |", "|---|---|---|---|---|---|"]
         for regime in REGIMES:
             rs = [r for r in runs if r["regime"] == regime]

@@ -313,7 +313,9 @@ def compose(out: Path, docs: Path, env: dict[str, Any], seconds: dict[str, float
         path = out / f"{name}.md"
         if path.is_file():
             body = path.read_text().replace("](mitigation_text.png)", f"]({rel}/mitigation_text.png)")
-            parts += [title, "", body.strip(), ""]
+            # a part's reading, written by hand from its figures, goes above the generated tables
+            reading = out / f"{name}_reading.md"
+            parts += [title, "", *([reading.read_text().strip(), ""] if reading.is_file() else []), body.strip(), ""]
     docs.parent.mkdir(parents=True, exist_ok=True)
     docs.write_text("\n".join(parts) + "\n", encoding="utf-8")
 

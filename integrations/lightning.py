@@ -172,6 +172,13 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
                                      step=trainer.global_step, epoch=trainer.current_epoch,
                                      after_training=after_training)
 
+    def on_init_end(self, *args: Any, **kwargs: Any) -> None:
+        # transformers' Trainer calls this on every callback it is given; Lightning never does. Without it the
+        # mistake surfaces as "'CollapseGuard' object has no attribute 'on_init_end'"
+        raise TypeError("CollapseGuard is the Lightning callback; a transformers.Trainer (or a TRL trainer) takes "
+                        "collapseguard.integrations.transformers.CollapseGuardCallback (or "
+                        "collapseguard.integrations.trl.GRPOCollapseGuard for GRPOTrainer), with the same arguments")
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._should_skip_check(trainer):
             return

@@ -80,8 +80,10 @@ class _GroupTap:
 
     def __init__(self, guard: GRPOCollapseGuard) -> None:
         self.guard = guard
+        self.called = False
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        self.called = True
         flags = self.guard._correctness(prompts, completions, kwargs)
         self.guard.rollout.observe_groups(_gather([json.dumps(p, sort_keys=True, default=str) for p in prompts]),
                                           _gather([completion_text(c) for c in completions]),
@@ -124,6 +126,8 @@ class GRPOCollapseGuard(CollapseGuardCallback):
     The work is :class:`~collapseguard.guard.rollout.RolloutGuard`'s; this adapter feeds it TRL's groups and logs.
 
     Args:
+        gold_set: not taken (positional only, so that ``GRPOCollapseGuard(gold)`` is refused with the fix): there is
+            no human answer for the trainer's prompts.
         thresholds: a :class:`~collapseguard.Thresholds`, preset name, dict or file (``distinct_k_*``,
             ``within_similarity_*``, ``entropy_*``, ``own_start_checks``, ``patience``).
         on_collapse: ``"warn"``, ``"halt"`` (stop training after ``patience`` consecutive critical checks) or
@@ -151,11 +155,15 @@ class GRPOCollapseGuard(CollapseGuardCallback):
     _options = ("thresholds", "on_collapse", "on_error", "patience", "alert_log")
     _narrowed = ("on_collapse",)  # GRPO draws its own completions: there is no data sampler to reweight
 
-    def __init__(self, *, thresholds: Thresholds | str | dict[str, Any] | None = None,
+    def __init__(self, gold_set: None = None, /, *, thresholds: Thresholds | str | dict[str, Any] | None = None,
                  on_collapse: Literal["warn", "halt", "steer"] = "warn", on_error: Literal["warn", "raise"] = "warn",
                  every_n_steps: int = 1, patience: int = 1, alert_log: str | Path | None = None,
                  correct: CorrectSpec | None = None, steer_step: float = 0.25) -> None:
         caller = type(self).__name__
+        if gold_set is not None:
+            raise TypeError(f"{caller} takes no gold set: it judges the groups GRPOTrainer generates, against the "
+                            "run's own start. Use GRPOCollapseGuard(correct=..., ...) with keyword arguments; a gold "
+                            "set goes to CollapseGuardCallback(gold) for SFTTrainer or DPOTrainer")
         validate(caller, "on_collapse", on_collapse, OneOf("warn", "halt", "steer"),
                  fix="reweighting steers a data sampler, and GRPO draws its own completions; 'steer' raises the "
                      "entropy target of TRL's adaptive entropy control")
@@ -291,6 +299,12 @@ class GRPOCollapseGuard(CollapseGuardCallback):
                logs: dict[str, float] | None = None, model: Any = None, **kwargs: Any) -> TrainerControl:
         if logs is None or not any(key in logs for key in ("loss", *TRL_STATS)):
             return control  # not a training log (evaluation, the final summary)
+        if not self.reward_func.called:
+            # TRL scored a batch without the guard's reward function: it would judge nothing, silently
+            raise ValueError("GRPOCollapseGuard has seen no groups by the first training log: its reward_func is not "
+                             "among the trainer's reward_funcs. Build the trainer with reward_funcs=[..., "
+                             "guard.reward_func] and GRPOConfig(reward_weights=[..., 0.0]), or "
+                             "reward_funcs=guard.reward_funcs([...]) with correct=(name, threshold)")
         self.rollout.observe_stats(**{name: logs[name] for name in TRL_STATS if name in logs})
         if state.global_step - self._last_check_step < self.every_n_steps or not self.rollout.pending_groups:
             return control

@@ -146,7 +146,29 @@ CATALOG = [
      ValueError, ["revision='main'", "40-hex commit sha", "allow_mutable=True"]),
     ("callback-score-fn-alone", "score_fn without sample_fn", lambda t: lightning_guard(gold=text_gold(), score_fn=print), ValueError,
      ["score_fn", "pass it with sample_fn"]),
+    ("chat-gold-dataset-rows", "TRL dataset rows given to GoldSet.from_chat instead of their conversations",
+     lambda t: GoldSet.from_chat([{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]),
+     TypeError, ["GoldSet.from_chat", "conversations[0]", "[row['messages'] for row in rows]"]),
+    ("grpo-guard-given-gold", "a gold set passed to the GRPO guard", lambda t: grpo_guard(text_gold()), TypeError,
+     ["GRPOCollapseGuard takes no gold set", "CollapseGuardCallback(gold)"]),
+    ("lightning-guard-in-hf-trainer", "the Lightning callback given to a transformers.Trainer", lambda t: hf_trainer_with(
+        lightning_guard(gold=text_gold()), t), TypeError, ["CollapseGuard is the Lightning callback", "CollapseGuardCallback"]),
 ]
+
+
+def grpo_guard(*args):
+    pytest.importorskip("trl")
+    from collapseguard.integrations.trl import GRPOCollapseGuard
+
+    return GRPOCollapseGuard(*args)
+
+
+def hf_trainer_with(callback, tmp: Path):
+    pytest.importorskip("transformers")
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_layer=1, n_embd=8, n_head=1))
+    return Trainer(model=model, args=TrainingArguments(str(tmp), use_cpu=True, report_to=[]), callbacks=[callback])
 
 
 @pytest.mark.parametrize(("case", "what", "call", "error", "fragments"), CATALOG, ids=[c[0] for c in CATALOG])

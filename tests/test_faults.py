@@ -73,6 +73,25 @@ def test_gold_file_changed_mid_run(tmp_path, caplog, on_collapse):
     assert trainer.current_epoch == (2 if on_collapse == "halt" else 3)
 
 
+def test_gold_file_changed_mid_run_raises_under_on_error_raise(tmp_path):
+    from collapseguard.gold.goldset import GoldSetModifiedError
+
+    path = tmp_path / "gold.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in tr.texts()[1]))
+    guard = CollapseGuard(GoldSet.from_jsonl(path), tokenizer=tr.tokenizer(), on_error="raise", **tr.GUARD_KWARGS)
+    with pytest.raises(GoldSetModifiedError, match="changed on disk"):
+        tr.lightning_fit(tmp_path, "varied", 3, [guard, EditGold(path)])
+    assert len(guard.engine.monitor.checks) == 1  # the check after the edit raised instead of judging
+
+
+def test_engine_calls_before_setup_are_refused_with_the_fix():
+    from collapseguard.guard.engine import GuardEngine
+
+    engine = GuardEngine(GoldSet.from_texts(tr.texts()[1]))
+    with pytest.raises(RuntimeError, match=r"engine\.prompts\(\) was called before setup\(\)"):
+        engine.prompts()
+
+
 def test_alert_log_is_an_append_only_trail(tmp_path):
     log = tmp_path / "alerts.jsonl"
     guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=_stuck, alert_log=log, on_collapse="halt",

@@ -169,6 +169,14 @@ def test_grpo_guard_reads_correctness_and_logs_pass_at_k(tmp_path, form):
             + row["collapseguard/frac_all_wrong"] == pytest.approx(1.0)
 
 
+def test_a_grpo_guard_left_out_of_reward_funcs_says_so_at_the_first_log(tmp_path):
+    guard = GRPOCollapseGuard()
+    trainer = grpo(tmp_path, 2, [guard], [reward_the])  # guard.reward_func forgotten: it would judge nothing
+    with pytest.raises(ValueError, match=r"seen no groups .* reward_funcs=\[\.\.\., guard\.reward_func\]"):
+        trainer.train()
+    assert trainer.state.global_step == 1
+
+
 def test_grpo_guard_correct_names_a_reward_it_must_see():
     guard = GRPOCollapseGuard(correct=("accuracy", 1.0))
     with pytest.raises(ValueError, match=r"correct=\('accuracy', 1.0\) names no reward function among \['reward_the'\]"):

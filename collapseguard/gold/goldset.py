@@ -428,6 +428,10 @@ def _prompt_messages(prompt: Any, arg: str, where: str, allow_assistant_last: bo
         if not prompt.strip():
             raise ValueError(f"{where}: {arg} is an empty prompt; drop it or give its text")
         return (("user", prompt),)
+    if isinstance(prompt, dict) and isinstance(prompt.get("messages"), list):
+        # a dataset row (TRL's conversational format), not its conversation
+        raise TypeError(f"{where}: {arg} is a dataset row with a 'messages' field; pass the conversations "
+                        "themselves: [row['messages'] for row in rows]")
     if isinstance(prompt, dict) or not isinstance(prompt, Sequence) or not prompt:
         raise TypeError(f"{where}: {arg} must be a str or a non-empty list of {{'role', 'content'}} messages, got "
                         f"{type(prompt).__name__}")

@@ -414,8 +414,7 @@ class GuardEngine:
     def prompts(self, rank: int = 0, world_size: int = 1, *, repeat: bool = True) -> list[np.ndarray]:
         """This process's share of the gold prompts (disjoint across ranks; together ``num_samples``), each
         repeated ``samples_per_prompt`` times in a row (``repeat=False``: once), so a group never straddles ranks."""
-        assert self.monitor is not None, "call setup() first"
-        pool = self.monitor.split.prompts[: self.num_samples]
+        pool = self._ready("prompts").split.prompts[: self.num_samples]
         share = list(pool[rank::world_size])
         k = self.samples_per_prompt if repeat else 1
         return [p for p in share for _ in range(k)]
@@ -426,8 +425,7 @@ class GuardEngine:
 
     def gold_continuations(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
         """The gold continuations of :meth:`prompts`, for teacher-forced model statistics."""
-        assert self.monitor is not None, "call setup() first"
-        return list(self.monitor.split.continuations[: self.num_samples][rank::world_size])
+        return list(self._ready("gold_continuations").split.continuations[: self.num_samples][rank::world_size])
 
     @property
     def check_seed(self) -> int:
@@ -445,8 +443,7 @@ class GuardEngine:
         not counted in the guard's share of training time. Skipped when disabled or when the run already has a
         history (a resumed run). Returns whether it ran.
         """
-        monitor = self.sentinel if tier == "sentinel" else self.monitor
-        assert monitor is not None, "call setup() first"
+        monitor = self._ready("check_before_training", tier)
         if not self.check_on_train_start or monitor.history:
             return False
         self._baseline_running = True
@@ -474,11 +471,13 @@ class GuardEngine:
     def measure(self, produce: Callable[[], GeneratedBatch], tier: str = "full") -> MetricSuite | Alert:
         """Run this process's generation (``tier="sentinel"``: teacher-forced scoring only) and measure it; a failure
         becomes a fault alert."""
-        assert self.monitor is not None, "call setup() first"
+        self._ready("measure")
         try:
             if self.gold is not None:
                 self.gold.verify()
         except GoldSetModifiedError as exc:
+            if self.on_error == "raise":  # docs/health.md: a changed gold set raises under on_error="raise"
+                raise
             return self._fault("gold_fingerprint", f"{exc}", "critical")
         try:
             start = time.perf_counter()
@@ -572,10 +571,8 @@ class GuardEngine:
         ``after_training``: the verdict on the model training handed over; its alerts are logged, but there is no run
         left to halt or reweight.
         """
-        assert self.monitor is not None, "call setup() first"
         sentinel = tier == "sentinel"
-        monitor = self.sentinel if sentinel else self.monitor
-        assert monitor is not None, "no sentinel monitor: the schedule has no sentinel tier"
+        monitor = self._ready("conclude", tier)
         faults = [m for m in measured if isinstance(m, Alert)]
         suites = [m for m in measured if not isinstance(m, Alert)]
         if not sentinel:
@@ -677,6 +674,19 @@ class GuardEngine:
             emit(alert, new=(alert.metric, alert.severity) not in self._data_alerts)
         self._data_alerts = keys
         return alerts
+
+    def _ready(self, method: str, tier: str = "full") -> CollapseMonitor:
+        """The tier's monitor, or a clear refusal before :meth:`setup` (or for a sentinel tier the schedule lacks):
+        an ``assert`` would vanish under ``python -O`` and fail later, far from the cause."""
+        if self.monitor is None:
+            raise RuntimeError(f"{self.caller}.engine.{method}() was called before setup(): the adapter sets the "
+                               "engine up at train start (setup(tokenizer, rank=..., world_size=...))")
+        if tier != "sentinel":
+            return self.monitor
+        if self.sentinel is None:
+            raise RuntimeError(f"{self.caller}.engine.{method}(tier='sentinel'): this guard's schedule has no "
+                               "sentinel tier; pass schedule=CheckSchedule(sentinel_every_n_steps=...)")
+        return self.sentinel
 
     def _fault(self, metric: str, message: str, severity: str = "warn") -> Alert:
         where = f" on rank {self.rank}" if self.world_size > 1 else ""
