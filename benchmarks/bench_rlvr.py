@@ -24,8 +24,10 @@
 (c) **Overhead**: the guard's seconds per step (receiving the groups and their correctness, plus its checks) as a
     share of the step.
 
-    python benchmarks/bench_rlvr.py --out benchmarks/results              # (a) and (c): 5 seeds, ~15 min on 2 cores
-    python benchmarks/bench_rlvr.py --part smollm2 --model-dir DIR        # (b) on CPU: 1 seed
+    python benchmarks/bench_rlvr.py --out benchmarks/results              # (a) and (c): 5 seeds, ~11 min on 2 cores
+    python benchmarks/bench_rlvr.py --part smollm2 --model-dir DIR --seeds 1 --steps 20 --prompts 16 --threads 2
+                                                                          # (b) on CPU: 1 seed, ~10 min
+    python benchmarks/bench_rlvr.py --part smollm2 --model-dir DIR --device cuda --seeds 4 --steps 100   # (b) GPU
     python benchmarks/bench_rlvr.py --smoke --out /tmp/rlvr               # CI size: every part of (a) runs
 """
 

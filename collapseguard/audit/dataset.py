@@ -613,10 +613,7 @@ def judge(scan: ShardScan, monitor: CollapseMonitor, settings: AuditSettings, *,
     with silenced_alerts():  # the audit reports its findings itself
         result = monitor.judge(metrics, step=0)
     dup = near_duplicates / n
-    offsets = scan.offsets()
-
-    def index_of(pos: tuple[int, int]) -> int:
-        return offsets[pos[0]] + pos[1]
+    index_of = scan.index_of  # (file, line) -> the text's index in the whole dataset
 
     provenance = dict(scan.provenance) if scan.has_provenance else {}
     leakage = scan.leaks.report(monitor.gold.texts, settings.leak_containment, index_of)

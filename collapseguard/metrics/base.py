@@ -118,7 +118,7 @@ class State:
 
     @property
     def type(self) -> type:
-        """The state's type: that of its empty default (an array, a ``Counter``, a number...)."""
+        """The state's type: that of its empty default (a number, an array, a list or a tuple of arrays)."""
         return type(self.default)
 
 
@@ -213,8 +213,8 @@ def from_direction_word(word: str | bool | None, caller: str = "Metric") -> bool
 class Metric:
     """Base class: named, typed states with declared reductions, pure update/compute, a declared direction.
 
-    Subclasses call :meth:`add_state` in ``__init__``, implement :meth:`_update_states` (fold one batch's
-    statistics in) and :meth:`compute`, and declare :attr:`higher_is_better` for the value they report as
+    Subclasses call :meth:`add_state` in ``__init__``, implement :meth:`update` (compute one batch's statistics and
+    fold them in with :meth:`_fold`) and :meth:`compute`, and declare :attr:`higher_is_better` for the value they report as
     :attr:`name` (a template such as ``"distinct_{n}"`` where the instance fills it in) -- or, when
     ``compute_all`` reports several values, :attr:`outputs`, each reported name with its direction.
     """

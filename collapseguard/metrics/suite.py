@@ -39,7 +39,7 @@ from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import count_table, direction_word
 from collapseguard.metrics.correctness import PassAtK
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix, blas_controller
-from collapseguard.metrics.within_prompt import within_prompt_metrics
+from collapseguard.metrics.within_prompt import WITHIN_PROMPT, within_prompt_metrics
 
 VENDI_DIM = 256
 
@@ -120,7 +120,7 @@ def _update_within(metrics: dict[str, Metric], answers: Sequence[np.ndarray] | N
         raise ValueError(f"{len(answers)} outputs do not split into groups of samples_per_prompt={k}: pass each "
                          f"prompt's {k} samples one after another")
     groups = [list(answers[i:i + k]) for i in range(0, len(answers), k)]
-    for name in ("within_distinct_2", "within_similarity", "distinct_k"):
+    for name in WITHIN_PROMPT:
         metrics[name].update(groups)
 
 
@@ -158,7 +158,7 @@ class TextSuite(MetricSuite):
             finished = list(finished)[::k] if finished is not None else None
         batch = sequences if isinstance(sequences, TokenBatch) else TokenBatch(sequences)
         for name, metric in self.metrics.items():
-            if name in ("within_distinct_2", "within_similarity", "distinct_k"):
+            if name in WITHIN_PROMPT:
                 continue
             if name == "vendi":
                 metric.update(hashed_ngram_features(batch, VENDI_DIM))

@@ -196,8 +196,13 @@ class DistinctK(_GroupMetric):
 
 
 def within_prompt_metrics() -> dict[str, Metric]:
-    """A fresh set of the within-prompt metrics, by name."""
+    """A fresh set of the within-prompt metrics, by name (:data:`WITHIN_PROMPT`)."""
     return {"within_distinct_2": WithinDistinctN(2), "within_similarity": WithinSimilarity(), "distinct_k": DistinctK()}
+
+
+WITHIN_PROMPT: tuple[str, ...] = tuple(within_prompt_metrics())
+"""The names of the within-prompt metrics, which read whole groups of a prompt's samples (the suites dispatch by
+them)."""
 
 
 def within_prompt_diversity(outputs: Sequence[Any], k: int) -> dict[str, float]:
