@@ -1,6 +1,6 @@
 """The whole benchmark suite in one command: detection, mitigation and speed, written to docs/benchmarks.md.
 
-    python benchmarks/run_all.py                 # full size, ~20 minutes on 2 CPU cores
+    python benchmarks/run_all.py                 # full size, ~65 minutes on 2 CPU cores
     python benchmarks/run_all.py --smoke --out /tmp/bench --docs /tmp/bench/benchmarks.md   # CI: correctness only
 
 Parts, each a script of its own (run one at a time to redo a part; this runs them one after another,
