@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.bench_grpo import quiet  # noqa: E402
+from benchmarks.bench_grpo import _Timed, quiet  # noqa: E402
 from collapseguard.metrics.correctness import pass_at_k  # noqa: E402
 from collapseguard.reporting.alertlog import json_safe  # noqa: E402
 
@@ -221,22 +221,6 @@ def _order(n: int, total: int, seed: int) -> list[int]:
         rng.shuffle(block)
         out += block
     return out[:total]
-
-
-class _Timed:
-    """Wraps the guard's reward function to time it (its per-step cost besides its checks)."""
-
-    __name__ = "collapseguard"
-
-    def __init__(self, fn: Any) -> None:
-        self.fn, self.seconds = fn, 0.0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> list[float]:
-        began = time.perf_counter()
-        try:
-            return self.fn(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - began
 
 
 # ---------------------------------------------------------------------------------------------- (b) SmolLM2
