@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from collapseguard.demos.data import pydoc_instructions, pydoc_paragraphs
-from collapseguard.guard.engine import DEFAULT_GENERATION
+from collapseguard.guard.generation import DEFAULT_SAMPLING as DEFAULT_GENERATION
 from collapseguard.integrations import _torch as ct
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from collapseguard import GenerationSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
@@ -200,8 +202,7 @@ def sft_run(seed: int, regime: str, epochs: int, tok: Any) -> dict[str, Any]:
         train = [(p, [templates[(i + j) % len(templates)] for j in range(len(rs))]) for i, (p, rs) in enumerate(train)]
     rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": r}]}
             for p, rs in train for r in rs]
-    guard = CollapseGuardCallback(gold, on_collapse="warn", samples_per_prompt=4, num_samples=16, max_new_tokens=32,
-                                  seed=seed)
+    guard = CollapseGuardCallback(gold, on_collapse="warn", generation=GenerationSettings(samples_per_prompt=4, num_samples=16, max_new_tokens=32, seed=seed))
     args = SFTConfig(f"/tmp/collapseguard-bench-grpo/sft-{regime}{seed}", num_train_epochs=epochs, learning_rate=3e-3,
                      per_device_train_batch_size=16, max_length=128, use_cpu=True, report_to=[],
                      logging_strategy="epoch", save_strategy="no", disable_tqdm=True, seed=seed)

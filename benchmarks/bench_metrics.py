@@ -23,6 +23,8 @@ slow peer whose first run takes over 2 s is timed once):
      all 4,999 references each; its time is extrapolated linearly to all 5,000
      (labelled "estimate") and its 20 scores are checked against ours for the
      same hypotheses.
+   - Vendi of float32 input (the dtype torch embeddings come in) beside the same numbers as float64, (n, 256)
+     at n = 1,000,000 (``--dtypes-only`` runs just this row and prints it).
    - Vendi vs ``vendi_score.vendi.score_X`` (n x n kernel) and ``score_dual``
      (d x d) on random normal (n, 384) matrices, n = 500, 2,000, 10,000;
      ``score_X`` at 10,000 is estimated by n^3 from 2,000 unless
@@ -103,6 +105,7 @@ LENGTH, VOCAB, ZIPF_S = 64, 5000, 1.0
 SLOW_S = 2.0  # a peer whose first run takes longer than this is timed once
 TOL = 1e-9
 VENDI_D = 384
+DTYPE_D = 256
 TAIL_MASS = 0.25  # as TextGoldContext
 # the suite's metrics that the naive pass re-implements (self-BLEU has its own rows; model-side ones need a model)
 SUITE_KEYS = ("distinct_1", "distinct_2", "distinct_3", "distinct_4", "entropy_1", "entropy_2", "compression_ratio",
@@ -140,6 +143,7 @@ class Config(NamedTuple):  # not a dataclass: loading this script by file path m
     distinct_ns: tuple[int, ...] = (100, 1000, 10000)
     suite_ns: tuple[int, ...] = (250, 1000, 2000)
     scaling_ns: tuple[int, ...] = (250, 1000, 4000)
+    dtype_n: int = 1_000_000  # Vendi of float32 (torch's embeddings) beside float64 input, (n, DTYPE_D)
     repeats: int = 5
     min_total_s: float = 0.25
     max_repeats: int = 50
@@ -150,7 +154,7 @@ CONFIGS = {
     "quick": Config("quick", bleu_ns=(100, 300, 5000), nltk_full_max=300, nltk_subset=5, suite_ns=(250, 1000)),
     "smoke": Config("smoke", outputs=64, check_outputs=64, bleu_ns=(20, 40, 80), nltk_full_max=40, nltk_subset=4,
                     vendi_ns=(30, 60, 120), score_x_max=60, distinct_ns=(20, 50), suite_ns=(20, 40),
-                    scaling_ns=(20, 40, 80), repeats=1, min_total_s=0.0, max_repeats=1),
+                    scaling_ns=(20, 40, 80), dtype_n=3000, repeats=1, min_total_s=0.0, max_repeats=1),
 }
 
 DEFINITIONS = {
@@ -517,6 +521,21 @@ def bench_vendi(cfg: Config, score_x_all: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_vendi_dtypes(cfg: Config) -> list[dict[str, Any]]:
+    """Vendi of the same (n, 256) numbers given as float64 and as float32 (the dtype torch embeddings come in):
+    both measured in float64 blocks, so float32 costs about what float64 does and is never copied whole."""
+    n = cfg.dtype_n
+    x32 = np.random.default_rng(0).standard_normal(size=(n, DTYPE_D), dtype=np.float32)
+    x64 = x32.astype(np.float64)
+    t64 = timed(lambda x=x64: vendi_score(x), cfg, repeats=min(cfg.repeats, 3), slow_s=SLOW_S)
+    t32 = timed(lambda x=x32: vendi_score(x), cfg, repeats=min(cfg.repeats, 3), slow_s=SLOW_S)
+    del x64
+    _log(f"Vendi d={DTYPE_D} n={n:,}: float64 input {t64['median_s']:.3f} s, float32 input {t32['median_s']:.3f} s")
+    return [_row(f"Vendi, d={DTYPE_D}, float32 input", n, "ours on the same numbers as float64", t64, t32,
+                 note="float32 measured in float64 blocks: no full-size float64 copy; values equal to 1e-9 relative",
+                 tol=TOL * max(1.0, abs(t64["value"])))]
+
+
 def bench_distinct(cfg: Config) -> list[dict[str, Any]]:
     rows = []
     mid = cfg.distinct_ns[len(cfg.distinct_ns) // 2]
@@ -711,8 +730,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--score-x-10k", action="store_true",
                         help="also run vendi-score's n x n score_X at n=10,000 (about two minutes, ~2.2 GiB)")
     parser.add_argument("--out", default="benchmarks/results", help="folder for metrics_speed.json / .md")
+    parser.add_argument("--dtypes-only", action="store_true",
+                        help="only Vendi of float32 beside float64 input at the mode's n (1,000,000; smoke 3,000), "
+                        "d=256: prints the row, writes nothing")
     args = parser.parse_args(argv)
     cfg = CONFIGS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.dtypes_only:
+        for row in bench_vendi_dtypes(cfg):
+            print(f"{row['what']}, n={row['n']:,}: float64 input {row['peer_s']:.3f} s (min {row['peer_min_s']:.3f}), "
+                  f"float32 input {row['ours_s']:.3f} s (min {row['ours_min_s']:.3f}), |diff| {row['abs_diff']:.1e}")
+        return
     # synthetic and repeated outputs raise alerts, and 1,000 outputs outnumber the gold references: only speed counts
     logging.getLogger("collapseguard").setLevel(logging.CRITICAL)
     warnings.simplefilter("ignore", CollapseWarning)
@@ -725,7 +752,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("per-metric times ...", file=sys.stderr)
     metrics = bench_metrics(cfg)
     print("side by side ...", file=sys.stderr)
-    peers = bench_self_bleu(cfg) + bench_vendi(cfg, args.score_x_10k) + bench_distinct(cfg) + bench_suite(cfg)
+    peers = (bench_self_bleu(cfg) + bench_vendi(cfg, args.score_x_10k) + bench_vendi_dtypes(cfg) + bench_distinct(cfg)
+             + bench_suite(cfg))
     print("scaling ...", file=sys.stderr)
     scaling = bench_scaling(cfg)
     slopes = peer_slopes(peers)

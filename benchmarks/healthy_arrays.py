@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.healthy import RunRecord, _quiet
+from collapseguard import ModelHooks
 
 STEPS_PER_EPOCH = 40
 BATCH = 128
@@ -193,10 +194,7 @@ def run_array(cfg: ArrayConfig) -> RunRecord:
                 record.halted_at = len(record.test_ppl) - 1
                 record.halt_reason = guard.engine.last_outcome.reason if guard.engine.last_outcome else None
 
-    guard = CollapseGuard(GoldSet.from_arrays(gold_rows, name=f"{cfg.model}-gold"),
-                          sample_fn=lambda module, n: module.model.draw(n),  # temperature 1: the model itself
-                          score_fn=lambda module, rows: module.model.loglik(rows),
-                          on_collapse=os.environ.get("COLLAPSEGUARD_BENCH_ON_COLLAPSE", "halt"))
+    guard = CollapseGuard(GoldSet.from_arrays(gold_rows, name=f"{cfg.model}-gold"), on_collapse=os.environ.get("COLLAPSEGUARD_BENCH_ON_COLLAPSE", "halt"), hooks=ModelHooks(sample=lambda module, n: module.model.draw(n), score=lambda module, rows: module.model.loglik(rows)))
     sampler = torch.utils.data.RandomSampler(data, num_samples=STEPS_PER_EPOCH * BATCH,
                                              generator=torch.Generator().manual_seed(cfg.seed))
     with _quiet():

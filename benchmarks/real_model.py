@@ -58,6 +58,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from collapseguard import GenerationSettings  # noqa: E402
 from collapseguard.reporting.alertlog import json_safe, read_alert_log  # noqa: E402
 
 BLOCK = 64  # tokens per continued-pre-training block
@@ -65,7 +66,7 @@ SFT_MAX_LENGTH = 96  # chat template (with SmolLM2's default system turn, ~30 to
 DEGRADED = 1.05
 """A run has degraded once its held-out perplexity is this many times the lowest it measured before (a fixed
 held-out set scored in eval mode has no sampling noise: any rise is the training's doing)."""
-GUARD = {"num_samples": 32, "prompt_length": 16, "max_new_tokens": 24, "batch_size": 32}
+GUARD = {"num_samples": 32, "prompt_length": 16, "max_new_tokens": 24, "batch_size": 32}  # GenerationSettings
 """The guard's check size: small enough for a CPU, large enough for the default thresholds' noise bounds."""
 SMOKE_GUARD = {**GUARD, "num_samples": 16, "max_new_tokens": 12}  # the machinery only, in CI time
 RANK = {None: 0, "warn": 1, "critical": 2, "fault": 1}
@@ -426,7 +427,8 @@ def run(cfg: RunConfig, smoke: bool, workdir: Path, device: str = "cpu") -> RunR
     trail_path = workdir / f"{cfg.name}.trail.jsonl"
     trail_path.unlink(missing_ok=True)
 
-    kwargs: dict[str, Any] = {"on_collapse": "halt", "alert_log": str(trail_path), **(SMOKE_GUARD if smoke else GUARD)}
+    kwargs: dict[str, Any] = {"on_collapse": "halt", "alert_log": str(trail_path),
+                              "generation": GenerationSettings(**(SMOKE_GUARD if smoke else GUARD))}
     schedule = guard_schedule(smoke, cfg.budget)
     record.schedule = schedule.to_dict() if hasattr(schedule, "to_dict") else schedule
     if schedule is not None:

@@ -4,13 +4,16 @@ The core is framework-free (numpy and scipy only). Framework adapters live in
 ``collapseguard.integrations.lightning`` and ``collapseguard.integrations.transformers``.
 """
 
-from collapseguard.detection.alerts import Alert, CollapseWarning
+from collapseguard.detection.alerts import Alert, CollapseWarning, CollapseWarningHandler
 from collapseguard.detection.datastream import DataStreamMonitor
 from collapseguard.detection.monitor import CheckResult, CollapseMonitor
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet, GoldSetModifiedError, GoldSplit
 from collapseguard.gold.profiles import ReferenceProfile
 from collapseguard.gold.tokenization import SimpleTokenizer
+from collapseguard.guard.generation import GenerationSettings, ModelHooks
+from collapseguard.guard.halting import HaltPolicy
+from collapseguard.guard.reweighting import ReweightPolicy
 from collapseguard.guard.sampling import AnchorMixSampler
 from collapseguard.guard.schedule import CheckSchedule
 from collapseguard.metrics import ModelStats
@@ -28,12 +31,17 @@ __all__ = [
     "CheckSchedule",
     "CollapseMonitor",
     "CollapseWarning",
+    "CollapseWarningHandler",
     "DataStreamMonitor",
+    "GenerationSettings",
     "GoldSet",
     "GoldSetModifiedError",
     "GoldSplit",
+    "HaltPolicy",
+    "ModelHooks",
     "ModelStats",
     "ReferenceProfile",
+    "ReweightPolicy",
     "SimpleTokenizer",
     "Thresholds",
     "__version__",

@@ -11,8 +11,9 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import sys
-import warnings
 from types import ModuleType
+
+from collapseguard._deprecation import warn_deprecated
 
 MOVED: dict[str, str] = {
     "collapseguard.goldset": "collapseguard.gold.goldset",
@@ -57,8 +58,7 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         new = MOVED[module.__name__]
-        warnings.warn(f"{module.__name__} moved to {new} in collapseguard 0.2; import it from there (the old "
-                      "path goes away in 0.3)", DeprecationWarning, stacklevel=2)
+        warn_deprecated(f"import {module.__name__}", f"import {new}")
         # the import system returns whatever sys.modules holds under the old name once this returns
         sys.modules[module.__name__] = importlib.import_module(new)
 

@@ -22,10 +22,8 @@ ValueError: GuardEngine: on_collapse='stop' is invalid: on_collapse must be one 
 
 from __future__ import annotations
 
-import functools
 import numbers
 import reprlib
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,25 +178,3 @@ def validate(caller: str, name: str, value: Any, *constraints: Constraint, fix: 
     allowed = " or ".join(str(c) for c in constraints)
     wrong_type = not any(c.accepts_type(value) for c in constraints)
     raise (type_error if wrong_type else ValueError)(message(caller, name, value, allowed, fix, wrong_type=wrong_type))
-
-
-def renamed(caller: str, **old_to_new: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate ``__init__`` (or a function) so that renamed keyword arguments keep working for one release, with a
-    ``DeprecationWarning``; the signature shown (``inspect.signature``) is the new one."""
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            for old, new in old_to_new.items():
-                if old in kwargs:
-                    if new in kwargs:
-                        raise TypeError(f"{caller}: got both {old}= and {new}=; {old} is the old name of {new}: "
-                                        f"pass only {new}")
-                    warnings.warn(f"{caller}: {old}= was renamed {new}= in collapseguard 0.2; the old name goes away "
-                                  "in 0.3", DeprecationWarning, stacklevel=2)
-                    kwargs[new] = kwargs.pop(old)
-            return fn(*args, **kwargs)
-
-        return call
-
-    return wrap

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from collapseguard._validation import Constraint, Interval, validate
 from collapseguard.detection.thresholds import PRESETS, Thresholds
 from collapseguard.reporting.alertlog import json_safe
 
@@ -137,26 +138,35 @@ def _cmd_audit(args: argparse.Namespace) -> int:
           f"measured in {result.sample_rounds} round(s) of {result.sample_size // max(result.sample_rounds, 1)} "
           "against gold's texts at that count; the rest counts every text\n")
     print(f"{'check':<24} {'data':>9} {'gold':>9}  {'measured on':<14} verdict")
-    judged = {a.metric: a.severity for a in result.alerts}
-    for metric in ("tail_coverage", "distinct_2", "vendi", "compression_ratio", "self_bleu", "seq_rep_4",
-                   "duplicate_fraction", "js_2"):
-        if metric in result.metrics:
-            print(f"{metric:<24} {result.metrics[metric]:>9.4f} {result.reference.get(metric, float('nan')):>9.4f}  "
-                  f"{sampled:<14} {judged.get(metric, 'ok' if metric != 'js_2' else '-')}")
+    # every verdict is the audit's own (collapseguard.audit.dataset.decide): this table only prints them
     everything = f"all {n:,}"
-    print(f"{'exact copies':<24} {result.exact_duplicate_fraction:>9.1%} {'':>9}  {everything:<14} - (counted within "
-          "near-duplicates)")
-    print(f"{'near-duplicates':<24} {result.near_duplicate_fraction:>9.1%} {'':>9}  {everything:<14} "
-          f"{'FAIL' if result.near_duplicate_fraction > args.max_near_duplicates else 'ok'} "
-          f"(bound {args.max_near_duplicates:.0%})")
-    rules = ", ".join(f"{k} {v}" for k, v in result.outlier_rules.items())
-    print(f"{'outliers':<24} {result.outlier_fraction:>9.1%} {'':>9}  {everything:<14} "
-          f"{'FAIL' if result.outlier_fraction > args.max_outliers else 'ok'} (bound {args.max_outliers:.0%}"
-          f"{'; ' + rules if rules else ''})")
+    for v in result.verdicts:
+        if v.check == "diversity sample":
+            print(f"{v.check:<24} {v.value:>9.0f} {'':>9}  {sampled:<14} {v.word} (texts a round; min_outputs="
+                  f"{v.bound:.0f} to judge)")
+        elif v.check in result.metrics:
+            print(f"{v.check:<24} {result.metrics[v.check]:>9.4f} {result.reference.get(v.check, float('nan')):>9.4f}  "
+                  f"{sampled:<14} {v.word}")
+        elif v.check == "gold leakage":
+            leak = result.gold_leakage
+            print(f"{v.check:<24} {leak['leaked']:>5}/{leak['gold_texts']:<3} {'':>9}  {everything:<14} {v.word} "
+                  f"(bound {v.bound:.0%} of gold; {leak['exact']} verbatim, {leak['near']} near-copies, in "
+                  f"{leak['texts']} texts)")
+        elif v.check == "near-duplicates":
+            if "js_2" in result.metrics:  # reported, not judged: the distance to gold's bigram distribution
+                print(f"{'js_2':<24} {result.metrics['js_2']:>9.4f} {result.reference.get('js_2', float('nan')):>9.4f}"
+                      f"  {sampled:<14} -")
+            print(f"{'exact copies':<24} {result.exact_duplicate_fraction:>9.1%} {'':>9}  {everything:<14} - (counted "
+                  "within near-duplicates)")
+            print(f"{v.check:<24} {v.value:>9.1%} {'':>9}  {everything:<14} {v.word} (bound {v.bound:.0%})")
+        elif v.check == "outliers":
+            rules = ", ".join(f"{k} {c}" for k, c in result.outlier_rules.items())
+            print(f"{v.check:<24} {v.value:>9.1%} {'':>9}  {everything:<14} {v.word} (bound {v.bound:.0%}"
+                  f"{'; ' + rules if rules else ''})")
+        else:  # the human share: no value without a provenance field
+            value = f"{v.value:>9.1%}" if v.value is not None else f"{'-':>9}"
+            print(f"{v.check:<24} {value} {'':>9}  {everything:<14} {v.word} (floor {v.bound:.0%})")
     leak = result.gold_leakage
-    print(f"{'gold leakage':<24} {leak['leaked']:>5}/{leak['gold_texts']:<3} {'':>9}  {everything:<14} "
-          f"{'FAIL' if leak['fraction'] > args.max_gold_leakage else 'ok'} (bound {args.max_gold_leakage:.0%} of gold; "
-          f"{leak['exact']} verbatim, {leak['near']} near-copies, in {leak['texts']} texts)")
     if result.provenance:
         mix = ", ".join(f"{k} {v} ({v / n:.0%})" for k, v in sorted(result.provenance.items()))
         print(f"{'provenance':<24} {mix}")
@@ -254,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="recursive-training demo on built-in real human text (no download)")
-    demo.add_argument("--generations", type=_positive, default=8, help="generations after generation 0 (default 8)")
-    demo.add_argument("--floor", type=_fraction, default=0.1, help="starting human share of the reweight track")
+    demo.add_argument("--generations", type=int, default=8, help="generations after generation 0 (default 8)")
+    demo.add_argument("--floor", type=float, default=0.1, help="starting human share of the reweight track")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--thresholds", default="balanced", help="preset name or YAML/JSON file")
     demo.add_argument("--out", default="runs/demo", help="folder for trails, data and the report (runs/demo)")
@@ -278,14 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--thresholds", default="balanced", help="preset name or YAML/JSON file")
     aud.add_argument("--fail-on", default="critical", choices=("warn", "critical"),
                      help="alert severity that fails the audit (default critical)")
-    aud.add_argument("--max-near-duplicates", type=_fraction, default=0.05)
-    aud.add_argument("--max-outliers", type=_fraction, default=0.05)
-    aud.add_argument("--min-human-fraction", type=_fraction, default=None)
-    aud.add_argument("--max-gold-leakage", type=_fraction, default=0.0,
+    aud.add_argument("--max-near-duplicates", type=float, default=0.05)
+    aud.add_argument("--max-outliers", type=float, default=0.05)
+    aud.add_argument("--min-human-fraction", type=float, default=None)
+    aud.add_argument("--max-gold-leakage", type=float, default=0.0,
                      help="share of the gold set's texts allowed in the data (default 0: any leaked gold text fails)")
-    aud.add_argument("--leak-containment", type=_share, default=0.5,
+    aud.add_argument("--leak-containment", type=float, default=0.5,
                      help="a text leaks a gold text holding at least this share of its word 5-grams (default 0.5)")
-    aud.add_argument("--sample-size", type=_positive, default=2000,
+    aud.add_argument("--sample-size", type=int, default=2000,
                      help="texts in the diversity sample (default 2000; the other checks count every text)")
     aud.add_argument("--no-progress", action="store_true",
                      help="no progress bar (it shows only on a terminal anyway)")
@@ -294,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--executor", choices=("local", "slurm", "ray"),
                        help="run the audit as datatrove steps: local processes, Slurm jobs or a Ray cluster "
                        "(default: one process)")
-    scale.add_argument("--tasks", type=_positive, help="shards of the data (default: one per file)")
-    scale.add_argument("--workers", type=_positive, help="tasks run at once (default: local min(tasks, CPUs))")
+    scale.add_argument("--tasks", type=int, help="shards of the data (default: one per file)")
+    scale.add_argument("--workers", type=int, help="tasks run at once (default: local min(tasks, CPUs))")
     scale.add_argument("--work-dir", help="folder for the tasks' states and logs; rerunning the same command resumes "
                        "(default: runs/audit-<data>-<settings hash>; on a shared filesystem for slurm/ray)")
     scale.add_argument("--partition", help="Slurm partition (needed by --executor slurm)")
@@ -308,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--out", help="write the YAML/JSON here instead of stdout")
     th.add_argument("--calibrate", metavar="GOLD", help="suggest bounds from this gold JSONL's split-half variation")
     th.add_argument("--text-field", default="text")
-    th.add_argument("--num-samples", type=_positive, default=64, help="outputs per check, as the guard runs it")
-    th.add_argument("--max-new-tokens", type=_positive, default=32, help="tokens per output, as the guard runs it")
+    th.add_argument("--num-samples", type=int, default=64, help="outputs per check, as the guard runs it")
+    th.add_argument("--max-new-tokens", type=int, default=32, help="tokens per output, as the guard runs it")
     th.set_defaults(func=_cmd_thresholds)
 
     prof = sub.add_parser("profile", help="write a reference profile of a saved Hugging Face checkpoint")
@@ -325,35 +335,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+_POSITIVE = (Interval(int, 1, None),)
+FLAGS: dict[str, dict[str, tuple[tuple[Constraint, ...], str | None]]] = {
+    "demo": {"generations": (_POSITIVE, None), "floor": ((Interval(float, 0, 1),), "the human share, 0.1: 10%")},
+    "thresholds": {"num_samples": (_POSITIVE, None), "max_new_tokens": (_POSITIVE, None)},
+    "audit": {"tasks": (_POSITIVE, None), "workers": (_POSITIVE, None)},
+}
+"""Each command's numeric flags (by ``dest``) and what they accept, held to it by
+:func:`collapseguard._validation.validate`; ``audit``'s settings also take :data:`AuditSettings`' constraints."""
 
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not a share in (0, 1]")
-    return value
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag's value in the validator's one format, ``collapseguard CMD: --flag=value is invalid: ...``
+    (a flag left unset, None, is not checked)."""
+    flags = dict(FLAGS.get(args.command, {}))
+    if args.command == "audit":
+        from collapseguard.audit.dataset import SETTINGS
 
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not a fraction in [0, 1]")
-    return value
+        flags.update({name: spec for name, spec in SETTINGS.items() if hasattr(args, name)})
+    for dest, (constraints, fix) in flags.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            flag = "--" + dest.replace("_", "-")
+            validate(f"collapseguard {args.command}", flag, value, *constraints, fix=fix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_flags(args)
         return int(args.func(args))
     except (ValueError, TypeError, OSError, ImportError, KeyError, RuntimeError) as exc:
         if args.debug:
             raise
-        print(f"collapseguard {args.command}: error: {exc} (--debug shows the traceback)", file=sys.stderr)
+        command = f"collapseguard {args.command}"
+        text = str(exc).removeprefix(f"{command}: ")  # a flag's refusal names the command already
+        print(f"{command}: error: {text} (--debug shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"collapseguard {args.command}: interrupted", file=sys.stderr)

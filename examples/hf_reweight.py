@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
-from collapseguard import AnchorMixSampler, GoldSet
+from collapseguard import AnchorMixSampler, CheckSchedule, GenerationSettings, GoldSet, ReweightPolicy
 from collapseguard.demos.data import train_gold_split
 from collapseguard.demos.tiny import TokenBlocks, tiny_gpt2, train_tokenizer
 from collapseguard.integrations.transformers import AnchorMixTrainer, CollapseGuardCallback
@@ -55,13 +55,11 @@ def main() -> None:
     profile = out / "base_profile.json"
     Trainer(model=model, args=arguments(out / "base", args.base_epochs), processing_class=tok,
             train_dataset=TokenBlocks(train, tok),
-            callbacks=[CollapseGuardCallback(gold, num_samples=32, every_n_epochs=args.base_epochs,
-                                             save_profile_to=profile)]).train()
+            callbacks=[CollapseGuardCallback(gold, save_profile_to=profile, generation=GenerationSettings(num_samples=32), schedule=CheckSchedule(every_n_epochs=args.base_epochs))]).train()
     # the fine-tune: mostly synthetic data, judged against the base model's profile
     sampler = AnchorMixSampler(labels, batch_size=16, min_human_fraction=args.floor, seed=0,
                                allow_repeat_anchors=True)
-    guard = CollapseGuardCallback(gold, on_collapse="reweight", anchor_sampler=sampler, max_human_fraction=0.8,
-                                  num_samples=32, reference_profile=profile, alert_log=out / "alerts.jsonl")
+    guard = CollapseGuardCallback(gold, on_collapse=ReweightPolicy(sampler, max_human_fraction=0.8), reference_profile=profile, alert_log=out / "alerts.jsonl", generation=GenerationSettings(num_samples=32))
     trainer = AnchorMixTrainer(model=model, args=arguments(out, args.epochs), processing_class=tok, callbacks=[guard],
                                train_dataset=torch.utils.data.ConcatDataset([synthetic, human]), anchor_sampler=sampler)
     trainer.train()

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from collapseguard import GoldSet
+from collapseguard import GenerationSettings, GoldSet
 from collapseguard.demos.data import train_gold_split
 from collapseguard.demos.tiny import TokenBlocks, lightning_module, tiny_gpt2, train_tokenizer
 from collapseguard.integrations.lightning import CollapseGuard
@@ -49,8 +49,7 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
     train, gold_texts = train_gold_split()
     tok = train_tokenizer(train)
-    guard = CollapseGuard(GoldSet.from_texts(gold_texts), tokenizer=tok, on_collapse="halt", num_samples=32,
-                          alert_log=out / "alerts.jsonl")
+    guard = CollapseGuard(GoldSet.from_texts(gold_texts), tokenizer=tok, on_collapse="halt", alert_log=out / "alerts.jsonl", generation=GenerationSettings(num_samples=32))
     trainer = pl.Trainer(max_epochs=args.epochs, callbacks=[guard], logger=CSVLogger(out, name="", version=""),
                          reload_dataloaders_every_n_epochs=1, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", devices=1)

@@ -11,4 +11,4 @@ tok, gold = train_tokenizer([a for _, answers in pairs for a in answers], chat=T
 data = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a[0]}], "rejected": [{"role": "assistant", "content": "See the docs."}]} for i, (q, a) in enumerate(pairs) if i % 3])
 args = DPOConfig("runs/dpo", num_train_epochs=1, learning_rate=1e-3, max_length=128, use_cpu=True, report_to=[])
 DPOTrainer(model=tiny_gpt2(tok), ref_model=tiny_gpt2(tok), args=args, train_dataset=data, processing_class=tok,
-           callbacks=[CollapseGuardCallback(gold, num_samples=16, on_collapse="halt")]).train()
+           callbacks=[CollapseGuardCallback(gold, generation={"num_samples": 16}, on_collapse="halt")]).train()

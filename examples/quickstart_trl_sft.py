@@ -11,4 +11,5 @@ tok, gold = train_tokenizer([a for _, answers in pairs for a in answers], chat=T
 data = Dataset.from_list([{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for i, (q, answers) in enumerate(pairs) if i % 3 for a in answers])
 args = SFTConfig("runs/sft", num_train_epochs=2, learning_rate=3e-3, per_device_train_batch_size=32, max_length=128, use_cpu=True, report_to=[])
 SFTTrainer(model=tiny_gpt2(tok), args=args, train_dataset=data, processing_class=tok,
-           callbacks=[CollapseGuardCallback(gold, samples_per_prompt=4, num_samples=16, on_collapse="halt")]).train()
+           callbacks=[CollapseGuardCallback(gold, generation={"samples_per_prompt": 4, "num_samples": 16},
+                                            on_collapse="halt")]).train()

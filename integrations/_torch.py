@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from collapseguard.guard.engine import GeneratedBatch, GuardEngine
-from collapseguard.guard.options import adapter_arguments
+from collapseguard.guard.engine import ENGINE_OPTIONS, GeneratedBatch, GuardEngine
+from collapseguard.guard.generation import ModelHooks
+from collapseguard.guard.options import resolve_gold, resolve_hooks
 from collapseguard.integrations.sharded import (
     agree_ready,
     detect_sharding,
@@ -32,14 +33,17 @@ from collapseguard.integrations.sharded import (
 from collapseguard.metrics import ModelStats
 
 
-def build_engine(caller: str, arguments: dict[str, Any]) -> GuardEngine:
-    """The engine behind a callback, from the callback's own arguments (its ``locals()``). The core resolves and
-    checks them (:func:`~collapseguard.guard.options.adapter_arguments`); only loading a saved tokenizer, which
-    needs ``tokenizers`` or ``transformers``, happens here."""
-    gold, tokenizer, engine_args = adapter_arguments(caller, arguments)
+def build_engine(caller: str, arguments: dict[str, Any]) -> tuple[GuardEngine, ModelHooks]:
+    """The engine behind a callback and its model hooks, from the callback's own arguments (its ``locals()``). The
+    core resolves and checks them (:mod:`collapseguard.guard.options`); only loading a saved tokenizer, which needs
+    ``tokenizers`` or ``transformers``, happens here."""
+    gold = resolve_gold(caller, arguments["gold"])
+    hooks = resolve_hooks(caller, arguments["hooks"], gold)
+    tokenizer = arguments["tokenizer"]
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(tokenizer)
-    return GuardEngine(gold, tokenizer=tokenizer, caller=caller, **engine_args)
+    engine_args = {name: arguments[name] for name in ENGINE_OPTIONS}
+    return GuardEngine(gold, tokenizer=tokenizer, caller=caller, **engine_args), hooks
 
 
 def load_tokenizer(path: str | Path) -> Any:

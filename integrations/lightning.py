@@ -21,7 +21,10 @@ from collapseguard.gold.goldset import GoldSet
 from collapseguard.gold.profiles import ReferenceProfile
 from collapseguard.gold.provenance import ProvenanceLedger
 from collapseguard.guard.engine import GeneratedBatch, GuardEngine
-from collapseguard.guard.options import GuardCallbackMeta
+from collapseguard.guard.generation import GenerationSettings, ModelHooks
+from collapseguard.guard.halting import HaltPolicy
+from collapseguard.guard.options import accepts_old_spellings
+from collapseguard.guard.reweighting import ReweightPolicy
 from collapseguard.guard.sampling import AnchorMixSampler
 from collapseguard.guard.schedule import CheckSchedule
 from collapseguard.integrations._torch import (
@@ -43,7 +46,7 @@ def find_hf_model(module: torch.nn.Module) -> Any | None:
     """The Hugging Face ``PreTrainedModel`` a LightningModule holds as an attribute, if any."""
     try:
         from transformers import PreTrainedModel
-    except ImportError:  # transformers not installed: only generate_fn / generate() paths
+    except ImportError:  # transformers not installed: only hooks / generate() paths
         return None
     if isinstance(module, PreTrainedModel):
         return module
@@ -53,54 +56,39 @@ def find_hf_model(module: torch.nn.Module) -> Any | None:
     return None
 
 
-class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
+class CollapseGuard(Callback):
     """Check a model for collapse at epoch ends or on optimizer steps (``schedule=``); log, warn, halt or reweight.
 
     Every argument after ``tokenizer`` is keyword-only. The Hugging Face callback takes the same ones
-    (:data:`collapseguard.guard.options.OPTIONS` holds them once, so the two cannot drift apart).
+    (:data:`collapseguard.guard.options.OPTIONS` holds them once, and a test checks both against it).
 
     Args:
         gold: the human gold set (:class:`~collapseguard.GoldSet`), or the path of a JSONL gold file (text in
             ``"text"``), as a LightningCLI config gives it.
         tokenizer: the model's tokenizer, or the path of a saved one (``save_pretrained`` folder or
             ``tokenizer.json``); when omitted, the module's ``tokenizer`` attribute (required for text gold).
-        generate_fn: ``fn(model, prompts) -> token id sequences`` for models that are neither a Hugging Face
-            ``PreTrainedModel`` holder nor have a HF-style ``generate`` method (``model``: the LightningModule).
-        sample_fn: ``fn(model, n) -> (n, d) array`` for non-text models against an array gold set.
-        score_fn: with ``sample_fn``: ``fn(model, gold_rows) -> log-likelihood per row``, the model-side statistic
-            of non-text models (judged as ``gold_nll``).
+        hooks: :class:`~collapseguard.ModelHooks` for a module that neither holds a Hugging Face ``PreTrainedModel``
+            nor has an HF-style ``generate``: ``generate(model, prompts)``, or ``sample(model, n)`` (and
+            ``score(model, rows)``) against an array gold set; ``model``: the LightningModule.
+        generation: :class:`~collapseguard.GenerationSettings` (or a dict of its fields): prompts per check, their
+            length, tokens generated, samples per prompt, batch size, seed, sampling settings.
         thresholds: a :class:`~collapseguard.Thresholds`, a preset name (``"balanced"``, ``"strict"``,
             ``"lenient"``), a dict of fields or a YAML/JSON file.
-        on_collapse: ``"warn"`` (log and warn), ``"halt"`` (stop training after ``patience`` consecutive critical
-            checks, on every rank) or ``"reweight"`` (raise the human share of ``anchor_sampler`` as alerts grow,
-            relax it as health recovers).
+        on_collapse: ``"warn"`` (log), ``"halt"`` or :class:`~collapseguard.HaltPolicy` (stop training after
+            ``patience`` consecutive critical checks, on every rank), or :class:`~collapseguard.ReweightPolicy` (raise
+            the human share of its :class:`~collapseguard.AnchorMixSampler` as alerts grow, relax it as health
+            recovers).
         on_error: ``"warn"`` (a failing check becomes a fault alert; training goes on) or ``"raise"``.
-        every_n_epochs: check at the end of every n-th epoch.
         schedule: a :class:`~collapseguard.CheckSchedule` (or ``"steps"``, ``"epoch"``, ``"steps=200,sentinel=20"``):
-            full checks every n optimizer steps, a cheap sentinel (gold scored teacher-forced, no generation) every m,
-            a full check at once when the sentinel warns, all within a cap on the guard's share of training time
-            (``max_overhead``, default 5%). Default: a full check at every ``every_n_epochs``-th epoch end.
-        num_samples: gold prompts continued per check (across all processes).
-        prompt_length: gold tokens in each prompt.
-        max_new_tokens: tokens generated per prompt (also the length of the gold reference continuations).
-        samples_per_prompt: continue each prompt k times and judge within-prompt diversity (chat gold sets).
-        patience: consecutive critical checks before halting.
-        seed: generation seed; check k samples with ``seed + k``, so a resumed run samples the same way.
-        generation_kwargs: overrides of the sampling settings (default: pure sampling, temperature 1).
+            full checks on epoch ends (default: every one) or every n optimizer steps, a cheap sentinel (gold scored
+            teacher-forced, no generation) in between, a full check at once when the sentinel warns, all within a cap
+            on the guard's share of training time (``max_overhead``, default 5%).
         score_gold: also score the gold continuations teacher-forced (banded gold perplexity, entropy): the
             model-side evidence that tells a learning model from a collapsing one.
-        batch_size: prompts per generation batch.
-        check_on_train_start: measure the model once before training (not judged): the run's starting point.
-        zero3_gather: DeepSpeed ZeRO-3 only: gather the whole model once per check (``False``: module by module).
-        reference_profile: a :class:`~collapseguard.gold.profiles.ReferenceProfile` (or its JSON path): judge
-            every check against this trusted model as well.
+        reference_profile: a :class:`~collapseguard.ReferenceProfile` (or its JSON path): judge every check against
+            this trusted model as well.
         save_profile_to: write a reference profile of the final model to this path at the end of training.
         alert_log: append a JSONL trail (one line per check and per alert) to this path; written by rank 0.
-        anchor_sampler: the :class:`~collapseguard.AnchorMixSampler` of the training DataLoader that
-            ``on_collapse="reweight"`` steers; its ``min_human_fraction`` is the floor.
-        max_human_fraction: the ceiling of the human share when reweighting.
-        reweight_step: how far a warn moves the human share (a critical: twice).
-        recovery_checks: clean checks in a row before the human share steps back down.
         provenance: a :class:`~collapseguard.gold.provenance.ProvenanceLedger` logged when training starts.
         data_monitor: a :class:`~collapseguard.DataStreamMonitor` fed with the training batches and judged at
             every check (its alerts never halt training; it uses these thresholds unless given its own).
@@ -110,24 +98,17 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
     Like ``EarlyStopping``, it does nothing under ``fast_dev_run``, during the sanity check or outside fitting.
     """
 
-    def __init__(self, gold: GoldSet | str | Path, tokenizer: Any = None, *,
-                 generate_fn: Callable[..., Any] | None = None, sample_fn: Callable[..., Any] | None = None,
-                 score_fn: Callable[..., Any] | None = None,
+    @accepts_old_spellings
+    def __init__(self, gold: GoldSet | str | Path, tokenizer: Any = None, *, hooks: ModelHooks | None = None,
+                 generation: GenerationSettings | dict[str, Any] | None = None,
                  thresholds: Thresholds | str | dict[str, Any] | None = None,
-                 on_collapse: Literal["warn", "halt", "reweight"] = "warn",
+                 on_collapse: Literal["warn", "halt", "reweight"] | HaltPolicy | ReweightPolicy = "warn",
                  on_error: Literal["warn", "raise"] = "warn",
-                 every_n_epochs: int = 1, schedule: CheckSchedule | str | dict[str, Any] | None = None,
-                 num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
-                 samples_per_prompt: int = 1, patience: int = 1, seed: int = 0,
-                 generation_kwargs: dict[str, Any] | None = None, score_gold: bool = True, batch_size: int = 32,
-                 check_on_train_start: bool = True, zero3_gather: bool = True,
+                 schedule: CheckSchedule | str | dict[str, Any] | None = None, score_gold: bool = True,
                  reference_profile: ReferenceProfile | str | Path | None = None,
                  save_profile_to: str | Path | None = None, alert_log: str | Path | None = None,
-                 anchor_sampler: AnchorMixSampler | None = None, max_human_fraction: float = 0.8,
-                 reweight_step: float = 0.1, recovery_checks: int = 2,
                  provenance: ProvenanceLedger | None = None, data_monitor: DataStreamMonitor | None = None) -> None:
-        self.engine = build_engine(type(self).__name__, locals())
-        self.generate_fn, self.sample_fn, self.score_fn = generate_fn, sample_fn, score_fn
+        self.engine, self.hooks = build_engine(type(self).__name__, locals())
 
     @staticmethod
     def _should_skip_check(trainer: Trainer) -> bool:
@@ -146,15 +127,16 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
             tokenizer = self.engine.tokenizer if self.engine.tokenizer is not None else getattr(pl_module, "tokenizer", None)
             self.engine.setup(tokenizer, rank=trainer.global_rank, world_size=trainer.world_size)
             hf = find_hf_model(pl_module)
-            if hf is not None and self.generate_fn is None and self.engine.tokenizer is not None:
+            if hf is not None and self.hooks.generate is None and self.engine.tokenizer is not None:
                 check_tokenizer_fits(hf, self.engine.tokenizer)
 
     def _produce(self, trainer: Trainer, pl_module: LightningModule, tier: str = "full") -> Callable[[], Any]:
         rank, world = trainer.global_rank, trainer.world_size
-        if self.sample_fn is not None:
-            return produce_from_callable(self.engine, pl_module, self.sample_fn, "sample", rank, world, self.score_fn)
-        if self.generate_fn is not None:
-            return produce_from_callable(self.engine, pl_module, self.generate_fn, "generate", rank, world)
+        if self.hooks.sample is not None:
+            return produce_from_callable(self.engine, pl_module, self.hooks.sample, "sample", rank, world,
+                                         self.hooks.score)
+        if self.hooks.generate is not None:
+            return produce_from_callable(self.engine, pl_module, self.hooks.generate, "generate", rank, world)
         hf = find_hf_model(pl_module)
         if hf is not None:
             # the strategy's wrapped model may own the sharding (an FSDP root, a DeepSpeedEngine)
@@ -165,7 +147,7 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
                 self.engine, pl_module,
                 lambda m, prompts: _generate_via_method(m, prompts, self.engine), "generate", rank, world)
         raise TypeError(f"{type(pl_module).__name__} holds no Hugging Face PreTrainedModel and has no generate(); "
-                        "pass generate_fn=fn(pl_module, prompts) -> token id sequences")
+                        "pass hooks=ModelHooks(generate=fn) with fn(pl_module, prompts) -> token id sequences")
 
     def _check(self, trainer: Trainer, pl_module: LightningModule, after_training: bool = False) -> Any:
         return self.engine.run_check(self._produce(trainer, pl_module), gather_measurements,
@@ -182,10 +164,10 @@ class CollapseGuard(Callback, metaclass=GuardCallbackMeta):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._should_skip_check(trainer):
             return
-        if self.engine.sentinel is not None and (self.generate_fn is not None or self.sample_fn is not None
+        if self.engine.sentinel is not None and (self.hooks.generate is not None or self.hooks.sample is not None
                                                  or find_hf_model(pl_module) is None):
             self.engine.disable_sentinel("the sentinel scores gold through a Hugging Face model's forward, and this "
-                                         "module generates through generate_fn / sample_fn / its own generate()")
+                                         "module generates through hooks or its own generate()")
         self.engine.run_baseline(self._produce(trainer, pl_module), gather_measurements, step=trainer.global_step)
         if self.engine.sentinel is not None:
             self.engine.run_baseline(self._produce(trainer, pl_module, "sentinel"), gather_measurements,
@@ -271,7 +253,7 @@ class AnchorMixDataModule(LightningDataModule):
     Builds an :class:`~collapseguard.AnchorMixSampler` over ``dataset`` (one provenance label per
     index) and shards it across the trainer's processes itself, so run the trainer with
     ``use_distributed_sampler=False``. Give ``datamodule.sampler`` to
-    ``CollapseGuard(..., on_collapse="reweight", anchor_sampler=datamodule.sampler)`` to steer the floor.
+    ``CollapseGuard(..., on_collapse=ReweightPolicy(datamodule.sampler))`` to steer the floor.
     """
 
     def __init__(self, dataset: Any, labels: Any, batch_size: int, min_human_fraction: float = 0.2, seed: int = 0,

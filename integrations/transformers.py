@@ -6,26 +6,31 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
-import os
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from collapseguard.detection.datastream import DataStreamMonitor
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet
 from collapseguard.gold.profiles import ReferenceProfile
 from collapseguard.gold.provenance import ProvenanceLedger
-from collapseguard.guard.options import GuardCallbackMeta
-from collapseguard.guard.sampling import AnchorMixSampler
+from collapseguard.guard.generation import GenerationSettings, ModelHooks
+from collapseguard.guard.halting import HaltPolicy
+from collapseguard.guard.options import accepts_old_spellings
+from collapseguard.guard.reweighting import ReweightPolicy
 from collapseguard.guard.schedule import CheckSchedule
+from collapseguard.integrations._hf import (
+    Attachable,
+    checkpoint_folder,
+    load_state,
+    save_state,
+    warn_unattached,
+)
 from collapseguard.integrations._torch import (
     agree_with_rank0,
     build_engine,
@@ -37,81 +42,76 @@ from collapseguard.integrations._torch import (
 
 log = logging.getLogger("collapseguard")
 
-# HF restores an ExportableState callback by calling type(cb)(**stored_args) with JSON args.
-# A gold set is not JSON, so the stored args hold only a key, and the class hands back the
-# live guard the user built with the same gold set and settings (GuardCallbackMeta calls _restore).
-_LIVE: weakref.WeakValueDictionary[str, CollapseGuardCallback] = weakref.WeakValueDictionary()
 
-
-class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCallbackMeta):
+class CollapseGuardCallback(Attachable, TrainerCallback):
     """Check a model for collapse at epoch ends or on optimizer steps (``schedule=``); log, warn, halt or reweight.
 
-    Args: the same as the Lightning :class:`~collapseguard.integrations.lightning.CollapseGuard`'s, name for name
-    (one specification, :data:`collapseguard.guard.options.OPTIONS`, holds them both), except that the model-facing
-    functions (``generate_fn``, ``sample_fn``, ``score_fn``) receive the Trainer's model, and that the tokenizer
-    defaults to the Trainer's ``processing_class``. ``on_collapse="reweight"`` steers the sampler of an
-    :class:`AnchorMixTrainer`.
+    Args:
+        gold: the human gold set (:class:`~collapseguard.GoldSet`), or the path of a JSONL gold file.
+        tokenizer: the model's tokenizer, or the path of a saved one; default: the Trainer's ``processing_class``.
+        hooks: :class:`~collapseguard.ModelHooks` for a model that is not a Hugging Face ``PreTrainedModel``
+            (``generate(model, prompts)``, ``sample(model, n)``, ``score(model, rows)``; ``model``: the Trainer's).
+        generation: :class:`~collapseguard.GenerationSettings` (or a dict of its fields): prompts per check, their
+            length, tokens generated, samples per prompt, batch size, seed, sampling settings.
+        thresholds: a :class:`~collapseguard.Thresholds`, a preset name (``"balanced"``, ``"strict"``,
+            ``"lenient"``), a dict of fields or a YAML/JSON file.
+        on_collapse: ``"warn"`` (log), ``"halt"`` or :class:`~collapseguard.HaltPolicy` (stop training after
+            ``patience`` consecutive critical checks, on every rank), or :class:`~collapseguard.ReweightPolicy` (raise
+            the human share of its sampler as alerts grow; the sampler of an :class:`AnchorMixTrainer`).
+        on_error: ``"warn"`` (a failing check becomes a fault alert; training goes on) or ``"raise"``.
+        schedule: a :class:`~collapseguard.CheckSchedule` (or ``"steps"``, ``"epoch"``, ``"steps=200,sentinel=20"``):
+            full checks on epoch ends (default: every one) or every n optimizer steps, a cheap sentinel in between,
+            within a cap on the guard's share of training time.
+        score_gold: also score the gold continuations teacher-forced (banded gold perplexity, entropy): the
+            model-side evidence that tells a learning model from a collapsing one.
+        reference_profile: a :class:`~collapseguard.ReferenceProfile` (or its JSON path): judge every check against
+            this trusted model as well.
+        save_profile_to: write a reference profile of the final model to this path at the end of training.
+        alert_log: append a JSONL trail (one line per check and per alert) to this path; written by rank 0.
+        provenance: a :class:`~collapseguard.gold.provenance.ProvenanceLedger` logged when training starts.
+        data_monitor: a :class:`~collapseguard.DataStreamMonitor` fed with the training batches (by
+            :class:`AnchorMixTrainer`) and judged at every check (its alerts never halt training).
 
-    Metrics land in ``state.log_history`` as ``collapseguard/<name>``, reach the ``report_to``
-    integrations, and are added to evaluation metrics as ``eval_collapseguard/<name>`` so that
-    ``metric_for_best_model="collapseguard/health"`` (with ``greater_is_better=True``) works.
-    Resume restores the guard's state with ``restore_callback_states_from_checkpoint=True``.
+    Metrics land in ``state.log_history`` as ``collapseguard/<name>`` and are added to evaluation metrics as
+    ``eval_collapseguard/<name>``, so that ``metric_for_best_model="collapseguard/health"`` (with
+    ``greater_is_better=True``) works. They reach the ``report_to`` integrations too once the guard runs first:
+    call :meth:`attach` after building the trainer. The guard's state is saved in every checkpoint and restored on
+    resume with ``restore_callback_states_from_checkpoint=True``.
 
-    ``schedule=CheckSchedule(every_n_steps=..., sentinel_every_n_steps=...)`` (or ``"steps"``) checks on optimizer
-    steps (``on_step_end``; gradient accumulation counts once), mid-epoch, and halts there. When
-    ``metric_for_best_model`` names a ``collapseguard/`` metric, every evaluation that finds no full check at its
-    step runs one first, so step-based ``eval_strategy`` / ``save_strategy`` select checkpoints by it.
+    With a step ``schedule`` it checks on optimizer steps (``on_step_end``; gradient accumulation counts once),
+    mid-epoch, and halts there. When ``metric_for_best_model`` names a ``collapseguard/`` metric, every evaluation
+    that finds no full check at its step runs one first, so step-based ``eval_strategy`` / ``save_strategy`` select
+    checkpoints by it.
     """
 
-    def __init__(self, gold: GoldSet | str | Path, tokenizer: Any = None, *,
-                 generate_fn: Callable[..., Any] | None = None, sample_fn: Callable[..., Any] | None = None,
-                 score_fn: Callable[..., Any] | None = None,
+    @accepts_old_spellings
+    def __init__(self, gold: GoldSet | str | Path, tokenizer: Any = None, *, hooks: ModelHooks | None = None,
+                 generation: GenerationSettings | dict[str, Any] | None = None,
                  thresholds: Thresholds | str | dict[str, Any] | None = None,
-                 on_collapse: Literal["warn", "halt", "reweight"] = "warn",
+                 on_collapse: Literal["warn", "halt", "reweight"] | HaltPolicy | ReweightPolicy = "warn",
                  on_error: Literal["warn", "raise"] = "warn",
-                 every_n_epochs: int = 1, schedule: CheckSchedule | str | dict[str, Any] | None = None,
-                 num_samples: int = 64, prompt_length: int = 16, max_new_tokens: int = 32,
-                 samples_per_prompt: int = 1, patience: int = 1, seed: int = 0,
-                 generation_kwargs: dict[str, Any] | None = None, score_gold: bool = True, batch_size: int = 32,
-                 check_on_train_start: bool = True, zero3_gather: bool = True,
+                 schedule: CheckSchedule | str | dict[str, Any] | None = None, score_gold: bool = True,
                  reference_profile: ReferenceProfile | str | Path | None = None,
                  save_profile_to: str | Path | None = None, alert_log: str | Path | None = None,
-                 anchor_sampler: AnchorMixSampler | None = None, max_human_fraction: float = 0.8,
-                 reweight_step: float = 0.1, recovery_checks: int = 2,
                  provenance: ProvenanceLedger | None = None, data_monitor: DataStreamMonitor | None = None) -> None:
-        self.engine = build_engine(type(self).__name__, locals())
-        self.generate_fn, self.sample_fn, self.score_fn = generate_fn, sample_fn, score_fn
-        self._register()
-
-    def _register(self) -> None:
+        self.engine, self.hooks = build_engine(type(self).__name__, locals())
         self._pending_logs: dict[str, float] = {}
         self._latest: dict[str, float] = {}
-        e = self.engine
-        fingerprint = e.gold.fingerprint[:16] if e.gold is not None else "nogold"
-        self.restore_key = f"{type(self).__name__}:{fingerprint}:{e.every_n_epochs}:{e.num_samples}:" \
-                           f"{e.max_new_tokens}:{e.seed}"
-        _LIVE[self.restore_key] = self
-
-    @classmethod
-    def _restore(cls, key: str) -> CollapseGuardCallback:
-        """The live guard a checkpoint's state belongs to (HF rebuilds callbacks from their stored args)."""
-        live = _LIVE.get(key)
-        if live is None:
-            raise ValueError(f"cannot restore {cls.__name__} state: build the callback with the same gold set and "
-                             "settings as the checkpointed run and pass it to the Trainer")
-        return live
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        processing_class: Any = None, model: Any = None, **kwargs: Any) -> None:
+        saved = load_state(args, state, type(self).__name__)
+        if saved is not None:
+            self.engine.load_state_dict(saved)
         tokenizer = self.engine.tokenizer if self.engine.tokenizer is not None else processing_class
         self.engine.setup(tokenizer, rank=args.process_index, world_size=args.world_size)
-        if model is not None and self.generate_fn is None and self.sample_fn is None:
+        if model is not None and self.hooks.generate is None and self.hooks.sample is None:
             check_tokenizer_fits(model, self.engine.tokenizer)
         elif self.engine.sentinel is not None:
             self.engine.disable_sentinel("the sentinel scores gold through a Hugging Face model's forward; this guard "
-                                         "generates through generate_fn / sample_fn")
-        self._move_to_front()
+                                         "generates through hooks")
+        warn_unattached(args, type(self).__name__, self._attached)
         if model is not None:
             optimizer = kwargs.get("optimizer")
             self.engine.run_baseline(self._produce(args, model, optimizer), gather_measurements,
@@ -124,10 +124,10 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
     def _produce(self, args: TrainingArguments, model: Any, optimizer: Any = None,
                  tier: str = "full") -> Callable[[], Any]:
         rank, world = args.process_index, args.world_size
-        if self.sample_fn is not None:
-            return produce_from_callable(self.engine, model, self.sample_fn, "sample", rank, world, self.score_fn)
-        if self.generate_fn is not None:
-            return produce_from_callable(self.engine, model, self.generate_fn, "generate", rank, world)
+        if self.hooks.sample is not None:
+            return produce_from_callable(self.engine, model, self.hooks.sample, "sample", rank, world, self.hooks.score)
+        if self.hooks.generate is not None:
+            return produce_from_callable(self.engine, model, self.hooks.generate, "generate", rank, world)
         # under DeepSpeed ZeRO-3 the optimizer reaches the parameter coordinator (gathered generation)
         return produce_from_hf_model(self.engine, model, self.engine.tokenizer, rank, world, holders=(optimizer,),
                                      tier=tier)
@@ -148,8 +148,9 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
             self.engine.write_profile(source=f"transformers:{type(model).__name__}@step{state.global_step}")
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        # the Trainer names its checkpoint folders this way (PREFIX_CHECKPOINT_DIR); the trail and a halt point at it
-        self.engine.note_checkpoint(state.global_step, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+        # the trail and a halt point at the checkpoint; the guard's own state rides along in it
+        self.engine.note_checkpoint(state.global_step, checkpoint_folder(args, state.global_step))
+        save_state(args, state, type(self).__name__, self.engine.state_dict())
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        **kwargs: Any) -> None:
@@ -212,38 +213,13 @@ class CollapseGuardCallback(TrainerCallback, ExportableState, metaclass=GuardCal
             # a check that was not judged has no health: NaN is never "best", and HF finds the key it needs
             metrics.setdefault("eval_collapseguard/health", float("nan"))
 
-    def _move_to_front(self) -> None:
-        """Run first in the Trainer's callback list, so on_log adds our metrics before the
-        report_to integrations (registered before user callbacks) read them."""
-        frame = inspect.currentframe()
-        while frame is not None:
-            handler = frame.f_locals.get("self")
-            if isinstance(handler, CallbackHandler):
-                if self in handler.callbacks:
-                    handler.callbacks.remove(self)
-                    handler.callbacks.insert(0, self)
-                return
-            frame = frame.f_back
-
-    # ------------------------------------------------------------------ state
-    def state(self) -> dict[str, Any]:
-        return {"args": {"_restore_key": self.restore_key}, "attributes": {"guard_state": self.engine.state_dict()}}
-
-    @property
-    def guard_state(self) -> dict[str, Any]:
-        return self.engine.state_dict()
-
-    @guard_state.setter
-    def guard_state(self, value: dict[str, Any]) -> None:
-        self.engine.load_state_dict(value)
-
 
 class AnchorMixTrainer(Trainer):
     """A ``transformers.Trainer`` whose training batches come from an :class:`~collapseguard.AnchorMixSampler`.
 
     The sampler shards batches across processes itself (``num_replicas``/``rank``), so the
     DataLoader is built here, not re-sharded by accelerate. Pass the same sampler to
-    ``CollapseGuardCallback(..., on_collapse="reweight", anchor_sampler=sampler)`` to steer it.
+    ``CollapseGuardCallback(..., on_collapse=ReweightPolicy(sampler))`` to steer it.
     The HF Trainer counts steps assuming every epoch has the same length, so give the sampler
     ``allow_repeat_anchors=True`` (or a human pool large enough for the highest floor):
     otherwise a raised floor shortens epochs and resumed runs miscount them.

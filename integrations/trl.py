@@ -2,7 +2,8 @@
 
 ``SFTTrainer`` and ``DPOTrainer`` are ``transformers.Trainer`` s: :class:`CollapseGuardCallback` (re-exported here)
 checks them like any Trainer, on a chat gold set (:meth:`GoldSet.from_pairs` / :meth:`GoldSet.from_chat`)
-whose prompts are rendered with the tokenizer's chat template, optionally with ``samples_per_prompt=k``.
+whose prompts are rendered with the tokenizer's chat template, optionally with
+``generation=GenerationSettings(samples_per_prompt=k)``.
 
 ``GRPOTrainer`` already samples a group of ``num_generations`` completions for every prompt. The GRPO guard judges
 those, with no generation of its own: its :attr:`GRPOCollapseGuard.reward_func` is a reward function that returns 0
@@ -16,13 +17,13 @@ that log (``collapseguard/distinct_k``, ``.../policy_entropy``,
 ``.../health``): they reach ``report_to`` and ``trainer.state.log_history`` like TRL's own.
 
 >>> guard = GRPOCollapseGuard(on_collapse="halt")                                       # doctest: +SKIP
->>> GRPOTrainer(model, reward_funcs=[my_reward, guard.reward_func], callbacks=[guard],  # doctest: +SKIP
-...             args=GRPOConfig(..., reward_weights=[1.0, 0.0]))
+>>> trainer = GRPOTrainer(model, reward_funcs=[my_reward, guard.reward_func], callbacks=[guard],  # doctest: +SKIP
+...                       args=GRPOConfig(..., reward_weights=[1.0, 0.0]))
+>>> guard.attach(trainer)  # first among the callbacks: its metrics reach report_to   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -30,13 +31,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from transformers import TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from collapseguard._validation import NONE, Interval, OneOf, Satisfies, validate
+from collapseguard._deprecation import deprecate_kwargs
+from collapseguard._validation import NONE, InstanceOf, Interval, OneOf, Satisfies, validate
 from collapseguard.detection.thresholds import Thresholds
+from collapseguard.guard.halting import HaltPolicy
+from collapseguard.guard.options import merged_on_collapse
 from collapseguard.guard.rollout import RolloutGuard
 from collapseguard.guard.steering import SteerPolicy
-from collapseguard.integrations.transformers import _LIVE, CollapseGuardCallback
+from collapseguard.integrations._hf import (
+    Attachable,
+    checkpoint_folder,
+    load_state,
+    save_state,
+    warn_unattached,
+)
+from collapseguard.integrations.transformers import CollapseGuardCallback
 
 log = logging.getLogger("collapseguard")
 
@@ -107,7 +118,7 @@ class _Recorded:
 CorrectSpec = tuple[str, float] | Callable[..., Sequence[bool]]
 
 
-class GRPOCollapseGuard(CollapseGuardCallback):
+class GRPOCollapseGuard(Attachable, TrainerCallback):
     """Judge a ``GRPOTrainer``'s own groups and logged policy statistics for collapse; warn or halt.
 
     Pass :attr:`reward_func` among the trainer's ``reward_funcs`` (weight 0) and the guard among its ``callbacks``;
@@ -130,15 +141,14 @@ class GRPOCollapseGuard(CollapseGuardCallback):
             no human answer for the trainer's prompts.
         thresholds: a :class:`~collapseguard.Thresholds`, preset name, dict or file (``distinct_k_*``,
             ``within_similarity_*``, ``entropy_*``, ``own_start_checks``, ``patience``).
-        on_collapse: ``"warn"``, ``"halt"`` (stop training after ``patience`` consecutive critical checks) or
-            ``"steer"``: under TRL's adaptive entropy control (``GRPOConfig(use_adaptive_entropy=True)``), raise
+        on_collapse: ``"warn"``, ``"halt"`` or :class:`~collapseguard.HaltPolicy` (stop training after ``patience``
+            consecutive critical checks) or ``"steer"``: under TRL's adaptive entropy control (``GRPOConfig(use_adaptive_entropy=True)``), raise
             ``entropy_target`` (below which the entropy bonus applies) a step per warn, two per critical, up to the
             policy entropy of the run's own start, and lower it again after clean checks
             (:class:`~collapseguard.guard.steering.SteerPolicy`); each change is logged, and
             ``collapseguard/steer/entropy_target`` carries the value.
         on_error: ``"warn"`` (a check that fails becomes a fault alert) or ``"raise"``.
         every_n_steps: at least this many optimizer steps between checks (a check runs at a TRL log).
-        patience: consecutive critical checks before halting.
         alert_log: append the guard's JSONL trail here.
         correct: how a completion counts as right: ``(reward_name, threshold)`` (the named reward function's output
             at or above the threshold: its rewards are reused, not computed again), or a callable
@@ -149,22 +159,23 @@ class GRPOCollapseGuard(CollapseGuardCallback):
 
     Its state (history, counters, and with ``"steer"`` where the knob stands) is saved in checkpoints and restored on
     resume with ``restore_callback_states_from_checkpoint=True``, like :class:`CollapseGuardCallback`: a resumed run
-    steers on from the checkpoint's ``entropy_target``, not from the config's.
+    steers on from the checkpoint's ``entropy_target``, not from the config's. Call :meth:`attach` after building the
+    trainer for its metrics to reach the ``report_to`` integrations.
     """
 
-    _options = ("thresholds", "on_collapse", "on_error", "patience", "alert_log")
-    _narrowed = ("on_collapse",)  # GRPO draws its own completions: there is no data sampler to reweight
-
+    @deprecate_kwargs({"patience": "on_collapse.patience"}, merge={"on_collapse": merged_on_collapse})
     def __init__(self, gold_set: None = None, /, *, thresholds: Thresholds | str | dict[str, Any] | None = None,
-                 on_collapse: Literal["warn", "halt", "steer"] = "warn", on_error: Literal["warn", "raise"] = "warn",
-                 every_n_steps: int = 1, patience: int = 1, alert_log: str | Path | None = None,
-                 correct: CorrectSpec | None = None, steer_step: float = 0.25) -> None:
+                 on_collapse: Literal["warn", "halt", "steer"] | HaltPolicy = "warn",
+                 on_error: Literal["warn", "raise"] = "warn", every_n_steps: int = 1,
+                 alert_log: str | Path | None = None, correct: CorrectSpec | None = None,
+                 steer_step: float = 0.25) -> None:
         caller = type(self).__name__
         if gold_set is not None:
             raise TypeError(f"{caller} takes no gold set: it judges the groups GRPOTrainer generates, against the "
                             "run's own start. Use GRPOCollapseGuard(correct=..., ...) with keyword arguments; a gold "
                             "set goes to CollapseGuardCallback(gold) for SFTTrainer or DPOTrainer")
         validate(caller, "on_collapse", on_collapse, OneOf("warn", "halt", "steer"),
+                 InstanceOf(HaltPolicy, name="a HaltPolicy"),
                  fix="reweighting steers a data sampler, and GRPO draws its own completions; 'steer' raises the "
                      "entropy target of TRL's adaptive entropy control")
         validate(caller, "every_n_steps", every_n_steps, Interval(int, 1, None))
@@ -173,7 +184,7 @@ class GRPOCollapseGuard(CollapseGuardCallback):
                      "(prompts, completions, **columns) -> list[bool]")
         # the group size is the trainer's num_generations, known at train begin (2 until then)
         self.rollout = RolloutGuard(2, thresholds=thresholds, on_collapse="warn" if on_collapse == "steer" else on_collapse,
-                                    on_error=on_error, patience=patience, alert_log=alert_log, caller=caller)
+                                    on_error=on_error, alert_log=alert_log, caller=caller)
         self.on_collapse = on_collapse
         self.steer_step = steer_step
         SteerPolicy(0.0, steer_step, caller=caller)  # validates steer_step now, not at train begin
@@ -182,19 +193,10 @@ class GRPOCollapseGuard(CollapseGuardCallback):
         self.engine = self.rollout.engine
         self.correct = correct
         self.every_n_steps = every_n_steps
-        self.generate_fn = self.sample_fn = self.score_fn = None
         self._last_check_step = 0
         self._recorded: _Recorded | None = None
         self.reward_func = _GroupTap(self)
-        self._register()
-
-    def _register(self) -> None:
-        self._pending_logs: dict[str, float] = {}
         self._latest: dict[str, float] = {}
-        e = self.engine
-        settings = json.dumps([e.thresholds.to_dict(), e.on_collapse, self.every_n_steps, e.patience], sort_keys=True)
-        self.restore_key = "grpo:" + hashlib.sha256(settings.encode()).hexdigest()[:16]
-        _LIVE[self.restore_key] = self
 
     # ------------------------------------------------------------------ what TRL hands over
     def reward_funcs(self, funcs: Sequence[Any]) -> list[Any]:
@@ -250,6 +252,10 @@ class GRPOCollapseGuard(CollapseGuardCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        processing_class: Any = None, model: Any = None, **kwargs: Any) -> None:
+        saved = load_state(args, state, type(self).__name__)
+        if saved is not None:
+            self.engine.load_state_dict(saved["guard_state"])
+            self.steer_state = saved.get("steer_state")
         k = getattr(args, "num_generations", None)
         if not isinstance(k, int) or k < 2:
             raise ValueError(f"GRPOCollapseGuard judges GRPO groups: it needs a GRPOTrainer with num_generations >= 2 "
@@ -272,17 +278,19 @@ class GRPOCollapseGuard(CollapseGuardCallback):
                             "entropy_target=...) to let the guard raise entropy_target while the policy narrows; "
                             "this run only warns")
         self._last_check_step = state.global_step
-        self._move_to_front()
-
-    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> TrainerControl:
-        return control  # checks run at TRL's logs
+        warn_unattached(args, type(self).__name__, self._attached)
 
     # ------------------------------------------------------------------ state
-    def state(self) -> dict[str, Any]:
-        saved = super().state()
-        saved["attributes"]["steer_state"] = self.steer_state
-        return saved
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        # the trail and a halt point at the checkpoint (the last good one); the guard's state rides along in it
+        self.engine.note_checkpoint(state.global_step, checkpoint_folder(args, state.global_step))
+        save_state(args, state, type(self).__name__,
+                   {"guard_state": self.engine.state_dict(), "steer_state": self.steer_state})
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        for name, value in (self._latest if metrics is not None else {}).items():
+            metrics.setdefault(f"eval_{name}", value)  # type: ignore[union-attr]
 
     @property
     def steer_state(self) -> dict[str, Any] | None:

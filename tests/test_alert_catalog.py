@@ -102,6 +102,11 @@ def render() -> str:
     lines += ["", "## The messages", ""]
     for kind, phase, _, metric, _, message in catalog():
         lines.append(f"- **{metric}** ({kind}, {phase}): `[collapseguard warn | {phase}: ...] {message}`")
+    lines += ["", "Each check line of the trail (`\"type\": \"check\"`) holds `bounds`: per judged metric, the",
+              "`reference` it was judged against, the `warn` and `critical` bounds in the metric's own units, and `direction`, the side of",
+              "the bounds where the bad values lie: `\"low\"` (below: the `share of gold` rows) or `\"high\"`",
+              "(above: the excess and baseline rows, and `compression_ratio`, whose bounds are gold / 0.75 and",
+              "gold / 0.5: more compressible outputs are more alike)."]
     lines += ["", "Faults (`phase: fault`) say why a check could not run -- the exception a generation raised, no",
               "outputs, NaN samples, a gold set that changed (critical) -- and that training continues",
               "(`on_error=\"warn\"`); `docs/bad-input.md` lists what is refused before training starts.", ""]

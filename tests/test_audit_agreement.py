@@ -149,7 +149,7 @@ def test_the_sample_depends_on_the_texts_only_and_keeps_copies_together():
         doubled.add(doubled.key(" ".join(t.lower().split())), t)
     assert Counter(Counter(doubled.texts()).values()) == {2: 20}
     assert Sample(40, seed=4).key("a b") != whole.key("a b")  # the seed changes the draw
-    with pytest.raises(ValueError, match="sample_size=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="AuditSettings: sample_size=0 is invalid: sample_size must be an int >= 1"):
         audit_texts(texts, GoldSet.from_texts(corpora()[2]), sample_size=0)
 
 

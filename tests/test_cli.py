@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collapseguard import GoldSet, Thresholds
+from collapseguard import GenerationSettings, GoldSet, Thresholds
 from collapseguard.audit import audit_texts, minhash_signatures, near_duplicate_pairs, read_texts
 from collapseguard.cli import Progress, main
 from collapseguard.demos.data import train_gold_split
@@ -49,7 +49,7 @@ def test_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_path)
     proc = subprocess.run([*run, "thresholds", "nonsense"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "unknown" in proc.stderr.lower() and "Traceback" not in proc.stderr
     proc = subprocess.run([*run, "demo", "--generations", "0"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2 and "not a positive integer" in proc.stderr  # argparse's usage error
+    assert proc.returncode == 2 and "--generations=0 is invalid: --generations must be an int >= 1" in proc.stderr
 
 
 def test_console_script_is_installed():
@@ -149,8 +149,7 @@ def test_the_trail_and_the_report_give_the_prompts_a_check_judges(tmp_path):
     from tests import tiny_runs as tr
 
     run_dir = tmp_path / "run"
-    guard = CollapseGuard(GoldSet.from_texts(train_gold_split()[1][:60]), tokenizer=tr.tokenizer(),
-                          alert_log=run_dir / "alerts.jsonl", num_samples=64)
+    guard = CollapseGuard(GoldSet.from_texts(train_gold_split()[1][:60]), tokenizer=tr.tokenizer(), alert_log=run_dir / "alerts.jsonl", generation=GenerationSettings(num_samples=64))
     tr.lightning_fit(run_dir, "varied", 1, [guard])
     config = next(r for r in read_alert_log(run_dir / "alerts.jsonl") if r["type"] == "config")
     assert config["guard"]["num_samples"] == 64 and config["guard"]["prompts_per_check"] == 30
@@ -214,6 +213,13 @@ def test_check_bounds_sit_where_the_severity_changes():
     value = result.metrics["self_bleu"]
     expected = "critical" if value > sb["critical"] else "warn" if value > sb["warn"] else None
     assert worst.get("self_bleu") == expected
+    # compression_ratio (judged as gold / value: more compressible is worse) is bad above its bounds
+    cr = result.bounds["compression_ratio"]
+    assert cr["direction"] == "high" and cr["critical"] > cr["warn"] > cr["reference"]
+    assert cr["warn"] == pytest.approx(result.reference["compression_ratio"] / th.diversity_warn)
+    value = result.metrics["compression_ratio"]
+    expected = "critical" if value > cr["critical"] else "warn" if value > cr["warn"] else None
+    assert worst.get("compression_ratio") == expected
 
 
 def _browser() -> str:
@@ -339,6 +345,122 @@ def test_audit_exit_codes_gate_a_pipeline(tmp_path, capsys):
     # bad input: one line, exit 2
     assert main(["audit", str(human), "--gold", str(gold), "--text-field", "body"]) == 2
     assert "no string field 'body'" in capsys.readouterr().err
+
+
+def _table(out: str) -> dict[str, str]:
+    """The verdict column of `collapseguard audit`'s table, by the row's check."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("check "))
+    rows = {}
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        if len(line) > 61:
+            rows[line[:24].strip()] = line[61:]
+    return rows
+
+
+@pytest.mark.parametrize("case", ["too few texts", "warn fails", "warn passes", "human floor"])
+def test_the_audit_command_prints_the_audits_own_verdict_for_every_check(tmp_path, capsys, case):
+    """The table's verdicts are the audit's (collapseguard.audit.dataset decides them once), on cases where a
+    second reckoning in the command line would differ: a check that could not be judged is not "ok", a warn
+    under --fail-on warn is a failure (and under critical is not), the human floor has its row."""
+    gold = _gold_file(tmp_path)
+    data = tmp_path / "data.txt"
+    args = ["--max-near-duplicates", "1", "--max-outliers", "1"]
+    if case == "too few texts":
+        data.write_text("\n".join(train_gold_split()[0][:5]))
+    else:
+        data.write_text("\n".join(collapsed_corpus(2, 300)))  # distinct_2 warns, self_bleu is critical
+    if case == "warn fails":
+        args += ["--fail-on", "warn"]
+    if case == "human floor":
+        args += ["--min-human-fraction", "0.5"]
+    code = main(["audit", str(data), "--gold", str(gold), "--json", str(tmp_path / "a.json"), *args])
+    report = json.loads((tmp_path / "a.json").read_text())
+    table = _table(capsys.readouterr().out)
+    assert code == (0 if report["passed"] else 1) == 1
+    if case == "too few texts":  # judged nothing: no diversity row may say ok
+        assert not any(table[m].startswith("ok") for m in ("distinct_2", "vendi", "self_bleu"))
+        assert table["diversity sample"].startswith("FAIL")
+    elif case == "warn fails":
+        assert table["distinct_2"].startswith("FAIL (warn)") and table["self_bleu"].startswith("FAIL (critical)")
+    elif case == "warn passes":
+        assert table["distinct_2"].startswith("warn") and table["self_bleu"].startswith("FAIL (critical)")
+    else:
+        assert table["human share"].startswith("FAIL")
+    verdicts = report["verdicts"]
+    assert [f for v in verdicts for f in v["failures"]] == report["failures"]
+    for v in verdicts:  # every verdict the audit reached is the one printed
+        shown, word = table[v["check"]], v["word"]
+        assert shown.startswith(word) and shown[len(word):][:1] in ("", " "), (v, shown)
+        assert ("FAIL" in word) is bool(v["failures"]), v
+    words = {v["check"]: v["word"] for v in verdicts}
+    assert words["distinct_2"] == ("not judged" if case == "too few texts" else
+                                   "FAIL (warn)" if case == "warn fails" else "warn")
+
+
+def test_the_command_line_reckons_no_verdict_of_its_own():
+    """The verdicts come from collapseguard.audit.dataset.decide alone: cli.py compares no figure with a bound."""
+    import ast
+
+    import collapseguard.cli
+
+    tree = ast.parse(Path(collapseguard.cli.__file__).read_text(encoding="utf-8"))
+    audit = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_cmd_audit")
+    bounds = ("max_near_duplicates", "max_outliers", "max_gold_leakage", "min_human_fraction", "fail_on")
+    for node in ast.walk(audit):
+        if isinstance(node, ast.Compare):
+            names = {a.attr for a in ast.walk(node) if isinstance(a, ast.Attribute)}
+            assert not names & {*bounds, "severity", "alerts"}, ast.unparse(node)
+        if isinstance(node, ast.Attribute) and node.attr in ("alerts", "failures") and isinstance(node.ctx, ast.Load):
+            assert ast.unparse(node) in ("result.failures",), ast.unparse(node)
+
+
+@pytest.mark.parametrize(("setting", "value", "error", "allowed"), [
+    ("max_outliers", 1.5, ValueError, "a number in [0, 1]"),
+    ("max_near_duplicates", -0.1, ValueError, "a number in [0, 1]"),
+    ("min_human_fraction", 2.0, ValueError, "a number in [0, 1] or None"),
+    ("leak_containment", 0.0, ValueError, "a number in (0, 1]"),
+    ("fail_on", "never", ValueError, "one of 'warn', 'critical'"),
+    ("sample_size", 0, ValueError, "an int >= 1"),
+    ("sample_size", 2.5, TypeError, "an int >= 1"),
+    ("max_length", 0, ValueError, "an int >= 1"),
+])
+def test_audit_settings_refuse_in_the_one_message_format(setting, value, error, allowed):
+    from collapseguard._validation import describe
+    from collapseguard.audit.dataset import AuditSettings
+
+    with pytest.raises(error) as info:
+        AuditSettings(**{setting: value})
+    assert str(info.value).startswith(f"AuditSettings: {setting}={describe(value)} is invalid: {setting} must be "
+                                      f"{allowed}"), str(info.value)
+    if setting == "sample_size":  # a wrong type is a TypeError that the old `except ValueError` still catches
+        assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(("args", "refusal"), [
+    (["demo", "--generations", "0"], "--generations=0 is invalid: --generations must be an int >= 1"),
+    (["demo", "--floor", "1.5"], "--floor=1.5 is invalid: --floor must be a number in [0, 1]"),
+    (["thresholds", "--num-samples", "0"], "--num-samples=0 is invalid: --num-samples must be an int >= 1"),
+    (["audit", "d.jsonl", "--gold", "g.jsonl", "--max-outliers", "1.5"],
+     "--max-outliers=1.5 is invalid: --max-outliers must be a number in [0, 1]"),
+    (["audit", "d.jsonl", "--gold", "g.jsonl", "--min-human-fraction", "-1"],
+     "--min-human-fraction=-1.0 is invalid: --min-human-fraction must be a number in [0, 1] or None"),
+    (["audit", "d.jsonl", "--gold", "g.jsonl", "--leak-containment", "0"],
+     "--leak-containment=0.0 is invalid: --leak-containment must be a number in (0, 1]"),
+    (["audit", "d.jsonl", "--gold", "g.jsonl", "--sample-size", "0"],
+     "--sample-size=0 is invalid: --sample-size must be an int >= 1"),
+    (["audit", "d.jsonl", "--gold", "g.jsonl", "--executor", "local", "--tasks", "0"],
+     "--tasks=0 is invalid: --tasks must be an int >= 1"),
+])
+def test_command_line_flags_refuse_in_the_one_message_format(args, refusal, capsys):
+    """The flags are checked by collapseguard._validation.validate (the audit's with AuditSettings' own
+    constraints): one line, exit 2, the validator's format with the command as the caller, before anything runs."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"collapseguard {args[0]}: error: {refusal}"), err
+    assert err.strip().count("\n") == 0
 
 
 def test_audit_reads_parquet_and_counts_provenance(tmp_path):

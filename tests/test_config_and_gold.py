@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from collapseguard import CollapseMonitor, GoldSet, GoldSetModifiedError, Thresholds
+from collapseguard import CollapseMonitor, GenerationSettings, GoldSet, GoldSetModifiedError, HaltPolicy, Thresholds
 from collapseguard.cli import main
 from collapseguard.gold.tokenization import SimpleTokenizer
 from collapseguard.guard.engine import GeneratedBatch, GuardEngine
@@ -120,11 +120,11 @@ def test_thresholds_from_dict_file_and_unknowns(tmp_path):
     [
         ({"on_collapse": "explode"}, "on_collapse='explode' is invalid: on_collapse must be one of"),
         ({"on_error": "ignore"}, "on_error='ignore' is invalid: on_error must be one of"),
-        ({"every_n_epochs": 0}, "every_n_epochs must be an int >= 1"),
-        ({"patience": -1}, "patience must be an int >= 1"),
-        ({"num_samples": 1}, "num_samples must be an int >= 2"),
-        ({"max_new_tokens": 0}, "max_new_tokens must be"),
-        ({"generation_kwargs": "greedy"}, "generation_kwargs must be a dict"),
+        ({"schedule": {"every_n_epochs": -1}}, "every_n_epochs must be an int >= 0"),
+        ({"generation": {"num_samples": 1}}, "num_samples must be an int >= 2"),
+        ({"generation": {"max_new_tokens": 0}}, "max_new_tokens must be"),
+        ({"generation": {"generation_kwargs": "greedy"}}, "generation_kwargs must be a dict"),
+        ({"generation": 8}, "generation must be a GenerationSettings or a dict"),
         ({"thresholds": "paranoid"}, "unknown thresholds preset"),
     ],
 )
@@ -135,8 +135,7 @@ def test_engine_rejects_bad_arguments_at_construction(kwargs, match):
 
 def test_engine_faults_never_raise_in_warn_mode():
     # 24 texts: 12 prompts, enough to judge min_outputs=8 (a gold set that never could is refused)
-    engine = GuardEngine(GoldSet.from_texts(TEXTS * 2), tokenizer=SimpleTokenizer(), prompt_length=4,
-                         max_new_tokens=8, num_samples=6)
+    engine = GuardEngine(GoldSet.from_texts(TEXTS * 2), tokenizer=SimpleTokenizer(), generation=GenerationSettings(prompt_length=4, max_new_tokens=8, num_samples=6))
     engine.setup()
     empty = engine.measure(lambda: GeneratedBatch(sequences=[]))
     assert empty.phase == "fault" and "no outputs" in empty.message
@@ -148,8 +147,7 @@ def test_engine_faults_never_raise_in_warn_mode():
 
 
 def test_engine_halts_after_patience_critical_checks_and_shards_prompts():
-    engine = GuardEngine(GoldSet.from_texts(TEXTS * 4), tokenizer=SimpleTokenizer(), on_collapse="halt", patience=2,
-                         prompt_length=4, max_new_tokens=8, num_samples=16)
+    engine = GuardEngine(GoldSet.from_texts(TEXTS * 4), tokenizer=SimpleTokenizer(), on_collapse=HaltPolicy(patience=2), generation=GenerationSettings(prompt_length=4, max_new_tokens=8, num_samples=16))
     engine.setup()
     shards = [engine.prompts(r, 3) for r in range(3)]
     assert sum(len(s) for s in shards) == 16
@@ -214,7 +212,7 @@ def test_import_needs_no_torch():
 
 def test_nan_samples_are_a_fault_not_a_crash():
     rng = np.random.default_rng(0)
-    engine = GuardEngine(GoldSet.from_arrays(rng.normal(size=(40, 3))), num_samples=10)
+    engine = GuardEngine(GoldSet.from_arrays(rng.normal(size=(40, 3))), generation=GenerationSettings(num_samples=10))
     engine.setup()
     fault = engine.measure(lambda: GeneratedBatch(samples=np.full((10, 3), np.nan)))
     assert fault.phase == "fault" and "NaN or inf in 10 of 10 rows" in fault.message

@@ -150,6 +150,31 @@ def test_a_signal_whose_kind_contradicts_the_declaration_is_refused():
     assert Signal("my_metric", "excess", 0.1, 0.2).higher_is_better is False
 
 
+def test_bounds_direction_names_the_side_where_the_bad_values_lie():
+    """``Finding.bounds()["direction"]`` (written to every check line of the trail) says on which side of the
+    bounds a value is bad: ``"high"`` for compression_ratio (an inverse_ratio: more compressible is worse), whose
+    bounds lie above gold. Checked against the judging itself: just beyond each bound on that side the severity is
+    that bound's, just short of it the severity is the milder one."""
+    from collapseguard.detection.detectors import Finding
+
+    for sig in _signals():
+        if sig.warn == sig.critical:  # TailLoss._head_rise: a helper signal without bounds of its own
+            continue
+        ref = 100.0 if sig.kind in ("rise", "log_rise") else 0.5
+        at_ref = Finding("D", "mid", sig, ref, ref, sig.score(ref, ref), None, 1.0, "")
+        b = at_ref.bounds()
+        assert b["direction"] == ("low" if sig.higher_is_better else "high"), sig.metric
+        worse = 1.0 if b["direction"] == "high" else -1.0
+        for level, milder in (("warn", None), ("critical", "warn")):
+            eps = 1e-6 * max(abs(b[level]), 1.0)
+            beyond, short = b[level] + worse * eps, b[level] - worse * eps
+            assert sig.severity(sig.score(beyond, ref)) == level, (sig.metric, level, b)
+            assert sig.severity(sig.score(short, ref)) == milder, (sig.metric, level, b)
+    cr = next(s for s in _signals() if s.metric == "compression_ratio")
+    b = Finding("D", "mid", cr, 0.5, 0.5, 1.0, None, 1.0, "").bounds()
+    assert b["direction"] == "high" and b["warn"] > 0.5 and b["critical"] > b["warn"]
+
+
 def test_calibration_inverts_exactly_the_ratios_of_lower_is_better_metrics():
     assert [m for m, (_, kind) in _FIELDS.items() if kind == "ratio" and not direction(m)] == ["compression_ratio"]
 

@@ -64,7 +64,7 @@ def test_lightning_cli_yaml_config_and_command_line(tmp_path):
                  "--trainer.logger=false", "--trainer.enable_checkpointing=false",
                  "--trainer.callbacks+=collapseguard.integrations.lightning.CollapseGuard",
                  "--trainer.callbacks.gold=runs/lightning_cli/gold.jsonl", "--trainer.callbacks.on_collapse=halt",
-                 "--trainer.callbacks.thresholds=strict", "--trainer.callbacks.num_samples=32",
+                 "--trainer.callbacks.thresholds=strict", "--trainer.callbacks.generation.num_samples=32",
                  "--trainer.callbacks.alert_log=runs/cli/alerts.jsonl", "--data.corpus=degenerate"], tmp_path)
     trail = read_alert_log(tmp_path / "runs/cli/alerts.jsonl")
     config = next(r for r in trail if r["type"] == "config")

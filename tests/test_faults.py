@@ -11,6 +11,8 @@ import uuid
 import numpy as np
 import pytest
 
+from collapseguard import HaltPolicy, ModelHooks
+
 pytest.importorskip("lightning")
 pytest.importorskip("transformers")
 
@@ -41,7 +43,7 @@ def test_outputs_longer_than_expected_are_truncated_and_reported(tmp_path, caplo
     def long_outputs(module, prompts):
         return [np.arange(100) % 50 + 3 for _ in prompts]
 
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=long_outputs, **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **tr.GUARD_KWARGS, hooks=ModelHooks(generate=long_outputs))
     with caplog.at_level(logging.WARNING, logger="collapseguard"):
         tr.lightning_fit(tmp_path, "varied", 1, [guard])
     assert guard.engine.monitor.checks[0]["metrics"]["mean_length"] == 32
@@ -94,8 +96,7 @@ def test_engine_calls_before_setup_are_refused_with_the_fix():
 
 def test_alert_log_is_an_append_only_trail(tmp_path):
     log = tmp_path / "alerts.jsonl"
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=_stuck, alert_log=log, on_collapse="halt",
-                          patience=2, **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), alert_log=log, on_collapse=HaltPolicy(patience=2), **tr.GUARD_KWARGS, hooks=ModelHooks(generate=_stuck))
     tr.lightning_fit(tmp_path, "varied", 4, [guard])
     records = read_alert_log(log)
     assert records[0]["type"] == "config" and records[0]["gold"]["fingerprint"] == tr.gold().fingerprint
@@ -113,15 +114,13 @@ def test_alert_log_is_an_append_only_trail(tmp_path):
 
 
 def test_alert_log_on_a_full_disk_never_stops_training(tmp_path, caplog):
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=_stuck, alert_log="/dev/full",
-                          **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), alert_log="/dev/full", **tr.GUARD_KWARGS, hooks=ModelHooks(generate=_stuck))
     with caplog.at_level(logging.ERROR, logger="collapseguard"):
         trainer, _ = tr.lightning_fit(tmp_path, "varied", 2, [guard])
     assert trainer.current_epoch == 2 and len(guard.engine.monitor.checks) == 2
     errors = [r.getMessage() for r in caplog.records if "alert log" in r.getMessage()]
     assert len(errors) == 1 and "No space left on device" in errors[0]
-    raising = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=_stuck, alert_log="/dev/full",
-                            on_error="raise", **tr.GUARD_KWARGS)
+    raising = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), alert_log="/dev/full", on_error="raise", **tr.GUARD_KWARGS, hooks=ModelHooks(generate=_stuck))
     with pytest.raises(OSError, match="No space left"):
         tr.lightning_fit(tmp_path / "raise", "varied", 1, [raising])
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from collapseguard import GenerationSettings
+
 pytest.importorskip("transformers")
 
 from collapseguard.integrations import _torch as ct
@@ -320,7 +322,7 @@ def test_peft_lora_model_generates_and_scores_in_hf_trainer(tmp_path, tokenizer)
     model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"],
                                                       fan_in_fan_out=True, task_type="CAUSAL_LM"))
     widths = projected_lengths(base)
-    guard = CollapseGuardCallback(tr.gold(), num_samples=8, max_new_tokens=8, prompt_length=16)
+    guard = CollapseGuardCallback(tr.gold(), generation=GenerationSettings(num_samples=8, max_new_tokens=8, prompt_length=16))
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=1, per_device_train_batch_size=16,
                              learning_rate=3e-3, logging_strategy="epoch", save_strategy="no", report_to=[],
                              disable_tqdm=True, use_cpu=True)

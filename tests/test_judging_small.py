@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from collapseguard import CollapseMonitor, GoldSet, Thresholds
+from collapseguard import CheckSchedule, CollapseMonitor, GenerationSettings, GoldSet, Thresholds
 from collapseguard.demos.data import train_gold_split
 from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 from collapseguard.metrics import ModelStats
@@ -117,8 +117,7 @@ def test_a_gold_set_that_can_never_give_min_outputs_is_refused_with_the_size_it_
 
 def test_a_check_that_is_not_judged_has_no_health_and_logs_none():
     gold = GoldSet.from_texts(gold_texts())
-    engine = GuardEngine(gold, tokenizer=lambda t: t.split(), num_samples=16, max_new_tokens=8,
-                         check_on_train_start=False)
+    engine = GuardEngine(gold, tokenizer=lambda t: t.split(), generation=GenerationSettings(num_samples=16, max_new_tokens=8), schedule=CheckSchedule(check_on_train_start=False))
     engine.setup()
     few = [np.asarray(c) for c in engine.monitor.split.continuations[:3]]
     outcome = engine.run_check(lambda: GeneratedBatch(sequences=few, finished=[True] * 3), step=1, epoch=0)
@@ -170,8 +169,7 @@ def test_short_answers_through_the_engine_with_a_real_tiny_model_and_several_sam
     tok = chat_tokenizer()
     gold = GoldSet.from_chat([[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
                               for q, a in ARITHMETIC])
-    engine = GuardEngine(gold, tokenizer=tok, num_samples=12, max_new_tokens=8, samples_per_prompt=4,
-                         score_gold=True)
+    engine = GuardEngine(gold, tokenizer=tok, score_gold=True, generation=GenerationSettings(num_samples=12, max_new_tokens=8, samples_per_prompt=4))
     engine.setup()
     model = tiny_gpt2(tok, dropout=0.0)
     with torch.no_grad():

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from collapseguard import GenerationSettings, HaltPolicy, ModelHooks
+
 pytest.importorskip("lightning")
 pytest.importorskip("transformers")
 
@@ -43,7 +45,7 @@ def test_varied_human_text_trains_without_critical_alert(tmp_path):
 
 @pytest.mark.slow
 def test_degenerate_corpus_is_flagged_critical_and_halted(tmp_path, caplog):
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="halt", patience=2, **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse=HaltPolicy(patience=2), **tr.GUARD_KWARGS)
     with caplog.at_level(logging.WARNING, logger="collapseguard"):
         trainer, _ = tr.lightning_fit(tmp_path, "degenerate", 12, [guard])
     history = guard.engine.monitor.checks
@@ -102,8 +104,8 @@ def test_model_checkpoint_can_monitor_health(tmp_path):
 
 
 def test_two_guards_keep_separate_state_keys():
-    a = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), num_samples=16)
-    b = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), num_samples=32)
+    a = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generation=GenerationSettings(num_samples=16))
+    b = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generation=GenerationSettings(num_samples=32))
     assert a.state_key != b.state_key
 
 
@@ -111,7 +113,7 @@ def test_failing_generation_is_an_alert_not_a_crash(tmp_path, caplog):
     def broken(module, prompts):
         raise RuntimeError("generation server fell over")
 
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=broken, **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **tr.GUARD_KWARGS, hooks=ModelHooks(generate=broken))
     with caplog.at_level(logging.WARNING, logger="collapseguard"):
         trainer, _ = tr.lightning_fit(tmp_path, "varied", 2, [guard])
     assert trainer.current_epoch == 2
@@ -121,7 +123,7 @@ def test_failing_generation_is_an_alert_not_a_crash(tmp_path, caplog):
     assert logged.keys() == {"collapseguard/check_failed", "collapseguard/overhead"}
     assert logged["collapseguard/check_failed"] == 1.0
 
-    raising = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=broken, on_error="raise", **tr.GUARD_KWARGS)
+    raising = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_error="raise", **tr.GUARD_KWARGS, hooks=ModelHooks(generate=broken))
     with pytest.raises(RuntimeError, match="fell over"):
         tr.lightning_fit(tmp_path / "raise", "varied", 1, [raising])
 
@@ -177,7 +179,7 @@ def test_sample_fn_for_array_gold(tmp_path):
     def sample(module, n):
         return torch.randn(n, 4) * module.scale
 
-    guard = CollapseGuard(gold, sample_fn=sample, num_samples=128)
+    guard = CollapseGuard(gold, hooks=ModelHooks(sample=sample), generation=GenerationSettings(num_samples=128))
     loader = torch.utils.data.DataLoader(torch.zeros(8, 1), batch_size=4)
     trainer = tr.lightning_trainer(tmp_path, 6, [guard])
     with warnings.catch_warnings():
@@ -190,7 +192,7 @@ def test_sample_fn_for_array_gold(tmp_path):
 
 
 def test_halt_respects_min_epochs(tmp_path, caplog):
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="halt", generate_fn=_stuck, **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="halt", **tr.GUARD_KWARGS, hooks=ModelHooks(generate=_stuck))
     with caplog.at_level(logging.ERROR, logger="collapseguard"):
         trainer, _ = tr.lightning_fit(tmp_path, "degenerate", 6, [guard], min_epochs=3)
     assert trainer.current_epoch == 3  # asked to stop after the first check, held to min_epochs

@@ -1035,3 +1035,56 @@ def test_array_suite_far_mass_and_frechet_against_hand_computed(array_setup):
     assert out["far_mass"] > 0.5
     from collapseguard.metrics.embedding import frechet_distance
     assert out["frechet_distance"] == pytest.approx(frechet_distance(far, gold), rel=1e-6)
+
+
+# ------------------------------------------------- float32 input (issue 23)
+def _embedding_values(x: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    from collapseguard.metrics.embedding import EmbeddingMoments, TailMass, frechet_distance
+
+    ellipsoid = GoldEllipsoid(gold)
+    moments = EmbeddingMoments(x.shape[1], center=ellipsoid.mean, gold_cov_sqrt=ellipsoid.cov_sqrt)
+    tail = TailMass(ellipsoid)
+    half = x.shape[0] // 2
+    for part in (x[:half], x[half:]):  # two updates: the states merge as before
+        moments.update(part)
+        tail.update(part)
+    return {"vendi_fn": vendi_score(x), "total_variance_fn": total_variance(x), "effective_rank_fn": effective_rank(x),
+            "frechet_fn": frechet_distance(x, gold), **moments.compute_all(), **tail.compute_all()}
+
+
+@pytest.mark.parametrize("n", [37, 70_000, 140_001])  # within one block, and across several (a ragged last one)
+def test_float32_input_gives_the_float64_values(n):
+    """Embeddings come from torch as float32: measured block by block in float64, they give the values of the same
+    numbers given as float64, to 1e-9 (and float64 input keeps giving what it gave)."""
+    rng = np.random.default_rng(n)
+    x32 = (rng.normal(size=(n, 24)) * rng.uniform(0.5, 3.0, size=24) + 5.0).astype(np.float32)
+    x32[3] = 0.0  # a zero row: kept as zero by the cosine kernel
+    gold = rng.normal(size=(400, 24)) + 5.0
+    got, want = _embedding_values(x32, gold), _embedding_values(x32.astype(np.float64), gold)
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert want["vendi_fn"] == pytest.approx(vendi.score_dual(x32.astype(np.float64)), rel=1e-9)
+
+
+def test_float32_input_is_measured_without_a_full_float64_copy():
+    import tracemalloc
+
+    from collapseguard.metrics.embedding import EmbeddingMoments
+
+    n, d = 400_000, 32  # 51 MB of float32; a float64 copy would take 102 MB
+    x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    metric = EmbeddingMoments(d, center=np.zeros(d))
+    tracemalloc.start()
+    try:
+        vendi_score(x)
+        total_variance(x)
+        effective_rank(x)
+        metric.update(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.35 * n * d * 8, f"peak {peak / 1e6:.0f} MB against a float64 copy's {n * d * 8 / 1e6:.0f} MB"
+    with pytest.raises(ValueError, match="holds NaN or inf in 1 of"):
+        x[n - 5, 3] = np.inf  # found in the last block too
+        vendi_score(x)

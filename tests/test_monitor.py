@@ -12,6 +12,7 @@ import pytest
 
 from collapseguard import CollapseMonitor, CollapseWarning, GoldSet, Thresholds
 from collapseguard.demos.data import train_gold_split
+from collapseguard.detection.alerts import alert_warnings
 from collapseguard.detection.detectors import Signal
 from collapseguard.gold.tokenization import SimpleTokenizer
 from collapseguard.metrics import ModelStats
@@ -110,7 +111,7 @@ def test_length_limit_hint_is_silent_where_gold_runs_past_the_limit(corpus):
 
 def test_tail_loss_is_seen_when_only_rare_tokens_vanish(monitor, corpus):
     """Outputs of human text with every gold-tail token removed: an early-phase alert alone."""
-    bands = monitor._context.tail_bands
+    bands = monitor.measurer.context.tail_bands
     tail = set(bands.tail_keys.tolist())
     clean = []
     for seq in monitor.split.continuations[:64]:
@@ -136,7 +137,7 @@ def test_variance_shrinkage_on_embeddings():
 
 def test_model_side_tail_rise_with_head_held_is_early_phase(monitor):
     seqs = list(monitor.split.continuations[:64])
-    bands = monitor._context.bands
+    bands = monitor.measurer.context.bands
 
     def stats(tail_nll):
         ids = seqs
@@ -170,9 +171,20 @@ def test_trend_warns_before_the_bound(monitor):
     assert any("over the last 3 checks" in a.message for a in result.alerts)
 
 
-def test_warnings_once_per_new_alert_and_every_alert_logged(monitor, caplog):
+def test_one_console_line_per_alert_by_default(monitor, caplog):
+    """An alert prints once: the collapseguard log line, with no CollapseWarning beside it unless asked for."""
     bad = ["same words again and again"] * 64
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, "collapseguard"):
+        warnings.simplefilter("always")
+        result = monitor.check(bad, step=0)
+    assert result.alerts and not [w for w in caught if issubclass(w.category, CollapseWarning)]
+    assert len([r for r in caplog.records if "[collapseguard" in r.getMessage()]) == len(result.alerts)
+
+
+def test_warnings_once_per_new_alert_and_every_alert_logged(monitor, caplog):
+    bad = ["same words again and again"] * 64
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, "collapseguard"), \
+            alert_warnings():
         warnings.simplefilter("always")
         first = monitor.check(bad, step=0)
         n_first = len([w for w in caught if issubclass(w.category, CollapseWarning)])
@@ -286,7 +298,7 @@ def test_a_gold_sample_the_model_deems_impossible_is_critical_not_ignored():
 
 def test_a_warning_names_the_callers_line_not_the_library(monitor):
     """The CollapseWarning points at the user's call (this file), once per new alert; the log keeps every line."""
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, alert_warnings():
         warnings.simplefilter("always")
         monitor.check(["same words again and again"] * 64, step=0)
     ours = [w for w in caught if issubclass(w.category, CollapseWarning)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from collapseguard import HaltPolicy, ModelHooks
+
 pytest.importorskip("lightning")
 pytest.importorskip("transformers")
 
@@ -38,10 +40,10 @@ def _histories(guard_engine) -> list[tuple]:
 
 @pytest.mark.slow
 def test_same_outputs_same_metrics_alerts_and_halt(tmp_path):
-    kwargs = {**tr.GUARD_KWARGS, "on_collapse": "halt", "patience": 2}
-    pl_guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=scripted_outputs(), **kwargs)
+    kwargs = {**tr.GUARD_KWARGS, "on_collapse": HaltPolicy(patience=2)}  # each guard keeps its own copy
+    pl_guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **kwargs, hooks=ModelHooks(generate=scripted_outputs()))
     pl_trainer, _ = tr.lightning_fit(tmp_path / "pl", "varied", 8, [pl_guard])
-    hf_guard = CollapseGuardCallback(tr.gold(), generate_fn=scripted_outputs(), **kwargs)
+    hf_guard = CollapseGuardCallback(tr.gold(), **kwargs, hooks=ModelHooks(generate=scripted_outputs()))
     hf_trainer = tr.hf_trainer(tmp_path / "hf", "varied", 8, [hf_guard])
     hf_trainer.train()
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from collapseguard import CollapseMonitor, GoldSet
+from collapseguard import CollapseMonitor, GenerationSettings, GoldSet
 from collapseguard.cli import main
 from collapseguard.gold.profiles import ProfileMismatchError, ReferenceProfile
 from collapseguard.gold.tokenization import SimpleTokenizer
@@ -25,7 +25,7 @@ def gold():
 
 def _stats(monitor, head_nll, tail_nll):
     seqs = list(monitor.split.continuations[:32])
-    band = [monitor._context.bands.lookup(s.astype(np.uint64)) for s in seqs]
+    band = [monitor.measurer.context.bands.lookup(s.astype(np.uint64)) for s in seqs]
     nll = [np.where(b == 2, tail_nll, head_nll) for b in band]
     return seqs, ModelStats(seqs, nll, [np.full(s.size, 2.5) for s in seqs])  # about as sure as it is right
 
@@ -81,7 +81,7 @@ def test_mismatched_profiles_are_refused_naming_the_difference(gold):
     from collapseguard.guard.engine import GuardEngine
 
     with pytest.raises(ProfileMismatchError, match=r"num_samples \(64 vs the profile's 32\)"):
-        GuardEngine(gold, tokenizer=tr.tokenizer(), num_samples=64, reference_profile=profile)
+        GuardEngine(gold, tokenizer=tr.tokenizer(), reference_profile=profile, generation=GenerationSettings(num_samples=64))
 
 
 def test_bad_profile_files_are_refused(tmp_path):

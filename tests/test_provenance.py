@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from collapseguard import GoldSet
+from collapseguard import GenerationSettings, GoldSet
 from collapseguard.gold.provenance import (
     Provenance,
     ProvenanceLedger,
@@ -84,8 +84,7 @@ def test_ledger_is_append_only_and_summarises_by_label(tmp_path, caplog):
                        "unknown": {"sources": 1, "samples": 4, "tokens": 40}}
     # logged when a guard starts, with a warning because some data has unknown provenance
     texts = [f"human text number {i} says something about topic {i % 5}" for i in range(24)]  # enough to judge
-    engine = GuardEngine(GoldSet.from_texts(texts), tokenizer=SimpleTokenizer(), prompt_length=4, max_new_tokens=4,
-                         provenance=ledger)
+    engine = GuardEngine(GoldSet.from_texts(texts), tokenizer=SimpleTokenizer(), provenance=ledger, generation=GenerationSettings(prompt_length=4, max_new_tokens=4))
     with caplog.at_level(logging.INFO, logger="collapseguard"):
         engine.setup()
     msg = next(r.getMessage() for r in caplog.records if "provenance" in r.getMessage())

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from collapseguard import AnchorMixSampler, GoldSet
+from collapseguard import AnchorMixSampler, GenerationSettings, GoldSet, ModelHooks, ReweightPolicy
 from collapseguard.gold.tokenization import SimpleTokenizer
 from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 
@@ -17,8 +17,7 @@ TEXTS = [f"human text number {i} says something about topic {i % 5} in its own w
 
 def test_policy_steps_up_on_alerts_and_down_on_recovery():
     sampler = AnchorMixSampler(["human"] * 10 + ["synthetic"] * 30, 8, 0.2)
-    engine = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
-                         anchor_sampler=sampler, prompt_length=4, max_new_tokens=8, num_samples=16, max_human_fraction=0.5)
+    engine = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse=ReweightPolicy(sampler, max_human_fraction=0.5), generation=GenerationSettings(prompt_length=4, max_new_tokens=8, num_samples=16))
     engine.setup()
     healthy = GeneratedBatch(sequences=list(engine.monitor.split.continuations[:16]))
     stuck = GeneratedBatch(sequences=[np.array([5, 6] * 4)] * 16)
@@ -35,27 +34,26 @@ def test_policy_steps_up_on_alerts_and_down_on_recovery():
 
 def test_reweight_state_is_restored_into_the_sampler():
     labels = ["human"] * 10 + ["synthetic"] * 30
-    first = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
-                        anchor_sampler=AnchorMixSampler(labels, 8, 0.2), prompt_length=4, max_new_tokens=8, num_samples=16)
+    first = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse=ReweightPolicy(AnchorMixSampler(labels, 8, 0.2)), generation=GenerationSettings(prompt_length=4, max_new_tokens=8, num_samples=16))
     first.setup()
     first.run_check(lambda: GeneratedBatch(sequences=[np.array([5, 6] * 4)] * 16), step=1, epoch=0)
     sampler = AnchorMixSampler(labels, 8, 0.2)
-    resumed = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse="reweight",
-                          anchor_sampler=sampler, prompt_length=4, max_new_tokens=8, num_samples=16)
+    resumed = GuardEngine(GoldSet.from_texts(TEXTS), tokenizer=SimpleTokenizer(), on_collapse=ReweightPolicy(sampler), generation=GenerationSettings(prompt_length=4, max_new_tokens=8, num_samples=16))
     resumed.load_state_dict(first.state_dict())  # before setup, as Lightning restores callbacks
     resumed.setup()
     assert resumed.human_fraction == first.human_fraction == sampler.min_human_fraction == 0.4
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({}, "needs anchor_sampler=AnchorMixSampler"),
-    ({"anchor_sampler": AnchorMixSampler(["human", "synthetic"], 2, 0.5), "max_human_fraction": 0.3},
-     "max_human_fraction=0.3 is invalid: it is below the sampler's min_human_fraction=0.5"),
-    ({"anchor_sampler": AnchorMixSampler(["human", "synthetic"], 2, 0.5), "reweight_step": 0}, "reweight_step=0 is invalid: reweight_step must be"),
+    ({}, r"on_collapse='reweight' needs the sampler it steers: pass on_collapse=ReweightPolicy\(anchor_sampler\)"),
+    ({"max_human_fraction": 0.3},
+     "ReweightPolicy: max_human_fraction=0.3 is invalid: it is below the sampler's min_human_fraction=0.5"),
+    ({"step": 0}, "ReweightPolicy: step=0 is invalid: step must be"),
 ])
 def test_reweight_configuration_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        GuardEngine(GoldSet.from_texts(TEXTS), on_collapse="reweight", **kwargs)
+        policy = ReweightPolicy(AnchorMixSampler(["human", "synthetic"], 2, 0.5), **kwargs) if kwargs else "reweight"
+        GuardEngine(GoldSet.from_texts(TEXTS), on_collapse=policy)
 
 
 def test_lightning_reweights_and_logs_the_realized_share(tmp_path):
@@ -67,8 +65,7 @@ def test_lightning_reweights_and_logs_the_realized_share(tmp_path):
     dataset, labels = tr.mixed_blocks()
     data = AnchorMixDataModule(dataset, labels, batch_size=16, min_human_fraction=0.1, seed=0)
     sampler = data.sampler
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=tr.alarming, on_collapse="reweight",
-                          anchor_sampler=sampler, **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse=ReweightPolicy(sampler), **tr.GUARD_KWARGS, hooks=ModelHooks(generate=tr.alarming))
     trainer = tr.lightning_trainer(tmp_path, 3, [guard], use_distributed_sampler=False)
     trainer.fit(lightning_module(tr.model()), datamodule=data)
     assert sampler.min_human_fraction == pytest.approx(0.7)  # three critical checks: 0.1 -> 0.3 -> 0.5 -> 0.7
@@ -91,8 +88,7 @@ def test_hf_anchor_trainer_reweights(tmp_path):
 
     dataset, labels = tr.mixed_blocks()
     sampler = AnchorMixSampler(labels, 16, 0.1, seed=0)
-    guard = CollapseGuardCallback(tr.gold(), generate_fn=tr.alarming, on_collapse="reweight", anchor_sampler=sampler,
-                                  **tr.GUARD_KWARGS)
+    guard = CollapseGuardCallback(tr.gold(), on_collapse=ReweightPolicy(sampler), **tr.GUARD_KWARGS, hooks=ModelHooks(generate=tr.alarming))
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, learning_rate=3e-3, use_cpu=True,
                              report_to=[], disable_tqdm=True, save_strategy="no", logging_strategy="epoch")
     trainer = AnchorMixTrainer(model=tr.model(), args=args, train_dataset=dataset, processing_class=tr.tokenizer(),

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from collapseguard import CheckSchedule, ModelHooks
+
 pytest.importorskip("transformers")
 pytest.importorskip("lightning")
 
-from collapseguard import CheckSchedule
 from collapseguard.guard.engine import GuardEngine
 from collapseguard.guard.schedule import OverheadBudget
 from collapseguard.integrations.lightning import CollapseGuard
@@ -31,10 +32,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
 # ------------------------------------------------------------------ the schedule object
 def test_presets_and_shorthand():
     assert CheckSchedule.coerce(None) == CheckSchedule()
-    assert CheckSchedule.coerce("epoch").epochs(2) == 2  # the default keeps the callback's every_n_epochs
+    assert CheckSchedule.coerce("epoch").epochs() == 1  # by default, every epoch end
     steps = CheckSchedule.coerce("steps")
     assert (steps.every_n_steps, steps.sentinel_every_n_steps, steps.max_overhead) == (100, 10, 0.05)
-    assert steps.epochs(1) == 0  # a step schedule checks on steps, not at epoch ends, unless asked
+    assert steps.epochs() == 0  # a step schedule checks on steps, not at epoch ends, unless asked
     custom = CheckSchedule.coerce("steps=200, sentinel=20, overhead=0.02, epochs=1")
     assert custom == CheckSchedule(every_n_epochs=1, every_n_steps=200, sentinel_every_n_steps=20, max_overhead=0.02)
     assert CheckSchedule.coerce("overhead=none,steps=5").max_overhead is None
@@ -65,7 +66,7 @@ def test_schedule_validates_in_init(kwargs, words):
 
 
 def test_every_n_epochs_given_twice_is_refused():
-    with pytest.raises(ValueError, match="were both given"):
+    with pytest.raises(ValueError, match="were both given"), pytest.warns(DeprecationWarning):
         CollapseGuard(tr.gold(), schedule=CheckSchedule(every_n_epochs=2), every_n_epochs=3)
 
 
@@ -150,9 +151,10 @@ def test_tiers_on_the_same_texts_share_one_model_side_trajectory(sentinel_sample
     from collapseguard.guard.engine import GeneratedBatch
     from collapseguard.metrics import ModelStats
 
-    engine = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), check_on_train_start=True, **{
+    engine = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), **{
         **tr.GUARD_KWARGS, "schedule": CheckSchedule(every_n_steps=100, sentinel_every_n_steps=10,
-                                                     sentinel_samples=sentinel_samples, max_overhead=None)})
+                                                     sentinel_samples=sentinel_samples, max_overhead=None,
+                                                     check_on_train_start=True)})
     engine.setup()
     assert engine.tiers_share_texts is (sentinel_samples is None)
 
@@ -190,8 +192,9 @@ def _steps(trail: list[dict], tier: str) -> list[int]:
 
 @pytest.mark.slow
 def test_hf_halts_mid_epoch(tmp_path):
-    guard = CollapseGuardCallback(tr.gold(), generate_fn=tr.alarming, on_collapse="halt", check_on_train_start=False,
-                                  schedule=CheckSchedule(every_n_steps=3), alert_log=tmp_path / "trail.jsonl",
+    guard = CollapseGuardCallback(tr.gold(), hooks=ModelHooks(generate=tr.alarming), on_collapse="halt",
+                                  schedule=CheckSchedule(every_n_steps=3, check_on_train_start=False),
+                                  alert_log=tmp_path / "trail.jsonl",
                                   **tr.GUARD_KWARGS)
     trainer = tr.hf_trainer(tmp_path, "varied", 2, [guard])
     steps_per_epoch = len(trainer.get_train_dataloader())
@@ -246,8 +249,7 @@ def test_hf_resume_keeps_the_schedule(tmp_path):
               "restore_callback_states_from_checkpoint": True}
     first = CollapseGuardCallback(tr.gold(), schedule=schedule, **tr.GUARD_KWARGS)
     tr.hf_trainer(tmp_path / "part", "varied", 1, [first], **kwargs).train()
-    saved = json.loads((tmp_path / "part" / "checkpoint-4" / "trainer_state.json").read_text())
-    state = saved["stateful_callbacks"]["CollapseGuardCallback"]["attributes"]["guard_state"]
+    state = json.loads((tmp_path / "part" / "checkpoint-4" / "collapseguard_CollapseGuardCallback.json").read_text())
     assert state["schedule"]["last_checked"] == {"full": 3, "sentinel": 4}
 
     resumed = CollapseGuardCallback(tr.gold(), schedule=schedule, **tr.GUARD_KWARGS)  # as after a restart
@@ -317,8 +319,7 @@ def test_a_halt_points_at_the_last_good_checkpoint(tmp_path):
         good = [np.asarray(c) for c in guard.engine.gold_continuations()][: len(prompts)]
         return tr.alarming(model, prompts) if calls["n"] > 3 else good
 
-    guard = CollapseGuardCallback(tr.gold(), generate_fn=turns_bad, on_collapse="halt", alert_log=tmp_path / "t.jsonl",
-                                  schedule=CheckSchedule(every_n_steps=2, max_overhead=None), **tr.GUARD_KWARGS)
+    guard = CollapseGuardCallback(tr.gold(), on_collapse="halt", alert_log=tmp_path / "t.jsonl", schedule=CheckSchedule(every_n_steps=2, max_overhead=None), **tr.GUARD_KWARGS, hooks=ModelHooks(generate=turns_bad))
     trainer = tr.hf_trainer(tmp_path, "varied", 2, [guard], save_strategy="steps", save_steps=2)
     trainer.train()
     trail = read_alert_log(tmp_path / "t.jsonl")
@@ -346,8 +347,9 @@ def test_lightning_run_that_ends_between_scheduled_checks_gets_a_final_check(tmp
 
 @pytest.mark.slow
 def test_lightning_halts_mid_epoch(tmp_path):
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=tr.alarming, on_collapse="halt",
-                          check_on_train_start=False, schedule=CheckSchedule(every_n_steps=3), **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), hooks=ModelHooks(generate=tr.alarming),
+                          on_collapse="halt", schedule=CheckSchedule(every_n_steps=3, check_on_train_start=False),
+                          **tr.GUARD_KWARGS)
     trainer, _ = tr.lightning_fit(tmp_path, "varied", 2, [guard])
     # stopped after 3 optimizer steps of the first epoch (Lightning counts the cut epoch as ended)
     assert trainer.global_step == 3 < trainer.num_training_batches

@@ -1,19 +1,32 @@
-"""The callbacks' explicit signatures: one shared specification, typos named with the close match, renamed
-arguments still working for one release, and the engine's decisions split into policies."""
+"""The callbacks' explicit signatures: one shared specification (names, defaults, annotations and documentation),
+settings grouped in objects, typos named with the close match, old spellings still working for one release, bad
+values refused in one format (tests generated from the specification), and the engine's decisions in policies."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import logging
+import re
 import warnings
 
 import numpy as np
 import pytest
 
-from collapseguard import AnchorMixSampler, DataStreamMonitor, GoldSet, Thresholds
+from collapseguard import (
+    AnchorMixSampler,
+    CheckSchedule,
+    DataStreamMonitor,
+    GenerationSettings,
+    GoldSet,
+    HaltPolicy,
+    ModelHooks,
+    ReweightPolicy,
+    Thresholds,
+)
+from collapseguard._validation import Constraint, HasMethods, InstanceOf, Interval, OneOf, Satisfies
 from collapseguard.guard.engine import GeneratedBatch, GuardEngine
-from collapseguard.guard.options import OPTIONS, RENAMED, GuardCallbackMeta
+from collapseguard.guard.options import MOVED, OPTIONS
 from tests import tiny_runs as tr
 
 pytestmark = pytest.mark.filterwarnings("ignore::collapseguard.CollapseWarning")
@@ -28,36 +41,46 @@ def _callbacks() -> list[type]:
     return [CollapseGuard, CollapseGuardCallback]
 
 
-def test_both_callbacks_spell_out_the_same_arguments():
+def _documented(cls: type) -> dict[str, str]:
+    """The ``Args:`` section of a class docstring: argument name -> its text."""
+    doc = inspect.getdoc(cls) or ""
+    section = doc.split("Args:", 1)[1] if "Args:" in doc else ""
+    section = re.split(r"\n\S", section, maxsplit=1)[0]  # up to the first unindented line
+    return {m.group(1): m.group(2) for m in re.finditer(r"^    (\w+): (.*)$", section, re.M)}
+
+
+def test_both_callbacks_spell_out_and_document_the_specification():
     lightning_cb, hf_cb = _callbacks()
     sig_l, sig_h = inspect.signature(lightning_cb), inspect.signature(hf_cb)
     assert sig_l == sig_h  # names, kinds, defaults and annotations
     assert list(sig_l.parameters) == [o.name for o in OPTIONS]
+    assert len(OPTIONS) <= 14  # about a dozen, as Lightning's EarlyStopping (11) and ModelCheckpoint (16)
     assert not any(p.kind is p.VAR_KEYWORD for p in sig_l.parameters.values())
-    assert "restore_key" not in sig_h.parameters and "_restore_key" not in sig_h.parameters
     keyword_only = [n for n, p in sig_l.parameters.items() if p.kind is p.KEYWORD_ONLY]
     assert keyword_only == [o.name for o in OPTIONS][2:]  # all but gold and tokenizer
-    for cls in (lightning_cb, hf_cb):  # every option is documented where the user reads it
-        doc = inspect.getdoc(lightning_cb)
-        assert all(f"{o.name}:" in doc for o in OPTIONS), [o.name for o in OPTIONS if f"{o.name}:" not in doc]
-        assert cls.__init__.__doc__ is None or "engine_kwargs" not in cls.__init__.__doc__
+    for option in OPTIONS:
+        parameter = sig_l.parameters[option.name]
+        assert parameter.default is option.default or parameter.default == option.default, option.name
+        assert parameter.annotation.replace("'", '"') == option.annotation, option.name
+    for cls in (lightning_cb, hf_cb):  # every option documented, by name, in each class's own docstring
+        documented = _documented(cls)
+        assert list(documented) == [o.name for o in OPTIONS], cls.__name__
 
 
-def test_a_callback_that_drifts_from_the_specification_fails_at_import():
-    with pytest.raises(TypeError, match="num_samples defaults to 32, the shared options to 64"):
-        class Drifted(metaclass=GuardCallbackMeta):
-            _options = ("num_samples",)
+def test_a_docstring_that_drifts_from_the_specification_is_caught():
+    class Drifted:
+        """A callback.
 
-            def __init__(self, *, num_samples: int = 32) -> None: ...
+        Args:
+            gold: the gold set.
+            num_samples: an argument that moved.
+        """
 
-    with pytest.raises(TypeError, match="patience is annotated 'float'"):
-        class Retyped(metaclass=GuardCallbackMeta):
-            _options = ("patience",)
-
-            def __init__(self, *, patience: float = 1) -> None: ...
+    assert list(_documented(Drifted)) != [o.name for o in OPTIONS]
+    assert list(_documented(Drifted)) == ["gold", "num_samples"]
 
 
-@pytest.mark.parametrize("typo", ["on_colapse", "every_n_epoch", "num_sample", "tresholds"])
+@pytest.mark.parametrize("typo", ["on_colapse", "schedul", "generaton", "tresholds"])
 def test_a_typo_names_the_callback_and_the_close_match(typo):
     for cls in _callbacks():
         with pytest.raises(TypeError) as info:
@@ -67,19 +90,117 @@ def test_a_typo_names_the_callback_and_the_close_match(typo):
         assert "GuardEngine" not in text
 
 
-@pytest.mark.parametrize(("old", "new"), sorted(RENAMED.items()))
-def test_renamed_arguments_still_work_with_a_deprecation_warning(old, new, tmp_path):
-    value = {"model_stats": False, "reference": None, "save_profile": tmp_path / "p.json",
-             "sampler": AnchorMixSampler(["human", "synthetic"] * 4, 4, 0.25)}[old]
-    extra = {"on_collapse": "reweight"} if old == "sampler" else {}
+def _old_value(old: str, tmp_path) -> object:
+    sampler = AnchorMixSampler(["human", "synthetic"] * 4, 4, 0.25)
+    return {"model_stats": False, "reference": None, "save_profile": tmp_path / "p.json", "sampler": sampler,
+            "anchor_sampler": sampler, "generate_fn": tr.alarming, "sample_fn": None, "score_fn": None,
+            "num_samples": 8, "prompt_length": 4, "max_new_tokens": 6, "samples_per_prompt": 2, "batch_size": 3,
+            "seed": 5, "generation_kwargs": {"temperature": 0.5}, "zero3_gather": False, "every_n_epochs": 2,
+            "check_on_train_start": False, "patience": 3, "max_human_fraction": 0.7, "reweight_step": 0.2,
+            "recovery_checks": 4}[old]
+
+
+def _new_place(guard: object, new: str) -> object:
+    engine = guard.engine  # type: ignore[attr-defined]
+    group, _, field = new.partition(".")
+    if not field:
+        return getattr(engine, group)
+    if group == "hooks":
+        return getattr(guard.hooks, field)  # type: ignore[attr-defined]
+    if group == "generation":
+        return getattr(engine.generation, field)
+    if group == "schedule":
+        return getattr(engine.schedule, field)
+    policy = engine.halting if field == "patience" else engine.reweighting
+    return getattr(policy, {"anchor_sampler": "sampler", "reweight_step": "step",
+                            "max_human_fraction": "ceiling"}.get(field, field))
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
+def test_old_spellings_still_work_with_a_deprecation_warning(old, new, tmp_path):
+    if old in ("sample_fn", "score_fn"):
+        pytest.skip("array-model hooks: covered by tests/test_generation.py's array guard")
+    value = _old_value(old, tmp_path)
+    group = new.partition(".")[0]
+    extra = {"patience": {"on_collapse": "halt"}}.get(old, {"on_collapse": "reweight"} if group == "on_collapse" else {})
+    if group == "on_collapse" and old not in ("anchor_sampler", "sampler", "patience"):
+        extra = {"on_collapse": "reweight", "anchor_sampler": _old_value("anchor_sampler", tmp_path)}
     for cls in _callbacks():
-        with pytest.warns(DeprecationWarning, match=f"{old}= was renamed {new}="):
+        with pytest.warns(DeprecationWarning, match=rf"{cls.__name__}\({old}=\.\.\.\) is deprecated since "
+                                                    r"collapseguard 0\.2 and goes away in 0\.3: use "):
             guard = cls(tr.gold(), **{old: value}, **extra)
-        attribute = {"score_gold": "score_gold", "reference_profile": "reference_profile",
-                     "save_profile_to": "save_profile_to", "anchor_sampler": "anchor_sampler"}[new]
-        assert getattr(guard.engine, attribute) == value
+        assert _new_place(guard, new) == value
+    if "." not in new:
         with pytest.raises(TypeError, match=f"got both {old}= and {new}="):
-            cls(tr.gold(), **{old: value, new: value}, **extra)
+            cls(tr.gold(), **{old: value, new: value})
+
+
+def test_old_and_new_spellings_of_one_field_are_refused_together():
+    lightning_cb, _ = _callbacks()
+    with pytest.raises(ValueError, match=r"every_n_epochs=3 and schedule\.every_n_epochs=2 were both given"), \
+            pytest.warns(DeprecationWarning):
+        lightning_cb(tr.gold(), schedule=CheckSchedule(every_n_epochs=2), every_n_epochs=3)
+    with pytest.raises(TypeError, match=r"on_collapse=HaltPolicy\(patience=2\) and patience= were both given"), \
+            pytest.warns(DeprecationWarning):
+        lightning_cb(tr.gold(), on_collapse=HaltPolicy(patience=2), patience=3)
+
+
+# ----------------------------------------------------------------- bad values, generated from the specification
+def _invalid_value(constraints: tuple[Constraint, ...]) -> object:
+    """A value no constraint accepts, as scikit-learn's ``generate_invalid_param_val`` builds one."""
+    for candidate in (object(), -7, "not-an-option", 0, 1.5, [1, 2]):
+        if not any(c.accepts(candidate) for c in constraints):
+            return candidate
+    raise AssertionError(f"no invalid value for {constraints}")
+
+
+_VALIDATED = [o for o in OPTIONS if o.constraints]
+
+
+@pytest.mark.parametrize("option", _VALIDATED, ids=[o.name for o in _VALIDATED])
+def test_a_bad_value_for_each_option_is_refused_in_the_one_format(option):
+    assert all(isinstance(c, InstanceOf | OneOf | Interval | HasMethods | Satisfies) for c in option.constraints)
+    value = _invalid_value(option.constraints)
+    for cls in _callbacks():
+        arguments = {"gold": value} if option.name == "gold" else {option.name: value}
+        with pytest.raises((TypeError, ValueError)) as info:
+            cls(**arguments) if option.name == "gold" else cls(tr.gold(), **arguments)
+        assert str(info.value).startswith(f"{cls.__name__}: {option.name}=")
+        assert f"is invalid: {option.name} must be " in str(info.value)
+
+
+@pytest.mark.parametrize(("settings", "bad"), [(GenerationSettings, {"num_samples": 1}),
+                                              (GenerationSettings, {"max_new_tokens": 0}),
+                                              (GenerationSettings, {"seed": -1}),
+                                              (CheckSchedule, {"every_n_steps": 0}),
+                                              (ModelHooks, {"generate": 3})])
+def test_the_grouped_settings_refuse_bad_fields_in_the_same_format(settings, bad):
+    name, value = next(iter(bad.items()))
+    with pytest.raises((TypeError, ValueError), match=rf"^{settings.__name__}: {name}={value!r} is invalid: {name} "
+                                                       "must be "):
+        settings(**bad)
+
+
+def test_generation_kwargs_that_the_guard_sets_itself_are_refused_at_construction():
+    lightning_cb, hf_cb = _callbacks()
+    for cls in (lightning_cb, hf_cb):
+        with pytest.raises(ValueError, match=r"GenerationSettings: generation_kwargs=\{'max_new_tokens': 64\} is "
+                                             r"invalid: .* pass GenerationSettings\(max_new_tokens=64\)"):
+            cls(tr.gold(), generation={"generation_kwargs": {"max_new_tokens": 64}})
+    with pytest.raises(ValueError, match="The guard sets num_return_sequences itself: pass "
+                                         r"GenerationSettings\(samples_per_prompt=4\)"):
+        GenerationSettings(generation_kwargs={"num_return_sequences": 4})
+
+
+def test_policies_are_objects_and_each_guard_keeps_its_own_copy():
+    halt = HaltPolicy(patience=2)
+    first, second = (GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), on_collapse=halt) for _ in range(2))
+    assert first.halting is not second.halting and first.halting.patience == second.halting.patience == 2
+    assert first.on_collapse == "halt" and first.patience == 2
+    sampler = AnchorMixSampler(["human", "synthetic"] * 4, 4, 0.25)
+    reweight = GuardEngine(tr.gold(), on_collapse=ReweightPolicy(sampler, max_human_fraction=0.6, step=0.2))
+    assert reweight.anchor_sampler is sampler and reweight.on_collapse == "reweight"
+    assert (reweight.reweighting.ceiling, reweight.reweighting.step) == (0.6, 0.2)
 
 
 def test_gold_and_tokenizer_paths_on_both_callbacks(tmp_path):
@@ -112,7 +233,8 @@ def test_thresholds_are_coerced_once_and_the_data_stream_inherits_them(tmp_path,
 
 
 def test_thresholds_patience_is_now_alert_patience():
-    with pytest.warns(DeprecationWarning, match="patience was renamed alert_patience"):
+    with pytest.warns(DeprecationWarning, match="Thresholds: patience is deprecated since collapseguard 0.2 and goes "
+                                                "away in 0.3: use alert_patience instead"):
         th = Thresholds(patience=3)
     assert th.alert_patience == 3
     with pytest.warns(DeprecationWarning):
@@ -125,21 +247,24 @@ def test_thresholds_patience_is_now_alert_patience():
 def test_generation_is_now_generated_batch():
     import collapseguard.guard.engine as engine_module
 
-    with pytest.warns(DeprecationWarning, match="renamed GeneratedBatch"):
+    with pytest.warns(DeprecationWarning, match="Generation is deprecated since collapseguard 0.2 .* use "
+                                                "GeneratedBatch"):
         assert engine_module.Generation is GeneratedBatch
 
 
 def test_halting_and_reweighting_are_policies_of_their_own():
     loop = [np.array([5, 6, 7, 8] * 8)] * 16
     sampler = AnchorMixSampler(["human"] * 8 + ["synthetic"] * 24, 8, 0.25)
-    engine = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="reweight", anchor_sampler=sampler,
-                         max_human_fraction=0.6, reweight_step=0.1, num_samples=16, check_on_train_start=False)
+    engine = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(),
+                         on_collapse=ReweightPolicy(sampler, max_human_fraction=0.6, step=0.1),
+                         generation=GenerationSettings(num_samples=16), schedule={"check_on_train_start": False})
     engine.setup()
     outcome = engine.run_check(lambda: GeneratedBatch(sequences=loop, finished=[False] * 16), step=1, epoch=0)
     assert outcome.result.critical and not outcome.should_stop  # reweighting never halts
     assert engine.reweighting.fraction == pytest.approx(0.45) == engine.human_fraction  # a critical: two steps
     assert engine.halting.critical_streak == 1 and engine.critical_streak == 1
-    halting = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="halt", patience=2, num_samples=16)
+    halting = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), on_collapse=HaltPolicy(patience=2),
+                          generation=GenerationSettings(num_samples=16))
     halting.setup()
     produce = lambda: GeneratedBatch(sequences=loop, finished=[False] * 16)  # noqa: E731
     assert not halting.run_check(produce, step=1, epoch=0).should_stop
@@ -150,8 +275,8 @@ def test_halting_and_reweighting_are_policies_of_their_own():
 def test_lightning_skips_fast_dev_run_like_early_stopping(tmp_path, caplog):
     from collapseguard.integrations.lightning import CollapseGuard
 
-    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), generate_fn=tr.alarming, on_collapse="halt",
-                          **tr.GUARD_KWARGS)
+    guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), hooks=ModelHooks(generate=tr.alarming),
+                          on_collapse="halt", **tr.GUARD_KWARGS)
     with caplog.at_level(logging.ERROR, logger="collapseguard"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer, _ = tr.lightning_fit(tmp_path, "varied", 2, [guard], fast_dev_run=True, logger=False)
@@ -168,16 +293,18 @@ def test_lightning_cli_sees_every_argument_with_its_type():
     parser.add_class_arguments(CollapseGuard, "guard")
     text = parser.format_help()
     assert all(f"--guard.{o.name}" in text for o in OPTIONS if o.name != "gold") and "--guard.gold" in text
-    assert "{warn,halt,reweight}" in text
-    parsed = parser.parse_args(["--guard.gold=g.jsonl", "--guard.on_collapse=halt", "--guard.num_samples=8"])
-    assert parsed.guard.on_collapse == "halt" and parsed.guard.num_samples == 8
+    assert "--guard.on_collapse ON_COLLAPSE" in text and "--guard.on_error {warn,raise}" in text
+    parsed = parser.parse_args(["--guard.gold=g.jsonl", "--guard.on_collapse=halt",
+                                "--guard.generation={\"num_samples\": 8}"])
+    assert parsed.guard.on_collapse == "halt"
+    assert parsed.guard.generation.num_samples == 8  # the dataclass's fields, as LightningCLI instantiates it
 
 
 def test_the_engine_takes_exactly_the_shared_options():
     from collapseguard.guard.engine import ENGINE_OPTIONS
 
     assert list(ENGINE_OPTIONS) == [o.name for o in OPTIONS if o.engine]
-    with pytest.raises(TypeError, match=r"^GuardEngine: unexpected argument on_colapse='halt'; did you mean on_collapse=\?"):
+    with pytest.raises(TypeError, match=r"^GuardEngine: unexpected argument on_colapse='halt'; it takes generation"):
         GuardEngine(tr.gold(), on_colapse="halt")
     engine = GuardEngine(tr.gold())
     assert (engine.num_samples, engine.on_collapse, engine.patience) == (64, "warn", 1)  # the specification's defaults
@@ -187,7 +314,8 @@ def test_the_monitor_names_the_reference_profile_as_the_callbacks_do():
     assert "reference_profile" in inspect.signature(__import__("collapseguard").CollapseMonitor).parameters
     from collapseguard import CollapseMonitor
 
-    with pytest.warns(DeprecationWarning, match="CollapseMonitor: reference= was renamed reference_profile="):
+    with pytest.warns(DeprecationWarning, match=r"CollapseMonitor\(reference=\.\.\.\) is deprecated .* use "
+                                                "reference_profile="):
         monitor = CollapseMonitor(tr.gold(), tokenizer=tr.tokenizer(), reference=None)
     assert monitor.reference_profile is None
 
@@ -195,11 +323,41 @@ def test_the_monitor_names_the_reference_profile_as_the_callbacks_do():
 def test_refusals_keep_argument_names_and_fix_text_intact():
     lightning_cb, _ = _callbacks()
     with pytest.raises(ValueError) as info:
-        lightning_cb(tr.gold(), every_n_epochs=0)
-    assert str(info.value).endswith("Use every_n_epochs=1 to check at the end of every epoch.")
+        lightning_cb(tr.gold(), schedule={"every_n_epochs": -1})
+    assert str(info.value).endswith("Pass 1 to check at every epoch end, 0 for never.")
     with pytest.raises(TypeError) as info:
         lightning_cb(tr.gold(), reference_profile=123)
     assert str(info.value).endswith("Pass the JSON a run wrote with save_profile_to=...")
     with pytest.raises(ValueError, match=r"^CollapseGuard: thresholds='balnced' is invalid: unknown thresholds preset "
                                          r"'balnced' \(did you mean 'balanced'\?\)"):
         lightning_cb(tr.gold(), thresholds="balnced")
+
+
+def test_adapters_rely_on_no_interpreter_tricks():
+    """No frame walking, no registry of live instances, no metaclass in the adapters; the GRPO guard is a callback of
+    its own, not a narrowed CollapseGuardCallback."""
+    import ast
+    import pathlib
+
+    _callbacks()
+    from collapseguard.integrations.transformers import CollapseGuardCallback
+    from collapseguard.integrations.trl import GRPOCollapseGuard
+
+    for path in sorted(pathlib.Path(__file__).resolve().parents[1].joinpath("integrations").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(tree)
+                 if isinstance(n, ast.Attribute | ast.Name)}
+        assert not names & {"currentframe", "_getframe", "f_back", "f_locals", "WeakValueDictionary"}, path
+        assert not any(k.arg == "metaclass" for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
+                       for k in n.keywords), path
+    assert not issubclass(GRPOCollapseGuard, CollapseGuardCallback)
+    assert type(CollapseGuardCallback) is type and type(GRPOCollapseGuard) is type
+
+
+def test_the_callback_reference_documents_exactly_the_specification():
+    import pathlib
+
+    text = pathlib.Path(__file__).resolve().parents[1].joinpath("docs", "callbacks.md").read_text()
+    table = text.split("## Arguments", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")]
+    assert rows == [o.name for o in OPTIONS]

@@ -27,7 +27,7 @@ def tailless(monitor, keep_rare: float = 0.0, seed: int = 0):
     """Gold continuations with (all but ``keep_rare`` of) gold's tail tokens removed: human-like text that lost its
     rare words, as a model that has learned the frequent words first writes."""
     rng = np.random.default_rng(seed)
-    tail = set(monitor._context.tail_bands.tail_keys.tolist())
+    tail = set(monitor.measurer.context.tail_bands.tail_keys.tolist())
     return [np.asarray([t for t in seq.tolist() if t not in tail or rng.random() < keep_rare], dtype=np.int64)
             for seq in monitor.split.continuations[:64]]
 

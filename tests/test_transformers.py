@@ -8,9 +8,12 @@ import logging
 import pytest
 import torch
 
+from collapseguard import HaltPolicy, ModelHooks
+
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+from collapseguard.integrations._hf import checkpoint_folder
 from collapseguard.integrations.transformers import CollapseGuardCallback
 from tests import tiny_runs as tr
 
@@ -36,7 +39,7 @@ def test_varied_human_text_trains_without_critical_alert(tmp_path):
 
 @pytest.mark.slow
 def test_degenerate_corpus_is_flagged_critical_and_halted(tmp_path, caplog):
-    guard = CollapseGuardCallback(tr.gold(), on_collapse="halt", patience=2, **tr.GUARD_KWARGS)
+    guard = CollapseGuardCallback(tr.gold(), on_collapse=HaltPolicy(patience=2), **tr.GUARD_KWARGS)
     trainer = tr.hf_trainer(tmp_path, "degenerate", 12, [guard])
     with caplog.at_level(logging.WARNING, logger="collapseguard"):
         trainer.train()
@@ -69,8 +72,11 @@ def test_resume_restores_guard_state(tmp_path):
                          restore_callback_states_from_checkpoint=True)
     part.train()
     ckpt = sorted((tmp_path / "part").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[1]
-    saved = json.loads((ckpt / "trainer_state.json").read_text())["stateful_callbacks"]["CollapseGuardCallback"]
-    assert saved["attributes"]["guard_state"]["checks_done"] == 2
+    # HF tells callbacks no checkpoint path: the guard derives it as the Trainer names it (fails if HF renames it)
+    assert checkpoint_folder(part.args, int(ckpt.name.split("-")[1])) == str(ckpt)
+    saved = json.loads((ckpt / "collapseguard_CollapseGuardCallback.json").read_text())
+    assert saved["checks_done"] == 2
+    assert "CollapseGuardCallback" not in json.loads((ckpt / "trainer_state.json").read_text())["stateful_callbacks"]
 
     resumed_guard = CollapseGuardCallback(tr.gold(), **tr.GUARD_KWARGS)  # a fresh object, as after a restart
     resumed = tr.hf_trainer(tmp_path / "part", "degenerate", 4, [resumed_guard], dropout=0.0, save_strategy="epoch",
@@ -91,8 +97,11 @@ def test_health_serves_as_metric_for_best_model(tmp_path):
     assert trainer.state.best_metric == pytest.approx(max(h["health"] for h in guard.engine.monitor.checks))
 
 
-def test_metrics_reach_report_to_integrations(tmp_path):
-    """A report_to integration registered before the guard still receives its metrics in on_log."""
+@pytest.mark.parametrize("attached", [False, True])
+def test_metrics_reach_report_to_integrations_once_the_guard_is_attached(tmp_path, attached):
+    """HF calls callbacks in list order, report_to integrations before the user's: an integration misses the guard's
+    metrics unless guard.attach(trainer) puts the guard first. (If HF ever orders callbacks otherwise, the
+    unattached case fails and run_before_reporters can go.)"""
     from transformers import TrainerCallback
 
     seen: list[dict] = []
@@ -105,15 +114,19 @@ def test_metrics_reach_report_to_integrations(tmp_path):
     trainer = tr.hf_trainer(tmp_path, "varied", 1, [])
     trainer.add_callback(Recorder())
     trainer.add_callback(guard)
+    if attached:
+        assert guard.attach(trainer) is guard
+        assert trainer.callback_handler.callbacks[0] is guard
     trainer.train()
-    assert any("collapseguard/health" in logs for logs in seen)
+    assert any("collapseguard/health" in logs for logs in seen) is attached
+    assert trainer.state.log_history and any("collapseguard/health" in h for h in trainer.state.log_history)
 
 
 def test_failing_generation_is_an_alert_not_a_crash(tmp_path, caplog):
     def broken(model, prompts):
         raise RuntimeError("tokenizer service unavailable")
 
-    guard = CollapseGuardCallback(tr.gold(), generate_fn=broken, **tr.GUARD_KWARGS)
+    guard = CollapseGuardCallback(tr.gold(), **tr.GUARD_KWARGS, hooks=ModelHooks(generate=broken))
     trainer = tr.hf_trainer(tmp_path, "varied", 1, [guard])
     with caplog.at_level(logging.WARNING, logger="collapseguard"):
         trainer.train()

@@ -10,6 +10,8 @@ import logging
 import pytest
 import torch
 
+from collapseguard import GenerationSettings
+
 pytest.importorskip("trl")
 
 from collapseguard import GoldSet
@@ -40,7 +42,7 @@ def test_sft_trainer_takes_the_callback_with_chat_gold_and_several_samples(tmp_p
 
     tok, gold, train = chat_setup()
     rows = [{"messages": [*_messages(p), {"role": "assistant", "content": r}]} for p, rs in train[:20] for r in rs[:3]]
-    guard = CollapseGuardCallback(gold, samples_per_prompt=2, num_samples=8, max_new_tokens=16)
+    guard = CollapseGuardCallback(gold, generation=GenerationSettings(samples_per_prompt=2, num_samples=8, max_new_tokens=16))
     args = SFTConfig(str(tmp_path), num_train_epochs=2, learning_rate=3e-3, per_device_train_batch_size=16,
                      max_length=96, logging_strategy="epoch", **COMMON)
     trainer = SFTTrainer(model=tiny_gpt2(tok), args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
@@ -62,7 +64,7 @@ def test_dpo_trainer_takes_the_callback(tmp_path):
     tok, gold, train = chat_setup()
     rows = [{"prompt": _messages(p), "chosen": [{"role": "assistant", "content": rs[0]}],
              "rejected": [{"role": "assistant", "content": "I do not know."}]} for p, rs in train[:24]]
-    guard = CollapseGuardCallback(gold, num_samples=8, max_new_tokens=16)
+    guard = CollapseGuardCallback(gold, generation=GenerationSettings(num_samples=8, max_new_tokens=16))
     args = DPOConfig(str(tmp_path), num_train_epochs=1, learning_rate=1e-3, per_device_train_batch_size=8,
                      max_length=96, logging_strategy="epoch", **COMMON)
     model = tiny_gpt2(tok)
@@ -205,10 +207,8 @@ def test_a_resumed_run_steers_on_from_where_its_checkpoint_left_the_target(tmp_p
     guard = GRPOCollapseGuard(on_collapse="steer", every_n_steps=2)
     grpo(tmp_path, 20, [guard], [reward_the, guard.reward_func], **settings).train()
     assert guard.steering.value > 0.2  # it steered before the checkpoint
-    saved = json.loads((tmp_path / "checkpoint-20" / "trainer_state.json").read_text())
-    stored = saved["stateful_callbacks"]["GRPOCollapseGuard"]
-    stored = stored if isinstance(stored, list) else [stored]
-    assert stored[0]["attributes"]["steer_state"]["value"] == guard.steering.value
+    saved = json.loads((tmp_path / "checkpoint-20" / "collapseguard_GRPOCollapseGuard.json").read_text())
+    assert saved["steer_state"]["value"] == guard.steering.value
 
     again = GRPOCollapseGuard(on_collapse="steer", every_n_steps=2)
     trainer = grpo(tmp_path, 21, [again], [reward_the, again.reward_func], restore_callback_states_from_checkpoint=True,

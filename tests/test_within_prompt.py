@@ -16,7 +16,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from collapseguard import CollapseMonitor, GoldSet, Thresholds
+from collapseguard import CheckSchedule, CollapseMonitor, GenerationSettings, GoldSet, Thresholds
 from collapseguard.gold.goldset import GoldSetModifiedError
 from collapseguard.guard.engine import GeneratedBatch, GuardEngine
 from collapseguard.metrics import DistinctK, WithinDistinctN, WithinSimilarity, within_prompt_diversity
@@ -167,8 +167,7 @@ def test_gold_with_several_responses_gives_the_within_reference():
 
 def test_engine_keeps_groups_together_across_ranks_and_merges_exactly():
     gold = GoldSet.from_texts(_gold_texts())
-    engine = GuardEngine(gold, tokenizer=lambda t: t.split(), samples_per_prompt=3, num_samples=16,
-                         check_on_train_start=False)
+    engine = GuardEngine(gold, tokenizer=lambda t: t.split(), generation=GenerationSettings(samples_per_prompt=3, num_samples=16), schedule=CheckSchedule(check_on_train_start=False))
     engine.setup()
     shares = [engine.prompts(r, 2) for r in range(2)]
     for share in shares:
@@ -191,7 +190,7 @@ def test_engine_keeps_groups_together_across_ranks_and_merges_exactly():
 
 # ---------------------------------------------------------------- a guard without gold (GRPO groups)
 def test_groups_and_reported_entropy_judged_against_the_runs_start():
-    engine = GuardEngine(None, samples_per_prompt=4, check_on_train_start=False, on_collapse="halt")
+    engine = GuardEngine(None, on_collapse="halt", generation=GenerationSettings(samples_per_prompt=4), schedule=CheckSchedule(check_on_train_start=False))
     engine.setup()
     # 24 prompts a check: the first check holds own_start_checks x min_outputs prompt groups, a start on its own
     healthy = [f"w{j} x{i} y{j}" for i in range(24) for j in range(4)]
@@ -272,8 +271,8 @@ def test_from_chat_groups_responses_by_prompt_and_jsonl_round_trip(tmp_path):
                                 for i in range(5)]), r"empty last assistant turn"),
     (lambda: GoldSet.from_pairs(["a", "b", "c"], ["x", "y", "z"]), r"3 distinct prompt\(s\); a gold set needs at least 4"),
     (lambda: CollapseMonitor(None), r"gold=None .* samples_per_prompt >= 2"),
-    (lambda: GuardEngine(GoldSet.from_arrays(np.zeros((8, 2))), samples_per_prompt=2), r"an array gold set has no prompts to repeat"),
-    (lambda: GuardEngine(None, samples_per_prompt=0), r"samples_per_prompt=0 is invalid: samples_per_prompt must be an int >= 1"),
+    (lambda: GuardEngine(GoldSet.from_arrays(np.zeros((8, 2))), generation=GenerationSettings(samples_per_prompt=2)), r"an array gold set has no prompts to repeat"),
+    (lambda: GuardEngine(None, generation=GenerationSettings(samples_per_prompt=0)), r"samples_per_prompt=0 is invalid: samples_per_prompt must be an int >= 1"),
 ])
 def test_bad_input_is_refused_with_the_fix(call, match):
     with pytest.raises((TypeError, ValueError), match=match):

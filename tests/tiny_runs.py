@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from collapseguard import GoldSet
+from collapseguard import GenerationSettings, GoldSet
 from collapseguard.demos.data import train_gold_split
 
 # A handful of sentences repeated: the degenerate corpus a collapsed generator feeds back.
 DEGENERATE = ["The function returns the value of the attribute.", "This object is not callable."] * 300
-GUARD_KWARGS = {"num_samples": 32, "max_new_tokens": 32, "prompt_length": 16}
+GUARD_KWARGS = {"generation": GenerationSettings(num_samples=32, max_new_tokens=32, prompt_length=16)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,13 +12,15 @@ from collapseguard.audit.dataset import (
     DataSource,
     Sample,
     ShardScan,
+    Verdict,
     audit_path,
     audit_texts,
+    decide,
     judge,
     minhash_signatures,
     near_duplicate_pairs,
     read_texts,
 )
 
-__all__ = ["NEAR_DUPLICATE_DEFINITION", "AuditResult", "AuditSettings", "DataSource", "Sample", "ShardScan", "audit_path", "audit_texts", "judge",
-           "minhash_signatures", "near_duplicate_pairs", "read_texts"]
+__all__ = ["NEAR_DUPLICATE_DEFINITION", "AuditResult", "AuditSettings", "DataSource", "Sample", "ShardScan", "Verdict",
+           "audit_path", "audit_texts", "decide", "judge", "minhash_signatures", "near_duplicate_pairs", "read_texts"]

@@ -33,6 +33,15 @@ from typing import Any
 
 import numpy as np
 
+from collapseguard._validation import (
+    FRACTION,
+    NONE,
+    ArgumentTypeError,
+    Constraint,
+    Interval,
+    OneOf,
+    validate,
+)
 from collapseguard.audit.leakage import LEAK_CONTAINMENT, GoldLeakIndex, LeakTally
 from collapseguard.audit.shingles import (
     WORDS,
@@ -52,14 +61,14 @@ from collapseguard.audit.shingles import (
     words_of,
 )
 from collapseguard.detection.alerts import SEVERITY_RANK, Alert, silenced_alerts
-from collapseguard.detection.monitor import CollapseMonitor
+from collapseguard.detection.monitor import CheckResult, CollapseMonitor
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet
 from collapseguard.gold.provenance import normalize_label
 from collapseguard.gold.tokenization import SimpleTokenizer
 
-__all__ = ["AuditResult", "DataSource", "ShardScan", "audit_path", "audit_texts", "judge", "minhash_signatures",
-           "near_duplicate_pairs", "read_texts"]
+__all__ = ["AuditResult", "DataSource", "ShardScan", "Verdict", "audit_path", "audit_texts", "decide", "judge",
+           "minhash_signatures", "near_duplicate_pairs", "read_texts"]
 
 NEAR_DUPLICATE_JACCARD = 0.8
 # LSH candidates whose MinHash estimate (64 rows) is below this skip the exact check: a pair at the 0.8 bound
@@ -485,6 +494,37 @@ class ShardScan:
 
 
 # --------------------------------------------------------------------- audit
+@dataclass(frozen=True)
+class Verdict:
+    """One check's verdict, decided once (:func:`decide`) for the result, its ``failures`` and every report of it
+    (the command line's table prints ``word``).
+
+    ``check``: a judged diversity metric's name, ``"diversity sample"``, ``"near-duplicates"``, ``"outliers"``,
+    ``"human share"`` (with ``min_human_fraction``) or ``"gold leakage"``. ``word``: ``"ok"``; an alert's
+    severity below ``fail_on`` (``"warn"``: reported, passing); ``"FAIL"``, or ``"FAIL (warn)"`` /
+    ``"FAIL (critical)"`` for an alert at or beyond ``fail_on``; ``"not judged"`` (a metric of a sample too small
+    to judge). ``value`` and ``bound``: the figure and the bound it was held to (the diversity sample: texts per
+    round against ``min_outputs``; a metric: neither, its alert says). ``failures``: why it failed, as
+    :attr:`AuditResult.failures` lists them.
+    """
+
+    check: str
+    word: str
+    value: float | None = None
+    bound: float | None = None
+    failures: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        """True when the check fails the audit (it has ``failures``)."""
+        return bool(self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict as a JSON-ready dict (``AuditResult.to_dict()["verdicts"]``)."""
+        return {"check": self.check, "word": self.word, "value": self.value, "bound": self.bound,
+                "failures": list(self.failures)}
+
+
 @dataclass
 class AuditResult:
     """What an audit found. ``passed`` is False when any ``failures`` exist.
@@ -518,6 +558,7 @@ class AuditResult:
     exact_duplicate_fraction: float = 0.0
     outlier_rules: dict[str, int] = field(default_factory=dict)
     near_duplicate_definition: str = ""
+    verdicts: list[Verdict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -534,7 +575,24 @@ class AuditResult:
                 "near_duplicate_definition": self.near_duplicate_definition,
                 "near_duplicate_examples": self.near_duplicate_examples, "outlier_fraction": self.outlier_fraction,
                 "outlier_rules": self.outlier_rules, "outlier_examples": self.outlier_examples,
-                "provenance": self.provenance, "gold_leakage": self.gold_leakage, "engine": self.engine}
+                "provenance": self.provenance, "gold_leakage": self.gold_leakage, "engine": self.engine,
+                "verdicts": [v.to_dict() for v in self.verdicts]}
+
+
+_SHARE = Interval(float, 0, 1)
+SETTINGS: dict[str, tuple[tuple[Constraint, ...], str | None]] = {
+    "max_length": ((Interval(int, 1, None),), "the tokens each sampled text is cut to"),
+    "max_near_duplicates": ((_SHARE,), "a share of the texts: 0.05 fails above 5%"),
+    "max_outliers": ((_SHARE,), "a share of the texts: 0.05 fails above 5%"),
+    "min_human_fraction": ((_SHARE, NONE), "a share of the texts (0.2: at least 20% human), or None for no floor"),
+    "max_gold_leakage": ((_SHARE,), "a share of the gold set's texts: 0 fails on any leaked gold text"),
+    "leak_containment": ((FRACTION,), "the share of a gold text's word 5-grams a text must hold to leak it"),
+    "fail_on": ((OneOf("warn", "critical"),), "the alert severity that fails the audit"),
+    "seed": ((Interval(int, None, None),), None),
+    "sample_size": ((Interval(int, 1, None),), "the texts in the diversity sample (default 2000)"),
+}
+"""Each :class:`AuditSettings` field's constraints (:func:`collapseguard._validation.validate`) and fix; the
+command line holds its audit flags to the same."""
 
 
 @dataclass(frozen=True)
@@ -557,16 +615,10 @@ class AuditSettings:
     sample_size: int = SAMPLE_SIZE
 
     def __post_init__(self) -> None:
-        if self.fail_on not in ("warn", "critical"):
-            raise ValueError(f"fail_on={self.fail_on!r} must be 'warn' or 'critical'")
-        for name in ("max_near_duplicates", "max_outliers", "max_gold_leakage"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a fraction in [0, 1]")
-        if not 0.0 < self.leak_containment <= 1.0:
-            raise ValueError(f"leak_containment={self.leak_containment!r} must be in (0, 1]")
-        if isinstance(self.sample_size, bool) or not isinstance(self.sample_size, int) or self.sample_size < 1:
-            raise ValueError(f"AuditSettings: sample_size={self.sample_size!r} must be a positive integer (texts in the "
-                             "diversity sample; --sample-size on the command line)")
+        for name, (constraints, fix) in SETTINGS.items():
+            # sample_size refused every bad value with ValueError before: a wrong type still is one too
+            validate("AuditSettings", name, getattr(self, name), *constraints, fix=fix,
+                     type_error=ArgumentTypeError if name == "sample_size" else TypeError)
 
     def monitor(self, gold: GoldSet, tokenizer: Any = None) -> CollapseMonitor:
         """The monitor that measures the diversity sample (one check: patience cannot apply to data seen once)."""
@@ -617,37 +669,78 @@ def judge(scan: ShardScan, monitor: CollapseMonitor, settings: AuditSettings, *,
 
     provenance = dict(scan.provenance) if scan.has_provenance else {}
     leakage = scan.leaks.report(monitor.gold.texts, settings.leak_containment, index_of)
-    failures: list[str] = []
-    if not result.judged:
-        failures.append(f"only {per_round} texts could be measured, fewer than min_outputs="
-                        f"{monitor.thresholds.min_outputs}: the diversity checks need more data")
-    failures += [f"{a.severity} {a.phase} alert: {a.message}" for a in result.alerts
-                 if SEVERITY_RANK[a.severity] >= SEVERITY_RANK[settings.fail_on]]
-    if dup > settings.max_near_duplicates:
-        failures.append(f"{dup:.1%} of texts are near-duplicates of another ({NEAR_DUPLICATE_DEFINITION}); the bound "
-                        f"is {settings.max_near_duplicates:.1%}")
-    if scan.outliers / n > settings.max_outliers:
-        rules = ", ".join(f"{k} {v}" for k, v in sorted(scan.outlier_rules.items()))
-        failures.append(f"{scan.outliers / n:.1%} of texts lie far outside gold's spread ({rules}); the bound is "
-                        f"{settings.max_outliers:.1%}")
-    if settings.min_human_fraction is not None:
-        if not provenance:
-            failures.append(f"min_human_fraction={settings.min_human_fraction} was asked for but the data has no "
-                            "provenance field")
-        elif provenance.get("human", 0) / n < settings.min_human_fraction:
-            failures.append(f"human share {provenance.get('human', 0) / n:.1%} is below the floor "
-                            f"{settings.min_human_fraction:.1%} (unknown provenance never counts as human)")
-    if leakage["fraction"] > settings.max_gold_leakage:
-        failures.append(f"gold leakage: {leakage['leaked']} of the gold set's {leakage['gold_texts']} texts are in the "
-                        f"data ({leakage['exact']} verbatim, {leakage['near']} near-copies holding >= "
-                        f"{settings.leak_containment:.0%} of their word 5-grams), in {leakage['texts']} text(s); "
-                        "remove them from the data, or judge with a gold set the data never saw")
+    rules = dict(sorted(scan.outlier_rules.items()))
+    verdicts = decide(result, settings, measured=per_round, min_outputs=monitor.thresholds.min_outputs,
+                      num_texts=n, near_duplicates=dup, outliers=scan.outliers / n, outlier_rules=rules,
+                      provenance=provenance, leakage=leakage)
+    failures = [f for v in verdicts for f in v.failures]
     return AuditResult(n, per_round * rounds, result.metrics, result.reference, result.alerts, dup,
                        sorted(near_duplicate_examples)[:5], scan.outliers / n,
                        [(index_of(p), why) for p, why in scan.outlier_examples], provenance, failures, leakage, engine,
                        sample_rounds=rounds, exact_duplicate_fraction=scan.exact_duplicates / n,
-                       outlier_rules=dict(sorted(scan.outlier_rules.items())),
-                       near_duplicate_definition=NEAR_DUPLICATE_DEFINITION)
+                       outlier_rules=rules, near_duplicate_definition=NEAR_DUPLICATE_DEFINITION,
+                       verdicts=verdicts)
+
+
+def decide(result: CheckResult, settings: AuditSettings, *, measured: int, min_outputs: int, num_texts: int,
+           near_duplicates: float, outliers: float, outlier_rules: dict[str, int], provenance: dict[str, int],
+           leakage: dict[str, Any]) -> list[Verdict]:
+    """Every check's :class:`Verdict`, in the order the audit reports them: the one place an audit's figures
+    meet its bounds (both audits' :func:`judge` and the command line's table read these).
+
+    ``result``: the monitor's judgement of the diversity sample (``measured`` texts per round); ``near_duplicates``
+    and ``outliers``: shares of the ``num_texts`` texts; ``leakage``: :meth:`LeakTally.report`.
+    """
+    verdicts = [Verdict("diversity sample", "ok" if result.judged else "FAIL", float(measured), float(min_outputs),
+                        () if result.judged else (f"only {measured} texts could be measured, fewer than min_outputs="
+                                                  f"{min_outputs}: the diversity checks need more data",))]
+    by_metric: dict[str, list[Alert]] = {m: [] for m in result.bounds}
+    for alert in result.alerts:
+        by_metric.setdefault(alert.metric, []).append(alert)
+    for metric, alerts in by_metric.items():
+        failing = [a for a in alerts if SEVERITY_RANK[a.severity] >= SEVERITY_RANK[settings.fail_on]]
+        worst = max(alerts, key=lambda a: SEVERITY_RANK[a.severity], default=None)
+        if not result.judged:
+            word = "not judged"
+        elif failing and worst is not None:
+            word = f"FAIL ({worst.severity})"
+        else:
+            word = worst.severity if worst is not None else "ok"
+        verdicts.append(Verdict(metric, word, failures=tuple(f"{a.severity} {a.phase} alert: {a.message}"
+                                                                for a in failing)))
+
+    def bounded(check: str, value: float, bound: float, failure: str | None) -> Verdict:
+        return Verdict(check, "FAIL" if failure else "ok", value, bound, (failure,) if failure else ())
+
+    verdicts.append(bounded(
+        "near-duplicates", near_duplicates, settings.max_near_duplicates,
+        f"{near_duplicates:.1%} of texts are near-duplicates of another ({NEAR_DUPLICATE_DEFINITION}); the bound is "
+        f"{settings.max_near_duplicates:.1%}" if near_duplicates > settings.max_near_duplicates else None))
+    rules = ", ".join(f"{k} {v}" for k, v in sorted(outlier_rules.items()))
+    verdicts.append(bounded(
+        "outliers", outliers, settings.max_outliers,
+        f"{outliers:.1%} of texts lie far outside gold's spread ({rules}); the bound is {settings.max_outliers:.1%}"
+        if outliers > settings.max_outliers else None))
+    if settings.min_human_fraction is not None:
+        floor = settings.min_human_fraction
+        human = provenance.get("human", 0) / num_texts if provenance else None
+        if human is None:
+            failure: str | None = (f"min_human_fraction={floor} was asked for but the data has no provenance "
+                                   "field")
+        elif human < floor:
+            failure = (f"human share {human:.1%} is below the floor {floor:.1%} (unknown provenance never counts as "
+                       "human)")
+        else:
+            failure = None
+        verdicts.append(Verdict("human share", "FAIL" if failure else "ok", human, floor,
+                                (failure,) if failure else ()))
+    verdicts.append(bounded(
+        "gold leakage", leakage["fraction"], settings.max_gold_leakage,
+        f"gold leakage: {leakage['leaked']} of the gold set's {leakage['gold_texts']} texts are in the data "
+        f"({leakage['exact']} verbatim, {leakage['near']} near-copies holding >= {settings.leak_containment:.0%} of "
+        f"their word 5-grams), in {leakage['texts']} text(s); remove them from the data, or judge with a gold set "
+        "the data never saw" if leakage["fraction"] > settings.max_gold_leakage else None))
+    return verdicts
 
 
 Records = Callable[[], Iterable[tuple[int, int, str, "str | None"]]]

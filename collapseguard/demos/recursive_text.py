@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from collapseguard import CheckSchedule, GenerationSettings, ReweightPolicy
 from collapseguard.demos.experiment import GenerationRecord
 from collapseguard.demos.tiny import TokenBlocks, lightning_module, tiny_gpt2
 from collapseguard.detection.alerts import SEVERITY_RANK, CollapseWarning
@@ -72,7 +73,7 @@ def run_recursive(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: 
 
     workdir = Path(workdir)
     profile = workdir / f"gen0-seed{seed}.json"
-    kwargs = {**guard_kwargs, "every_n_epochs": epochs}
+    kwargs = {**guard_kwargs, "schedule": CheckSchedule(every_n_epochs=epochs)}
 
     def fit(texts: Sequence[str], run_seed: int, **extra: Any) -> tuple[Any, CollapseGuard]:
         pl.seed_everything(run_seed, verbose=False)
@@ -138,8 +139,8 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
             synthetic, human = TokenBlocks(texts, tokenizer), TokenBlocks(anchors, tokenizer)
             sampler = AnchorMixSampler(["synthetic"] * len(synthetic) + ["human"] * len(human), 16, floor,
                                        seed=run_seed, allow_repeat_anchors=True)
-            guard = CollapseGuard(gold, tokenizer=tokenizer, on_collapse="reweight", anchor_sampler=sampler,
-                                  **guard_kwargs, **extra)
+            guard = CollapseGuard(gold, tokenizer=tokenizer, on_collapse=ReweightPolicy(sampler), **guard_kwargs,
+                                  **extra)
             loader = torch.utils.data.DataLoader(torch.utils.data.ConcatDataset([synthetic, human]),
                                                  batch_sampler=sampler)
         else:
@@ -154,7 +155,7 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)
         base = tiny_gpt2(tokenizer, seed=seed)
-        guard0 = fit(base, train, (), seed * 1000, 4 * epochs, save_profile_to=profile, every_n_epochs=4 * epochs)
+        guard0 = fit(base, train, (), seed * 1000, 4 * epochs, save_profile_to=profile, schedule=CheckSchedule(every_n_epochs=4 * epochs))
         gen0 = guard0.engine.monitor.checks[-1]
         results.append(GenerationResult("gen0", 0, gen0["metrics"], dict(gen0["metrics"]), gen0["alerts"]))
         for regime in ("replace", "reweight"):
@@ -330,7 +331,8 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
     val_samples = max(20, samples // 6) if val_samples is None else val_samples
     starts = [tok.encode(t, add_special_tokens=False)[:4] for t in data.pool]
     test_blocks, human_val = TokenBlocks(data.test, tok), TokenBlocks(data.val, tok)
-    guard_kwargs = {"thresholds": thresholds, "num_samples": num_samples, "max_new_tokens": max_new_tokens}
+    guard_kwargs = {"thresholds": thresholds,
+                    "generation": GenerationSettings(num_samples=num_samples, max_new_tokens=max_new_tokens)}
 
     def fit(model: Any, loader: Any, n_epochs: int, guard: CollapseGuard, run_seed: int) -> None:
         pl.seed_everything(run_seed, verbose=False)
@@ -361,8 +363,8 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
 
             base = tiny_gpt2(tok, seed=seed)
             with tempfile.TemporaryDirectory() as tmp:
-                guard0 = CollapseGuard(gold, tokenizer=tok, save_profile_to=Path(tmp) / "gen0.json",
-                                       every_n_epochs=gen0_epochs, **guard_kwargs)
+                guard0 = CollapseGuard(gold, tokenizer=tok, save_profile_to=Path(tmp) / "gen0.json", **guard_kwargs,
+                                       schedule=CheckSchedule(every_n_epochs=gen0_epochs))
                 fit(base, loader_of(TokenBlocks(data.pool, tok)), gen0_epochs, guard0, seed * 1000)
                 profile = ReferenceProfile.load(Path(tmp) / "gen0.json")
             gen0 = record(0, base, guard0, mean_token_loss(base, human_val))
@@ -378,7 +380,8 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
         synthetic_val: list[str] = []  # accumulate: every generation's held-out samples
         for g in range(1, generations + 1):
             run_seed = seed * 1000 + g
-            guard = CollapseGuard(gold, tokenizer=tok, reference_profile=profile, every_n_epochs=epochs, **guard_kwargs)
+            guard = CollapseGuard(gold, tokenizer=tok, reference_profile=profile, **guard_kwargs,
+                                  schedule=CheckSchedule(every_n_epochs=epochs))
             if kind == "fresh":
                 fit(model, loader_of(TokenBlocks(_draw_paragraphs(data.pool, budget, tok, run_seed), tok)), epochs,
                     guard, run_seed)
@@ -408,8 +411,8 @@ def run_text(regime: str, seed: int, generations: int = 5, *, samples: int = 250
                 anchors = TokenBlocks(_draw_paragraphs(data.pool, round(budget * human_floor), tok, run_seed), tok)
                 sampler = AnchorMixSampler(["synthetic"] * len(own) + ["human"] * len(anchors), 16, human_floor,
                                            seed=run_seed, allow_repeat_anchors=True)
-                guard = CollapseGuard(gold, tokenizer=tok, reference_profile=profile, on_collapse="reweight",
-                                      anchor_sampler=sampler, **guard_kwargs)
+                guard = CollapseGuard(gold, tokenizer=tok, reference_profile=profile,
+                                      on_collapse=ReweightPolicy(sampler), **guard_kwargs)
                 loader = torch.utils.data.DataLoader(torch.utils.data.ConcatDataset([own, anchors]),
                                                      batch_sampler=sampler)
                 fit(model, loader, epochs, guard, run_seed)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from collapseguard import GenerationSettings, ReweightPolicy
 from collapseguard.demos.data import train_gold_split
 from collapseguard.detection.alerts import silenced_alerts
 from collapseguard.detection.monitor import CheckResult
@@ -101,10 +102,9 @@ def run_demo(generations: int = 8, *, floor: float = 0.1, samples_per_generation
             trail.unlink(missing_ok=True)  # a fresh demo, not an appended one
         reweight = track == "reweight"
         engines[track] = GuardEngine(
-            gold, tokenizer=tok, thresholds=thresholds, num_samples=num_prompts, prompt_length=16, max_new_tokens=32,
-            score_gold=False, alert_log=trail, on_collapse="reweight" if reweight else "warn",
-            # the guard's floor is exactly the one asked for; each generation's sampler realises the share
-            anchor_sampler=AnchorMixSampler(["synthetic", "human"], 16, floor) if reweight else None)
+            gold, tokenizer=tok, thresholds=thresholds, score_gold=False, alert_log=trail,
+            generation=GenerationSettings(num_samples=num_prompts, prompt_length=16, max_new_tokens=32),
+            on_collapse=ReweightPolicy(AnchorMixSampler(["synthetic", "human"], 16, floor)) if reweight else "warn")
     if out is not None:
         _write_jsonl(out / "gold.jsonl", [{"text": t} for t in gold_texts])
     corpora = {track: human for track in TRACKS}

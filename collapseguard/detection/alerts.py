@@ -21,7 +21,8 @@ logger = logging.getLogger("collapseguard")
 
 
 class CollapseWarning(UserWarning):
-    """Issued once when a new collapse alert appears (``warnings.simplefilter`` can silence it)."""
+    """A new collapse alert as a Python warning, where :class:`CollapseWarningHandler` is installed: for code that
+    wants alerts through ``warnings`` (``pytest.warns``, ``warnings.filterwarnings("error", CollapseWarning)``)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Alert:
 # Frames of these packages are skipped when a warning is attributed: the user's own line (the
 # ``trainer.fit(...)`` or ``monitor.check(...)`` call) is what a warning should point at.
 _LIBRARY_MODULES = ("collapseguard", "lightning", "pytorch_lightning", "lightning_fabric", "transformers",
-                    "accelerate", "trl", "torch", "datatrove", "ray", "contextlib", "threading", "runpy")
+                    "accelerate", "trl", "torch", "datatrove", "ray", "contextlib", "threading", "runpy", "logging")
 
 
 def user_stacklevel() -> int:
@@ -86,11 +87,36 @@ def user_stacklevel() -> int:
 
 
 def emit(alert: Alert, new: bool) -> None:
-    """Log every alert (the log keeps the whole trail); issue a CollapseWarning only when the alert is new,
-    attributed to the user's own code rather than to a line of this library."""
-    logger.log(logging.ERROR if alert.severity == "critical" else logging.WARNING, "%s", alert)
-    if new:
-        warnings.warn(str(alert), CollapseWarning, stacklevel=user_stacklevel())
+    """Log every alert: one line on the console by default (the log keeps the whole trail). The record carries the
+    alert and whether it is new, for handlers such as :class:`CollapseWarningHandler`."""
+    logger.log(logging.ERROR if alert.severity == "critical" else logging.WARNING, "%s", alert,
+               extra={"collapseguard_alert": alert, "collapseguard_new": new})
+
+
+class CollapseWarningHandler(logging.Handler):
+    """Also issue each *new* alert as a :class:`CollapseWarning`, attributed to the user's own line (the
+    ``trainer.fit(...)`` call), not to this library's. Opt-in, so that an alert prints once by default::
+
+        logging.getLogger("collapseguard").addHandler(CollapseWarningHandler())
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Warn for a record that carries a new alert; ignore every other record."""
+        alert = getattr(record, "collapseguard_alert", None)
+        if alert is not None and getattr(record, "collapseguard_new", False):
+            warnings.warn(str(alert), CollapseWarning, stacklevel=user_stacklevel())
+
+
+@contextlib.contextmanager
+def alert_warnings() -> Iterator[None]:
+    """Inside, new alerts are also issued as :class:`CollapseWarning` (a :class:`CollapseWarningHandler` installed on
+    the ``collapseguard`` logger, removed after)."""
+    handler = CollapseWarningHandler()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager

@@ -133,17 +133,19 @@ class Finding:
     pending: bool = False  # not judged yet: the run's own start, its reference, is still forming
 
     def bounds(self) -> dict[str, float | str]:
-        """The warn and critical bounds in the metric's own units at this check (for plots and trails).
+        """The warn and critical bounds in the metric's own units at this check (for plots and trails), and
+        ``direction``: on which side of them the metric's bad values lie (``"low"``: below, e.g. ``distinct_2``;
+        ``"high"``: above, e.g. ``self_bleu`` and ``compression_ratio``).
 
         Multiplicative scores scale with the value, so the bound is the value at which the score
         would sit exactly on it, everything else held (this includes the tail/head adjustment).
         """
         sig = self.signal
-        # "direction" follows the score, as it always has: "low" for both ratios, so for compression_ratio (an
-        # inverse_ratio, declared higher_is_better=False) it reads "low" although its bounds lie above the
-        # reference and a value above them is the bad side
+        # "direction": the side of the bounds where the metric's bad values lie ("low": bad below, "high": bad
+        # above), from the metric's declared direction -- not from the score, which for an inverse_ratio
+        # (compression_ratio: reference / value) falls while the value rises past bounds above the reference
         out: dict[str, float | str] = {"reference": self.reference,
-                                       "direction": "low" if sig.kind in _LOWER_IS_WORSE else "high"}
+                                       "direction": "low" if sig.higher_is_better else "high"}
         for level in ("warn", "critical"):
             b = getattr(sig, level)
             if sig.kind == "excess":

@@ -1,9 +1,11 @@
-"""CollapseMonitor: measure outputs against a gold set, judge them, keep the run's history.
+"""CollapseMonitor: judge measured outputs against gold's reference, keep the run's history.
 
-The data flow is one-way: outputs -> :meth:`CollapseMonitor.measure` (a
-mergeable :class:`~collapseguard.metrics.suite.MetricSuite`) -> :meth:`evaluate`
-(metrics, gold reference, detectors, patience) -> :class:`CheckResult` with a
-health score and alerts. :meth:`check` chains the two for one process; a
+The data flow is one-way: the gold set's cut (:class:`~collapseguard.gold.prompts.GoldPrompts`) -> outputs ->
+:class:`~collapseguard.metrics.measurer.Measurer` (a mergeable :class:`~collapseguard.metrics.suite.MetricSuite`) ->
+:meth:`CollapseMonitor.evaluate` (metrics, gold's reference values from
+:class:`~collapseguard.metrics.gold_reference.GoldReference`, detectors, patience) -> :class:`CheckResult` with a
+health score and alerts. The monitor builds the three from its arguments and judges; :meth:`measure`,
+:meth:`reference` and :attr:`split` hand on to them. :meth:`check` chains measuring and judging for one process; a
 distributed caller merges the suites of all ranks in between.
 """
 
@@ -17,18 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from collapseguard._validation import NONE, ArgumentTypeError, InstanceOf, Interval, renamed, validate
+from collapseguard._deprecation import deprecate_kwargs
+from collapseguard._validation import NONE, ArgumentTypeError, InstanceOf, Interval, validate
 from collapseguard.detection.alerts import PHASES, SEVERITY_RANK, Alert, emit, logger
 from collapseguard.detection.detectors import DEFAULT_DETECTORS, Detector, Finding, PolicyNarrowing
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.detection.trajectory import Anchor, find_anchor
-from collapseguard.gold.goldset import GoldSet
+from collapseguard.gold.goldset import GoldSet, GoldSplit
 from collapseguard.gold.profiles import ReferenceProfile
-from collapseguard.gold.tokenization import TokenizerAdapter, to_sequences
+from collapseguard.gold.prompts import GoldPrompts
+from collapseguard.gold.tokenization import TokenizerAdapter
 from collapseguard.metrics import ModelStats
-from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix
-from collapseguard.metrics.suite import ArraySuite, GroupSuite, MetricSuite, TextGoldContext, TextSuite
-from collapseguard.metrics.within_prompt import normalize_answer, within_prompt_metrics
+from collapseguard.metrics.gold_reference import GoldReference
+from collapseguard.metrics.measurer import Measurer
+from collapseguard.metrics.suite import MetricSuite
 
 STATE_VERSION = 1
 _CALLER = "CollapseMonitor"
@@ -114,6 +118,9 @@ class CollapseMonitor:
             each group's first sample, the within-prompt metrics (``distinct_k``, ``within_distinct_2``,
             ``within_similarity``) every group, judged against gold's k responses per prompt where the gold set has
             them (:meth:`GoldSet.from_pairs`), else against the run's own start.
+        gold_prompts: ``gold`` already cut at these lengths (:class:`~collapseguard.gold.prompts.GoldPrompts`), to
+            share one tokenization between monitors (the engine's full and sentinel checks); its tokenizer is then
+            the one used. None: cut here.
 
     ``gold=None`` (with ``samples_per_prompt > 1``) judges groups of samples of any prompts -- the groups an RL
     trainer generated -- and statistics the trainer reports (``policy_entropy``, ``frac_reward_zero_std``)
@@ -129,12 +136,12 @@ class CollapseMonitor:
     True
     """
 
-    @renamed(_CALLER, reference="reference_profile")
+    @deprecate_kwargs({"reference": "reference_profile"})
     def __init__(self, gold: GoldSet, thresholds: Thresholds | str | dict[str, Any] | None = None, *,
                  tokenizer: Any = None, prompt_length: int = 16, max_new_tokens: int = 32,
                  detectors: Sequence[type[Detector]] = DEFAULT_DETECTORS,
                  reference_profile: ReferenceProfile | str | dict[str, Any] | None = None,
-                 samples_per_prompt: int = 1) -> None:
+                 samples_per_prompt: int = 1, gold_prompts: GoldPrompts | None = None) -> None:
         validate(_CALLER, "gold", gold, InstanceOf(GoldSet, name="a GoldSet"), NONE,
                  fix="build one with GoldSet.from_texts / from_jsonl / from_arrays")
         validate(_CALLER, "samples_per_prompt", samples_per_prompt, Interval(int, 1, None),
@@ -155,31 +162,57 @@ class CollapseMonitor:
         # model-side points another tier measured on the same gold texts between this monitor's checks (the
         # engine's sentinel): part of the run's trajectory for the best point and the model-side rises
         self.model_side: list[dict[str, Any]] = []
-        self._reference_cache: dict[int, dict[str, float]] = {}
         self.max_new_tokens = max_new_tokens
-        if gold is None:
-            self.tokenizer = TokenizerAdapter(tokenizer)
-            self.split = None
-        elif self.kind == "text":
-            self.tokenizer = TokenizerAdapter(tokenizer)
-            for arg, value in (("prompt_length", prompt_length), ("max_new_tokens", max_new_tokens)):
-                validate(_CALLER, arg, value, Interval(int, 1, None), fix=f"pass {arg} in tokens",
-                         type_error=ArgumentTypeError)  # what the gold split is cut to (GoldSet.split checks too)
-            self.split, tail_half = gold.split(self.tokenizer, prompt_length, max_new_tokens).halves()
+        if self.kind == "array" and tokenizer is not None:
+            raise ValueError(f"{_CALLER}: tokenizer is for text gold sets; this gold set holds arrays: drop "
+                             "tokenizer")
+        # stage 1: the prompts and reference continuations (text gold only); stage 3: measuring, and gold's own values
+        self.gold_prompts: GoldPrompts | None = None
+        if gold is not None and self.kind == "text":
+            self.gold_prompts = self._cut(gold, gold_prompts, tokenizer, prompt_length, max_new_tokens)
             self._require_judgeable(gold)
-            self._context = TextGoldContext(self.split.full, tail_half)
-        else:
-            if tokenizer is not None:
-                raise ValueError(f"{_CALLER}: tokenizer is for text gold sets; this gold set holds arrays: drop "
-                                 "tokenizer")
-            self._ellipsoid = GoldEllipsoid(gold.array)
-            self.dim = gold.array.shape[1]
+        elif gold_prompts is not None:
+            raise ValueError(f"{_CALLER}: gold_prompts is the cut of a text gold set; this monitor has "
+                             f"{'no gold set' if gold is None else 'an array gold set'}: drop gold_prompts")
+        self.measurer = Measurer(gold, self.gold_prompts, max_new_tokens=max_new_tokens,
+                                 tokenizer=TokenizerAdapter(tokenizer) if gold is None else None,
+                                 samples_per_prompt=samples_per_prompt)
+        self.gold_reference = GoldReference(self.measurer, self.gold_prompts)
         self.reference_profile = ReferenceProfile.coerce(reference_profile)
         if self.reference_profile is not None:
             if gold is None:
                 raise ValueError(f"{_CALLER}: a reference profile is judged on gold prompts: pass a GoldSet, or drop "
                                  "reference_profile")
             self.reference_profile.require_compatible(gold.fingerprint, self.settings())
+
+    @staticmethod
+    def _cut(gold: GoldSet, given: GoldPrompts | None, tokenizer: Any, prompt_length: int,
+             max_new_tokens: int) -> GoldPrompts:
+        """``given`` where it is this gold set cut at these lengths, else a new cut (tokenizes every gold text)."""
+        if given is None:
+            return GoldPrompts(gold, TokenizerAdapter(tokenizer), prompt_length, max_new_tokens, caller=_CALLER)
+        validate(_CALLER, "gold_prompts", given, InstanceOf(GoldPrompts, name="a GoldPrompts"), NONE,
+                 fix="pass GoldPrompts(gold, tokenizer, prompt_length, max_new_tokens), or None")
+        if given.gold is not gold or (given.prompt_length, given.max_new_tokens) != (prompt_length, max_new_tokens):
+            raise ValueError(f"{_CALLER}: gold_prompts is cut from another gold set or at other lengths than "
+                             f"prompt_length={prompt_length}, max_new_tokens={max_new_tokens}: cut this gold set at "
+                             "these lengths, or drop gold_prompts")
+        return given
+
+    @property
+    def split(self) -> GoldSplit | None:
+        """The prompt half of the gold cut (:attr:`GoldPrompts.split`); None without a text gold set."""
+        return self.gold_prompts.split if self.gold_prompts is not None else None
+
+    @property
+    def tokenizer(self) -> TokenizerAdapter | None:
+        """The tokenizer outputs are measured with (None for an array gold set)."""
+        return self.measurer.tokenizer
+
+    @property
+    def dim(self) -> int:
+        """Features of an array gold set's rows."""
+        return self.measurer.dim
 
     def _require_judgeable(self, gold: GoldSet) -> None:
         """Refuse a text gold set whose prompt half can never give ``min_outputs`` outputs: every check would be
@@ -223,23 +256,14 @@ class CollapseMonitor:
         return ReferenceProfile(self.gold.fingerprint, {**self.settings(), **(settings or {})}, dict(metrics),
                                 source=source)
 
-    # ------------------------------------------------------------ measuring
+    # ------------------------------------------------------------ measuring (metrics/: the measurer's)
     def new_suite(self) -> MetricSuite:
-        """An empty metric suite for this gold set: :meth:`measure` fills one; suites merge exactly."""
-        if self.gold is None:
-            return GroupSuite(self.samples_per_prompt)
-        if self.kind == "text":
-            return TextSuite(self._context, self.samples_per_prompt)
-        return ArraySuite(self._ellipsoid, self.dim)
+        """An empty metric suite for this gold set (:meth:`Measurer.new_suite`); suites merge exactly."""
+        return self.measurer.new_suite()
 
     def answers(self, outputs: Sequence[Any]) -> list[np.ndarray]:
-        """The normalised answer words of each output (texts directly; token ids decoded with the tokenizer, or
-        compared as ids where it cannot decode): what the within-prompt metrics compare."""
-        out = []
-        for o in outputs:
-            text = o if isinstance(o, str) else self.tokenizer.decode(np.asarray(o).reshape(-1).tolist())
-            out.append(normalize_answer(text) if text is not None else np.asarray(o, dtype=np.int64).reshape(-1))
-        return out
+        """The normalised answer words of each output (:meth:`Measurer.answers`)."""
+        return self.measurer.answers(outputs)
 
     def measure(self, outputs: Any, *, finished: Sequence[bool] | None = None,
                 model_stats: ModelStats | None = None, gold_loglik: Sequence[float] | None = None,
@@ -250,75 +274,15 @@ class CollapseMonitor:
         ``model_stats`` (text) and ``gold_loglik`` (arrays: the model's log-likelihood of held-out
         gold samples) add the model-side statistics; ``reported`` (monitor without gold) the statistics
         a trainer reports, e.g. ``{"policy_entropy": [...], "frac_reward_zero_std": [...]}``, and ``correct`` each
-        output judged right or wrong (pass@k; a monitor without gold).
+        output judged right or wrong (pass@k; a monitor without gold). See :meth:`Measurer.measure`.
         """
-        suite = self.new_suite()
-        if isinstance(suite, GroupSuite):
-            items = list(outputs)
-            if self.max_new_tokens is not None:
-                items = [o if isinstance(o, str) else list(o)[: self.max_new_tokens] for o in items]
-            return suite.update(self.answers(items), reported=reported, correct=correct)
-        if reported or correct is not None:
-            raise ValueError("reported statistics and correctness are judged by a monitor without gold (gold=None)")
-        if self.kind == "array":
-            matrix = as_matrix(outputs, "outputs")
-            if matrix.shape[1] != self.dim:
-                raise ValueError(f"outputs have {matrix.shape[1]} features but the gold set has {self.dim}")
-            return suite.update(matrix, gold_loglik=gold_loglik)
-        if isinstance(outputs, np.ndarray) and outputs.ndim == 2 and outputs.dtype.kind == "f":
-            raise TypeError("outputs is a float (n, d) array but the gold set holds texts: use GoldSet.from_arrays for embeddings")
-        sequences = [s[: self.max_new_tokens] for s in to_sequences(outputs, self.tokenizer)]
-        answers = None
-        if self.samples_per_prompt > 1:  # texts as given; token ids (cut like the cross-prompt metrics) decoded
-            answers = self.answers([o if isinstance(o, str) else s for o, s in zip(outputs, sequences, strict=True)])
-        return suite.update(sequences, finished=finished, model_stats=model_stats, answers=answers)
+        return self.measurer.measure(outputs, finished=finished, model_stats=model_stats, gold_loglik=gold_loglik,
+                                     reported=reported, correct=correct)
 
     def reference(self, num_outputs: int) -> dict[str, float]:
-        """The metrics of gold itself, on as many gold samples as there are outputs (cached)."""
-        m = max(int(num_outputs), 1)
-        if self.gold is None:
-            return {}
-        available = len(self.split) if self.kind == "text" else self.gold.array.shape[0]
-        if m > available and m not in self._reference_cache:
-            logger.warning("%d outputs but only %d gold samples for the reference: count-sensitive metrics "
-                           "(distinct-n, tail coverage, duplicates) look worse than they are; pass at most %d "
-                           "outputs or use a larger gold set", m, available, available)
-        if m not in self._reference_cache:
-            # one sample per prompt: gold's within-prompt reference, where it has one, is its k responses (below)
-            suite = TextSuite(self._context) if self.kind == "text" else self.new_suite()
-            if self.kind == "text":
-                conts = list(self.split.continuations[:m])
-                # a gold text that ends before the length limit "finished": the share that did not is the
-                # reference for outputs that hit the limit without EOS
-                suite.update(conts, finished=[c.size < self.max_new_tokens for c in conts])
-            else:
-                n = self.gold.array.shape[0]
-                rows = np.random.default_rng(0).choice(n, size=m, replace=False) if m < n else np.arange(n)
-                suite.update(self.gold.array[np.sort(rows)])
-            reference = suite.compute()
-            if self.kind == "text":
-                reference["overconfidence"] = 0.0  # human text is its own distribution: no excess confidence
-                # how much evidence tail coverage has at this check size (thresholds.min_tail_types)
-                reference["tail_types_covered"] = reference["tail_coverage"] * self._context.tail_bands.tail_keys.size
-                reference.update(self._within_reference(m))
-            self._reference_cache[m] = reference
-        return self._reference_cache[m]
-
-    def _within_reference(self, m: int) -> dict[str, float]:
-        """Gold's within-prompt metrics: the first k human responses of each of the first ``m`` prompts that have
-        k or more (at least 2 such prompts), cut to ``max_new_tokens`` like the outputs; else nothing (the run's own
-        start is then the reference)."""
-        k = self.samples_per_prompt
-        groups = [alts[:k] for alts in self.split.alternatives[:m] if len(alts) >= k]
-        if k < 2 or len(groups) < 2:
-            return {}
-        answers = self.answers([r for g in groups for r in g])
-        grouped = [answers[i:i + k] for i in range(0, len(answers), k)]
-        out = {}
-        for name, metric in within_prompt_metrics().items():
-            metric.update(grouped)
-            out[name] = metric.compute()
-        return out
+        """The metrics of gold itself, on as many gold samples as there are outputs (cached;
+        :meth:`GoldReference.values`)."""
+        return self.gold_reference.values(num_outputs)
 
     # ------------------------------------------------------------- judging
     def check(self, outputs: Any, step: int | None = None, *, finished: Sequence[bool] | None = None,

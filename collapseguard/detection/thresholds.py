@@ -6,11 +6,11 @@ import dataclasses
 import difflib
 import functools
 import json
-import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from collapseguard._deprecation import renamed_keys, warn_deprecated
 from collapseguard._validation import Interval, validate
 
 RENAMED_FIELDS = {"patience": "alert_patience"}
@@ -19,13 +19,8 @@ with a ``DeprecationWarning``, until 0.3."""
 
 
 def _renamed_fields(data: dict[str, Any]) -> dict[str, Any]:
-    out = dict(data)
-    for old, new in RENAMED_FIELDS.items():
-        if old in out:
-            warnings.warn(f"Thresholds: {old} was renamed {new} in collapseguard 0.2 (the callbacks' patience= is "
-                          "halting's)", DeprecationWarning, stacklevel=3)
-            out.setdefault(new, out.pop(old))
-    return out
+    # (the old name patience now belongs to halting: HaltPolicy(patience=...))
+    return renamed_keys("Thresholds", data, RENAMED_FIELDS, stacklevel=4)
 
 
 def _f(default: float, lo: float, hi: float, doc: str, **kw: Any) -> Any:
@@ -218,8 +213,7 @@ class Thresholds:
 
     def __getattr__(self, name: str) -> Any:  # only called for names the instance lacks
         if name in RENAMED_FIELDS:
-            warnings.warn(f"Thresholds.{name} was renamed {RENAMED_FIELDS[name]} in collapseguard 0.2",
-                          DeprecationWarning, stacklevel=2)
+            warn_deprecated(f"Thresholds.{name}", f"Thresholds.{RENAMED_FIELDS[name]}")
             return getattr(self, RENAMED_FIELDS[name])
         raise AttributeError(f"'Thresholds' object has no attribute {name!r}")
 

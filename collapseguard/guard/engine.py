@@ -9,6 +9,7 @@ here, so both frameworks behave identically for the same outputs.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +26,11 @@ from collapseguard.detection.monitor import CheckResult, CollapseMonitor
 from collapseguard.detection.thresholds import Thresholds
 from collapseguard.gold.goldset import GoldSet, GoldSetModifiedError
 from collapseguard.gold.profiles import ReferenceProfile
+from collapseguard.gold.prompts import GoldPrompts
+from collapseguard.gold.tokenization import TokenizerAdapter
+from collapseguard.guard.generation import GenerationSettings
 from collapseguard.guard.halting import HaltPolicy
-from collapseguard.guard.options import BY_NAME, OPTIONS, check_names, check_option
+from collapseguard.guard.options import BY_NAME, OPTIONS, check_option
 from collapseguard.guard.reweighting import ReweightPolicy
 from collapseguard.guard.schedule import CheckSchedule, OverheadBudget
 from collapseguard.metrics import ModelStats
@@ -38,7 +42,6 @@ ENGINE_STATE_VERSION = 1
 TIERS = ("full", "sentinel")
 COST_MARGIN = 1.25  # the budget admits a check as if it took this much longer than its tier's last one
 BASELINE_SEED_OFFSET = 1_000_003  # the check before training samples from seed + this
-DEFAULT_GENERATION = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 ENGINE_OPTIONS = {o.name: o for o in OPTIONS if o.engine}
@@ -86,21 +89,16 @@ class GuardEngine:
     """Configuration, schedule and decisions of a collapse guard (framework-free).
 
     Args: those of the callbacks (:data:`collapseguard.guard.options.OPTIONS`, validated here with the one
-    message format), except the adapter's own (``gold`` as a path, ``generate_fn``, ``sample_fn``,
-    ``score_fn``); ``caller``: the class the user built, named in every refusal. In short:
+    message format), except the adapter's own (``gold`` as a path, ``hooks``); ``caller``: the class the user built,
+    named in every refusal. In short:
 
+        generation: a :class:`~collapseguard.guard.generation.GenerationSettings` (or a dict of its fields).
         thresholds: :class:`Thresholds`, preset name, dict or YAML/JSON file.
-        on_collapse: ``"warn"``, ``"halt"`` (after ``patience`` consecutive critical checks; see
-            :class:`~collapseguard.guard.halting.HaltPolicy`) or ``"reweight"`` (steer ``anchor_sampler``; see
-            :class:`~collapseguard.guard.reweighting.ReweightPolicy`, which owns ``max_human_fraction``,
-            ``reweight_step`` and ``recovery_checks``).
+        on_collapse: ``"warn"``, ``"halt"`` / :class:`~collapseguard.guard.halting.HaltPolicy` or a
+            :class:`~collapseguard.guard.reweighting.ReweightPolicy` (it steers its sampler).
         on_error: ``"warn"`` (a failing check becomes a fault alert, training goes on) or ``"raise"``.
-        every_n_epochs, num_samples, prompt_length, max_new_tokens, samples_per_prompt, batch_size, seed,
-            generation_kwargs: the schedule and the generation settings (check k samples with ``seed + k``).
+        schedule: a :class:`CheckSchedule`, preset name or dict.
         score_gold: also score gold continuations teacher-forced (banded perplexity, entropy).
-        check_on_train_start: measure the model once before training (not judged): the run's starting point
-            (see :mod:`collapseguard.detection.trajectory`). Skipped on resume.
-        zero3_gather: DeepSpeed ZeRO-3: gather the whole model once per check (``False``: module by module).
         reference_profile / save_profile_to: judge against a trusted model's
             :class:`~collapseguard.gold.profiles.ReferenceProfile` / write one at the end of training.
         alert_log: append a JSONL trail here (rank 0).
@@ -117,11 +115,12 @@ class GuardEngine:
 
     def __init__(self, gold: GoldSet | None, *, tokenizer: Any = None, caller: str = "GuardEngine",
                  **options: Any) -> None:
-        check_names(caller, options, list(ENGINE_OPTIONS))
-        given = {name: options.get(name, option.default) for name, option in ENGINE_OPTIONS.items()}
-        for name, value in given.items():  # one validator, one message format, naming the user's callback
+        for name, value in options.items():  # one validator, one message format, naming the user's callback
+            if name not in ENGINE_OPTIONS:
+                raise TypeError(f"{caller}: unexpected argument {name}={describe(value)}; it takes "
+                                f"{', '.join(ENGINE_OPTIONS)}")
             check_option(caller, name, value)
-        o = SimpleNamespace(**given)
+        o = SimpleNamespace(**{name: options.get(name, option.default) for name, option in ENGINE_OPTIONS.items()})
         if gold is not None and not isinstance(gold, GoldSet):
             raise TypeError(message(caller, "gold", gold, "a GoldSet", BY_NAME["gold"].fix, wrong_type=True))
         self.caller = caller
@@ -131,16 +130,14 @@ class GuardEngine:
             self.thresholds = Thresholds.coerce(o.thresholds)
         except (ValueError, TypeError) as exc:  # a preset, file or field the user gave: name the call it came from
             raise type(exc)(f"{caller}: thresholds={describe(o.thresholds)} is invalid: {exc}") from None
-        self.on_collapse = o.on_collapse
+        self.on_collapse = o.on_collapse if isinstance(o.on_collapse, str) else \
+            "halt" if isinstance(o.on_collapse, HaltPolicy) else "reweight"
         self.on_error = o.on_error
         try:
             self.schedule = CheckSchedule.coerce(o.schedule, caller)
         except (ValueError, TypeError) as exc:
             raise type(exc)(str(exc) if str(exc).startswith(caller) else f"{caller}: {exc}") from None
-        if self.schedule.every_n_epochs is not None and o.every_n_epochs != BY_NAME["every_n_epochs"].default:
-            raise ValueError(f"{caller}: every_n_epochs={o.every_n_epochs} and schedule.every_n_epochs="
-                             f"{self.schedule.every_n_epochs} were both given: pass one (schedule's, or drop it there)")
-        self.every_n_epochs = self.schedule.epochs(int(o.every_n_epochs))
+        self.every_n_epochs = self.schedule.epochs()
         self.budget = OverheadBudget(self.schedule.max_overhead)
         self.sentinel: CollapseMonitor | None = None  # built at setup when the schedule has a sentinel tier
         self.last_checked = {tier: None for tier in TIERS}  # optimizer step of each tier's latest check
@@ -150,18 +147,16 @@ class GuardEngine:
         # where to roll back to: the step with the best health (the latest of equals), and its checkpoint folder
         self.last_good: dict[str, Any] | None = None
         self.checkpoints: dict[int, str] = {}  # optimizer step -> checkpoint folder the adapter saw saved
-        self.num_samples = int(o.num_samples)
-        self.prompt_length = int(o.prompt_length)
-        self.max_new_tokens = int(o.max_new_tokens)
-        self.seed = int(o.seed)
-        self.batch_size = int(o.batch_size)
-        self.samples_per_prompt = int(o.samples_per_prompt)
+        self.generation = GenerationSettings.coerce(o.generation, caller)
+        g = self.generation
+        self.num_samples, self.prompt_length, self.max_new_tokens = g.num_samples, g.prompt_length, g.max_new_tokens
+        self.seed, self.batch_size, self.samples_per_prompt = g.seed, g.batch_size, g.samples_per_prompt
         if gold is not None and gold.kind == "array" and self.samples_per_prompt > 1:
-            raise ValueError(f"{caller}: samples_per_prompt={o.samples_per_prompt} is invalid: an array gold set has "
-                             "no prompts to repeat. Drop samples_per_prompt.")
-        self.generation_kwargs = {**DEFAULT_GENERATION, **(o.generation_kwargs or {})}
+            raise ValueError(f"{caller}: generation.samples_per_prompt={g.samples_per_prompt} is invalid: an array "
+                             "gold set has no prompts to repeat. Leave samples_per_prompt at 1.")
+        self.generation_kwargs = g.sampling
         self.score_gold = o.score_gold
-        self.zero3_gather = o.zero3_gather
+        self.zero3_gather = g.zero3_gather
         self.reference_profile = ReferenceProfile.coerce(o.reference_profile)
         if self.reference_profile is not None:  # the tokenizer part is checked at setup, once it is known
             if gold is None:
@@ -171,25 +166,26 @@ class GuardEngine:
         self.save_profile_to = Path(o.save_profile_to) if o.save_profile_to is not None else None
         self.alert_log = AlertLog(o.alert_log, raise_errors=o.on_error == "raise") if o.alert_log is not None else None
         self.rank, self.world_size = 0, 1
-        self.halting = HaltPolicy(o.on_collapse == "halt", int(o.patience))
-        self.reweighting: ReweightPolicy | None = None
+        # each guard keeps its own copy of a policy object (its counters are per run; one kwargs dict may build two
+        # guards). A guard that only warns counts the critical streak too (the report and a resumed run see it)
+        policy = o.on_collapse if isinstance(o.on_collapse, str) else copy.copy(o.on_collapse)
+        self.halting = policy if isinstance(policy, HaltPolicy) else HaltPolicy(enabled=policy == "halt")
+        self.reweighting: ReweightPolicy | None = policy if isinstance(policy, ReweightPolicy) else None
         if o.on_collapse == "reweight":
-            if o.anchor_sampler is None:
-                raise ValueError(f"{caller}: on_collapse='reweight' needs anchor_sampler=AnchorMixSampler(...) (the "
-                                 "sampler of your training DataLoader), whose human share it raises as alerts grow")
-            self.reweighting = ReweightPolicy(o.anchor_sampler, o.max_human_fraction, o.reweight_step, int(o.recovery_checks),
-                                              caller=caller)
-        self._anchor_sampler = o.anchor_sampler
+            raise ValueError(f"{caller}: on_collapse='reweight' needs the sampler it steers: pass "
+                             "on_collapse=ReweightPolicy(anchor_sampler) with the AnchorMixSampler of your training "
+                             "DataLoader, whose human share it raises as alerts grow")
         self.provenance = o.provenance
         if o.data_monitor is not None and (gold is None or gold.kind != "text"):
             raise ValueError(f"{caller}: data_monitor watches token streams: it needs a text gold set")
         if o.data_monitor is not None:
             o.data_monitor.inherit_thresholds(self.thresholds)
         self.data_monitor = o.data_monitor
-        self.check_on_train_start = o.check_on_train_start
+        self.check_on_train_start = self.schedule.check_on_train_start
         self._baseline_running = False
         self._data_alerts: set[tuple[str, str]] = set()
         self.monitor: CollapseMonitor | None = None
+        self.gold_prompts: GoldPrompts | None = None  # the text gold set's cut: where every tier's prompts come from
         self.checks_done = 0
         self.last_outcome: CheckOutcome | None = None
         self._pending_state: dict[str, Any] | None = None
@@ -199,14 +195,14 @@ class GuardEngine:
 
     @property
     def anchor_sampler(self) -> Any:
-        """The sampler ``on_collapse="reweight"`` steers."""
-        return self._anchor_sampler
+        """The sampler a :class:`ReweightPolicy` steers (None without one)."""
+        return self.reweighting.sampler if self.reweighting is not None else None
 
     @anchor_sampler.setter
     def anchor_sampler(self, sampler: Any) -> None:  # a run that rebuilds its DataLoader hands over the new one
-        self._anchor_sampler = sampler
-        if self.reweighting is not None:
-            self.reweighting.sampler = sampler
+        if self.reweighting is None:
+            raise ValueError(f"{self.caller}: only a guard with on_collapse=ReweightPolicy(...) steers a sampler")
+        self.reweighting.sampler = sampler
 
     @property
     def patience(self) -> int:
@@ -235,10 +231,13 @@ class GuardEngine:
         self.tokenizer = tokenizer
         text = self.gold is None or self.gold.kind == "text"
         try:
+            if self.gold is not None and self.gold.kind == "text":  # tokenized and cut once, for both tiers
+                self.gold_prompts = GoldPrompts(self.gold, TokenizerAdapter(tokenizer), self.prompt_length,
+                                                self.max_new_tokens, caller=self.caller)
             self.monitor = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer if text else None,
                                            prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
                                            reference_profile=self.reference_profile,
-                                           samples_per_prompt=self.samples_per_prompt)
+                                           samples_per_prompt=self.samples_per_prompt, gold_prompts=self.gold_prompts)
         except ValueError as exc:  # e.g. a gold set too small to judge any check: name the callback the user built
             raise ValueError(str(exc).replace("CollapseMonitor:", f"{self.caller}:", 1)) from None
         # the gold reference at the check size, computed now rather than inside the first check
@@ -252,7 +251,8 @@ class GuardEngine:
             else:
                 # its own history: sentinel checks are judged against sentinel checks (same texts, same scorer)
                 self.sentinel = CollapseMonitor(self.gold, self.thresholds, tokenizer=tokenizer,
-                                                prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens)
+                                                prompt_length=self.prompt_length, max_new_tokens=self.max_new_tokens,
+                                                gold_prompts=self.gold_prompts)
                 for detector in self.sentinel.detectors:  # "sentinel TailLoss": its alerts say which tier spoke
                     detector.name = f"sentinel {detector.name}"
         if self.prompts_per_check < self.num_samples:
@@ -289,9 +289,9 @@ class GuardEngine:
     def prompts_per_check(self) -> int:
         """Prompts (array gold: samples) a check actually judges: ``num_samples``, or fewer when the gold set
         yields fewer prompts (half of its texts that are long enough; the other half estimates the tail)."""
-        if self.monitor is None or self.gold is None or self.gold.kind != "text":
+        if self.gold_prompts is None:
             return self.num_samples
-        return min(self.num_samples, len(self.monitor.split))
+        return min(self.num_samples, len(self.gold_prompts))
 
     def settings(self) -> dict[str, Any]:
         """The generation settings a reference profile must share with this run."""
@@ -379,13 +379,13 @@ class GuardEngine:
         """This process's share of the gold prompts the sentinel scores (the first ``sentinel_samples``)."""
         if self.sentinel is None:
             raise RuntimeError(f"{self.caller}: the schedule has no sentinel tier (set sentinel_every_n_steps)")
-        return list(self.sentinel.split.prompts[: self.sentinel_size][rank::world_size])
+        return self.gold_prompts.prompts(self.sentinel_size, rank, world_size)
 
     def sentinel_continuations(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
         """The gold continuations of :meth:`sentinel_prompts`."""
         if self.sentinel is None:
             raise RuntimeError(f"{self.caller}: the schedule has no sentinel tier (set sentinel_every_n_steps)")
-        return list(self.sentinel.split.continuations[: self.sentinel_size][rank::world_size])
+        return self.gold_prompts.continuations(self.sentinel_size, rank, world_size)
 
     @property
     def sentinel_size(self) -> int:
@@ -393,13 +393,13 @@ class GuardEngine:
         fewer prompts."""
         if self.sentinel is None:
             return 0
-        return min(self.schedule.sentinel_samples or self.num_samples, len(self.sentinel.split))
+        return min(self.schedule.sentinel_samples or self.num_samples, len(self.gold_prompts))
 
     @property
     def tiers_share_texts(self) -> bool:
         """Whether the sentinel scores exactly the full check's gold texts, so that each tier's model-side points
         are part of the other's trajectory."""
-        return self.sentinel is not None and self.sentinel_size == min(self.num_samples, len(self.sentinel.split))
+        return self.sentinel is not None and self.sentinel_size == min(self.num_samples, len(self.gold_prompts))
 
     def _share_model_side(self, result: CheckResult, step: int | None, sentinel: bool) -> None:
         """Give the other tier this check's model-side metrics (same texts, same teacher-forced scorer)."""
@@ -414,18 +414,19 @@ class GuardEngine:
     def prompts(self, rank: int = 0, world_size: int = 1, *, repeat: bool = True) -> list[np.ndarray]:
         """This process's share of the gold prompts (disjoint across ranks; together ``num_samples``), each
         repeated ``samples_per_prompt`` times in a row (``repeat=False``: once), so a group never straddles ranks."""
-        pool = self._ready("prompts").split.prompts[: self.num_samples]
-        share = list(pool[rank::world_size])
+        self._ready("prompts")
+        share = self.gold_prompts.prompts(self.num_samples, rank, world_size)
         k = self.samples_per_prompt if repeat else 1
         return [p for p in share for _ in range(k)]
 
     def gold_samples(self, rank: int = 0, world_size: int = 1) -> np.ndarray:
-        """Held-out gold rows for a user's ``score_fn`` (array gold), sharded like the prompts."""
+        """Held-out gold rows for a ``ModelHooks.score`` hook (array gold), sharded like the prompts."""
         return self.gold.array[: self.num_samples][rank::world_size]
 
     def gold_continuations(self, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
         """The gold continuations of :meth:`prompts`, for teacher-forced model statistics."""
-        return list(self._ready("gold_continuations").split.continuations[: self.num_samples][rank::world_size])
+        self._ready("gold_continuations")
+        return self.gold_prompts.continuations(self.num_samples, rank, world_size)
 
     @property
     def check_seed(self) -> int:
@@ -486,7 +487,7 @@ class GuardEngine:
             if tier == "sentinel":
                 if gen.model_stats is None or self.sentinel is None:
                     return self._fault("sentinel", "the sentinel check got no gold scores from the model")
-                suite: MetricSuite = SentinelSuite(self.sentinel._context).update(gen.model_stats)
+                suite: MetricSuite = SentinelSuite(self.sentinel.measurer.context).update(gen.model_stats)
                 self.timing = {"scoring": generated - start, "metrics": time.perf_counter() - generated}
                 return suite
             if self.gold is not None and self.gold.kind == "array":
@@ -499,7 +500,7 @@ class GuardEngine:
                 too_long = 0 if self.gold is None else sum(len(seq) > self.max_new_tokens for seq in gen.sequences)
                 if too_long:
                     logger.warning("%d of %d outputs on rank %d are longer than max_new_tokens=%d; they are measured "
-                                   "truncated to it (check the generate_fn's length settings)", too_long,
+                                   "truncated to it (check the generate hook's length settings)", too_long,
                                    len(gen.sequences), self.rank, self.max_new_tokens)
                 suite = self.monitor.measure(gen.sequences or [], finished=gen.finished, model_stats=gen.model_stats,
                                              reported=gen.reported, correct=gen.correct)
@@ -667,7 +668,7 @@ class GuardEngine:
     def _judge_data_stream(self, outcome: CheckOutcome, step: int | None) -> list[Alert]:
         if self.data_monitor is None or self.monitor is None:
             return []
-        metrics, alerts = self.data_monitor.evaluate(self.monitor.split.full, step)
+        metrics, alerts = self.data_monitor.evaluate(self.gold_prompts.split.full, step)
         outcome.log_metrics.update({f"collapseguard/{k}": v for k, v in metrics.items()})
         keys = {(a.metric, a.severity) for a in alerts}
         for alert in alerts:
@@ -751,9 +752,8 @@ class GuardEngine:
 
 def __getattr__(name: str) -> Any:
     if name == "Generation":  # renamed in 0.2: "generation" means a retraining round in this field
-        import warnings
+        from collapseguard._deprecation import warn_deprecated
 
-        warnings.warn("collapseguard.guard.engine.Generation was renamed GeneratedBatch in collapseguard 0.2",
-                      DeprecationWarning, stacklevel=2)
+        warn_deprecated("collapseguard.guard.engine.Generation", "GeneratedBatch")
         return GeneratedBatch
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

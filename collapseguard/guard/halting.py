@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collapseguard._validation import Interval, validate
 from collapseguard.detection.alerts import Alert
 from collapseguard.detection.monitor import CheckResult
 
@@ -9,18 +10,24 @@ PHASE_ORDER = {"late": 0, "mid": 1, "early": 2}  # the reason quotes the most ad
 
 
 class HaltPolicy:
-    """Counts consecutive critical checks (faults included) and decides whether to stop.
+    """Stop training after ``patience`` consecutive critical checks (faults included): the callbacks'
+    ``on_collapse=HaltPolicy(patience=...)`` (``on_collapse="halt"`` is ``HaltPolicy()``).
 
     Args:
-        enabled: whether the guard halts at all (``on_collapse="halt"``); the streak is counted either way, so a
-            resumed run and the report see it.
-        patience: consecutive critical checks before halting.
+        patience: consecutive critical checks before halting (1: the first).
+        enabled: whether to halt at all; a guard that only warns keeps a disabled policy, so the streak is counted
+            either way and a resumed run and the report see it.
     """
 
-    def __init__(self, enabled: bool, patience: int) -> None:
+    def __init__(self, patience: int = 1, *, enabled: bool = True) -> None:
+        validate(type(self).__name__, "patience", patience, Interval(int, 1, None),
+                 fix="halt after this many consecutive critical checks (1: the first)")
         self.enabled = enabled
         self.patience = patience
         self.critical_streak = 0
+
+    def __repr__(self) -> str:
+        return f"HaltPolicy(patience={self.patience})"
 
     def update(self, result: CheckResult | None, faults: list[Alert]) -> None:
         """Count this check: the streak grows on a critical verdict or a critical fault, else restarts."""

@@ -25,8 +25,13 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from collapseguard._validation import Interval, OneOf, validate
+from collapseguard._deprecation import deprecate_kwargs
+from collapseguard._validation import InstanceOf, Interval, OneOf, validate
 from collapseguard.guard.engine import CheckOutcome, GeneratedBatch, GuardEngine
+from collapseguard.guard.generation import GenerationSettings
+from collapseguard.guard.halting import HaltPolicy
+from collapseguard.guard.options import merged_on_collapse
+from collapseguard.guard.schedule import CheckSchedule
 
 logger = logging.getLogger("collapseguard")
 
@@ -46,9 +51,9 @@ class RolloutGuard:
     Args:
         group_size: samples per prompt (GRPO's ``num_generations``, verl's ``rollout.n``).
         thresholds: a :class:`~collapseguard.Thresholds`, preset name, dict or file.
-        on_collapse: ``"warn"`` or ``"halt"`` (:attr:`CheckOutcome.should_stop` after ``patience`` critical checks).
+        on_collapse: ``"warn"``, or ``"halt"`` / :class:`~collapseguard.HaltPolicy` (:attr:`CheckOutcome.should_stop`
+            after ``patience`` consecutive critical checks).
         on_error: ``"warn"`` (a check that fails becomes a fault alert) or ``"raise"``.
-        patience: consecutive critical checks before halting.
         alert_log: append the guard's JSONL trail here.
         tokenizer: decodes completions given as token ids (texts need none).
         caller: the name messages give the guard (an adapter passes its own).
@@ -57,19 +62,20 @@ class RolloutGuard:
         ValueError / TypeError: naming the argument, its value and the fix.
     """
 
-    def __init__(self, group_size: int, *, thresholds: Any = None, on_collapse: Literal["warn", "halt"] = "warn",
-                 on_error: Literal["warn", "raise"] = "warn", patience: int = 1,
+    @deprecate_kwargs({"patience": "on_collapse.patience"}, merge={"on_collapse": merged_on_collapse})
+    def __init__(self, group_size: int, *, thresholds: Any = None,
+                 on_collapse: Literal["warn", "halt"] | HaltPolicy = "warn", on_error: Literal["warn", "raise"] = "warn",
                  alert_log: str | Path | None = None, tokenizer: Any = None, caller: str = "RolloutGuard") -> None:
         validate(caller, "group_size", group_size, Interval(int, 2, None),
                  fix="pass the number of samples of each prompt (GRPO's num_generations); a group of one has no "
                      "within-prompt diversity and no pass@k beyond pass@1")
-        validate(caller, "on_collapse", on_collapse, OneOf("warn", "halt"),
+        validate(caller, "on_collapse", on_collapse, OneOf("warn", "halt"), InstanceOf(HaltPolicy, name="a HaltPolicy"),
                  fix="an RL trainer draws its own samples: there is no data sampler to reweight")
         self.caller = caller
         self.group_size = group_size
         self.engine = GuardEngine(None, thresholds=thresholds, on_collapse=on_collapse, on_error=on_error,
-                                  patience=patience, alert_log=alert_log, samples_per_prompt=group_size,
-                                  score_gold=False, check_on_train_start=False, caller=caller)
+                                  alert_log=alert_log, generation=GenerationSettings(samples_per_prompt=group_size),
+                                  score_gold=False, schedule=CheckSchedule(check_on_train_start=False), caller=caller)
         self.tokenizer = tokenizer
         self._texts: list[Any] = []
         self._correct: list[bool] = []

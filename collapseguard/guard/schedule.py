@@ -18,10 +18,10 @@ on rank 0's answer, since wall-clock times differ between processes.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from collapseguard._validation import NONE, InstanceOf, Interval, describe, validate
+from collapseguard._validation import BOOL, NONE, InstanceOf, Interval, describe, validate
 
 _CALLER = "CheckSchedule"
 
@@ -43,8 +43,8 @@ class CheckSchedule:
     """When a guard checks, in one validated object (the callbacks' ``schedule=``).
 
     Args:
-        every_n_epochs: a full check at the end of every n-th epoch. ``None`` (default): the callback's
-            ``every_n_epochs`` (1) when no step schedule is set, else no epoch-end checks. ``0``: never at epoch ends.
+        every_n_epochs: a full check at the end of every n-th epoch. ``None`` (default): every epoch end when no step
+            schedule is set, else none. ``0``: never at epoch ends.
         every_n_steps: a full check (generation and every metric) every n optimizer steps (gradient accumulation
             counts once), mid-epoch; ``None``: none on steps.
         sentinel_every_n_steps: the cheap model-side check every n optimizer steps; ``None``: no sentinel. A sentinel
@@ -57,6 +57,8 @@ class CheckSchedule:
         max_overhead: the most of training wall time the guard may spend on step checks (0.05: 5%); a due check waits
             while it would exceed it. ``None``: no cap. Epoch-end checks and the full check a sentinel critical
             triggers always run.
+        check_on_train_start: measure the model once before training (not judged): the run's starting point, which
+            the trajectory reads (see :mod:`collapseguard.detection.trajectory`). Skipped on resume.
 
     A string names a preset (``"epoch"``, ``"steps"``) or spells fields out, ``"steps=200,sentinel=20,overhead=0.02"``.
 
@@ -75,8 +77,10 @@ class CheckSchedule:
     sentinel_every_n_steps: int | None = None
     sentinel_samples: int | None = None
     max_overhead: float | None = 0.05
+    check_on_train_start: bool = True
 
     def __post_init__(self) -> None:
+        validate(_CALLER, "check_on_train_start", self.check_on_train_start, BOOL)
         validate(_CALLER, "every_n_epochs", self.every_n_epochs, Interval(int, 0, None), NONE,
                  fix="pass 1 to check at every epoch end, 0 for never")
         for name in ("every_n_steps", "sentinel_every_n_steps"):
@@ -97,11 +101,11 @@ class CheckSchedule:
         """Whether any check runs on optimizer steps."""
         return self.every_n_steps is not None or self.sentinel_every_n_steps is not None
 
-    def epochs(self, callback_every_n_epochs: int = 1) -> int:
+    def epochs(self) -> int:
         """Full checks at every this many epoch ends (0: none)."""
         if self.every_n_epochs is not None:
             return self.every_n_epochs
-        return 0 if self.steps else callback_every_n_epochs
+        return 0 if self.steps else 1
 
     def to_dict(self) -> dict[str, Any]:
         """The schedule's fields as a JSON-ready dict (as the trail's config line records them)."""
@@ -135,6 +139,18 @@ class CheckSchedule:
             raw = raw.strip()
             out[name] = None if raw.lower() == "none" else float(raw) if name == "max_overhead" else int(raw)
         return cls(**out)
+
+    @classmethod
+    def merged(cls, caller: str, value: CheckSchedule | str | dict[str, Any] | None,
+               fields_: dict[str, Any]) -> CheckSchedule:
+        """``value`` with ``fields_`` set (the callbacks' 0.2 ``every_n_epochs=`` / ``check_on_train_start=``); a
+        field given both ways is an error."""
+        schedule = cls.coerce(value, caller)
+        for name in fields_:
+            if name == "every_n_epochs" and schedule.every_n_epochs is not None:
+                raise ValueError(f"{caller}: every_n_epochs={fields_[name]} and schedule.every_n_epochs="
+                                 f"{schedule.every_n_epochs} were both given: pass one (schedule's)")
+        return replace(schedule, **fields_)
 
 
 SCHEDULE = (InstanceOf(CheckSchedule, str, dict, name="a CheckSchedule, a preset name ('epoch', 'steps') or a dict"),

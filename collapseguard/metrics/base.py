@@ -124,10 +124,12 @@ class State:
 
 # ------------------------------------------------------------------ directions
 _DIRECTION_WORDS: dict[bool | None, str | None] = {True: "higher_is_better", False: "lower_is_better", None: None}
+# Filled as metric classes are defined. Python imports the package (collapseguard/metrics/__init__.py) before this
+# module, and the package imports every module that defines a metric (builtin.py: the length and the count), so the
+# table is whole by the time anything asks; this module imports no suite (no cycle through suite.py).
 _DECLARED: dict[str, tuple[bool | None, type]] = {}  # reported name (or template) -> (direction, declaring class)
 _PATTERNS: dict[str, re.Pattern[str]] = {}  # templates ("distinct_{n}") -> their pattern
 _LOOKUPS: dict[str, bool | None] = {}  # cache of direction(); cleared when a metric class declares more
-_LOADED = False
 _MISSING: Any = object()
 
 
@@ -148,15 +150,6 @@ def _register(cls: type[Metric]) -> None:
     _LOOKUPS.clear()
 
 
-def _load_all() -> None:
-    """Import every module that defines metrics (the suites define the length and count ones)."""
-    global _LOADED
-    if not _LOADED:
-        import collapseguard.metrics.suite  # noqa: F401  (its import defines and so declares every metric)
-
-        _LOADED = True
-
-
 def direction(name: str, default: Any = _MISSING) -> bool | None:
     """Whether a higher value of the metric reported as ``name`` is healthier: ``True``, ``False``, or ``None``
     where the metric declares no direction (``num_outputs``, ``mean_length``).
@@ -169,7 +162,6 @@ def direction(name: str, default: Any = _MISSING) -> bool | None:
     """
     if name in _LOOKUPS:
         return _LOOKUPS[name]
-    _load_all()
     found = _DECLARED.get(name)
     if found is None:
         found = next((_DECLARED[t] for t, pattern in _PATTERNS.items() if pattern.fullmatch(name)), None)
@@ -183,13 +175,11 @@ def direction(name: str, default: Any = _MISSING) -> bool | None:
 
 def declared_directions() -> dict[str, bool | None]:
     """Every name (or template, ``distinct_{n}``) a metric class declares, with its direction."""
-    _load_all()
     return {name: hib for name, (hib, _) in sorted(_DECLARED.items())}
 
 
 def declaring_class(name: str) -> type[Metric]:
     """The metric class that declared ``name`` (or the template it matches). Raises KeyError when none did."""
-    _load_all()
     if name in _DECLARED:
         return _DECLARED[name][1]
     for template, pattern in _PATTERNS.items():

@@ -74,14 +74,15 @@ class PassAtK(Metric):
         self.group_size = int(group_size)
         self.add_state("counts", np.zeros(self.group_size + 1, dtype=np.int64), "sum")
 
-    def update(self, groups: Iterable[Sequence[bool]]) -> None:
-        """Fold in groups, each the correctness of one prompt's ``group_size`` samples.
+    def update(self, correct: Iterable[Sequence[bool]]) -> None:
+        """Fold in groups, each the correctness of one prompt's ``group_size`` samples (``correct``: the name a suite
+        hands it under).
 
         Raises:
             ValueError: for a group of another size.
         """
         batch = np.zeros(self.group_size + 1, dtype=np.int64)
-        for i, group in enumerate(groups):
+        for i, group in enumerate(correct):
             flags = [bool(x) for x in group]
             if len(flags) != self.group_size:
                 raise ValueError(f"PassAtK.update: group {i} holds {len(flags)} samples, not group_size="

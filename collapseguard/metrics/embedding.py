@@ -57,6 +57,38 @@ def as_matrix(x: Any, name: str = "outputs") -> np.ndarray:
     return arr
 
 
+_BLOCK_VALUES = 2**20
+"""Rows are measured in blocks of about this many values (8 MB in float64): float32 input (torch's embeddings) is
+converted to float64 one block at a time, and no (n, d) temporary is ever made; the sums stay float64, O(d^2)."""
+
+
+def _rows(x: Any, name: str = "outputs") -> np.ndarray:
+    """:func:`as_matrix`'s checks without its float64 copy: float32 and float64 input as it comes (measured in
+    float64 block by block), anything else as float64."""
+    arr = np.asarray(x)
+    if arr.dtype not in (np.float32, np.float64):
+        arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, d), got {arr.shape}")
+    bad = 0
+    for block in _blocks(arr, cast=False):
+        if not np.isfinite(block).all():
+            bad += int((~np.isfinite(block)).any(axis=1).sum())
+    if bad:
+        raise ValueError(f"{name} holds NaN or inf in {bad} of {arr.shape[0]} rows")
+    return arr
+
+
+def _blocks(x: np.ndarray, cast: bool = True) -> Any:
+    """Consecutive row blocks of ``x`` (float64 with ``cast``: a view of float64 input, a block-sized copy else)."""
+    step = max(_BLOCK_VALUES // max(x.shape[1], 1), 1)
+    for start in range(0, x.shape[0], step):
+        block = x[start:start + step]
+        yield np.asarray(block, dtype=np.float64) if cast else block
+
+
 def eigvalsh(matrix: np.ndarray) -> np.ndarray:
     # one BLAS thread: for d <= a few hundred it is as fast, and on small machines a
     # multi-threaded OpenBLAS competing with torch's threads can be 100x slower;
@@ -74,16 +106,30 @@ def _entropy_exp(w: np.ndarray) -> float:
 
 # -------------------------------------------------------------------- moments
 def _moments_update(x: np.ndarray, full: bool = True, center: np.ndarray | None = None) -> dict[str, Any]:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    # plain division when no row is zero: the same quotients without the masked divide's extra (n, d) buffer
-    unit = x / norms if (norms > 0).all() else np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    small = x.shape[0] * x.shape[1] ** 2 <= _ONE_THREAD_WORK
+    n, d = x.shape
+    suu = np.zeros((d, d))
+    sx, sxx = np.zeros(d), np.zeros((d, d))
+    small = n * d**2 <= _ONE_THREAD_WORK
     with _one_blas_thread() if small else contextlib.nullcontext():
-        out = {"n": x.shape[0], "suu": unit.T @ unit}
-        if full:  # moments about a fixed centre (shift-invariant statistics; avoids cancellation far from 0)
-            c = x - center if center is not None else x
-            out.update(sx=c.sum(axis=0), sxx=c.T @ c)
+        for block in _blocks(x):  # float64 sums of float64 blocks: float32 input is never copied whole
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            # plain division when no row is zero: the same quotients without the masked divide's extra buffer
+            unit = block / norms if (norms > 0).all() else np.divide(block, norms, out=np.zeros_like(block),
+                                                                      where=norms > 0)
+            suu += unit.T @ unit
+            if full:  # moments about a fixed centre (shift-invariant statistics; avoids cancellation far from 0)
+                c = block - center if center is not None else block
+                sx += c.sum(axis=0)
+                sxx += c.T @ c
+    out: dict[str, Any] = {"n": n, "suu": suu}
+    if full:
+        out.update(sx=sx, sxx=sxx)
     return out
+
+
+def _mean(m: np.ndarray) -> np.ndarray | None:
+    """The column means, accumulated in float64 (float32 input is cast in numpy's small buffers, not copied)."""
+    return m.mean(axis=0, dtype=np.float64) if m.size else None
 
 
 def _vendi_compute(n: int, suu: np.ndarray) -> float:
@@ -129,7 +175,7 @@ def frechet_distance(x: Any, gold: Any) -> float:
     >>> round(frechet_distance([[1.0], [3.0]], [[0.0], [2.0]]), 6)
     1.0
     """
-    m, g = as_matrix(x), as_matrix(gold, "gold")
+    m, g = _rows(x), as_matrix(gold, "gold")
     centre = g.mean(axis=0)
     st = _moments_update(m, center=centre)
     return _frechet_compute(st["n"], st["sx"], st["sxx"], covariance_sqrt(np.cov(g, rowvar=False, bias=True)))
@@ -160,7 +206,7 @@ def vendi_score(x: Any) -> float:
     >>> round(vendi_score(np.eye(3)), 6)
     3.0
     """
-    st = _moments_update(as_matrix(x), full=False)
+    st = _moments_update(_rows(x), full=False)
     return _vendi_compute(st["n"], st["suu"])
 
 
@@ -170,8 +216,8 @@ def total_variance(x: Any) -> float:
     >>> total_variance([[0.0], [2.0]])
     1.0
     """
-    m = as_matrix(x)
-    st = _moments_update(m, center=m.mean(axis=0) if m.size else None)
+    m = _rows(x)
+    st = _moments_update(m, center=_mean(m))
     return _total_variance_compute(st["n"], st["sx"], st["sxx"])
 
 
@@ -184,8 +230,8 @@ def effective_rank(x: Any) -> float:
     >>> round(effective_rank([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]), 6)
     2.0
     """
-    m = as_matrix(x)
-    st = _moments_update(m, center=m.mean(axis=0) if m.size else None)
+    m = _rows(x)
+    st = _moments_update(m, center=_mean(m))
     return _effective_rank_compute(st["n"], st["sx"], st["sxx"])
 
 
@@ -220,7 +266,7 @@ class EmbeddingMoments(Metric):
             self.add_state("sxx", np.zeros((dim, dim)), "sum")
 
     def update(self, x: Any) -> None:
-        m = as_matrix(x)
+        m = _rows(x)
         if m.shape[1] != self.dim:
             raise ValueError(f"x has {m.shape[1]} features but this metric was built for dim={self.dim}")
         self._fold(**_moments_update(m, self.full, self.center))
@@ -287,9 +333,13 @@ class TailMass(Metric):
         self.add_state("count", 0, "sum")
 
     def update(self, x: Any) -> None:
-        distance = self.ellipsoid.distance(as_matrix(x))
-        self._fold(outside=int((distance > self.ellipsoid.radius).sum()),
-                   far=int((distance > self.ellipsoid.far_radius).sum()), count=distance.size)
+        m = _rows(x)
+        outside = far = 0
+        for block in _blocks(m):
+            distance = self.ellipsoid.distance(block)
+            outside += int((distance > self.ellipsoid.radius).sum())
+            far += int((distance > self.ellipsoid.far_radius).sum())
+        self._fold(outside=outside, far=far, count=m.shape[0])
 
     def compute_all(self) -> dict[str, float]:
         """``tail_mass`` and ``far_mass``: the shares of samples outside gold's 90% and 99% ellipsoids."""

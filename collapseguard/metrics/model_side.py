@@ -11,7 +11,7 @@ early phase, often visible before the outputs' own diversity moves.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -182,7 +182,12 @@ class ReportedMean(Metric):
         self.direction = direction_word(hib)
         self.add_state("values", [], "cat")
 
-    def update(self, values: Sequence[float] | np.ndarray) -> None:
+    def update(self, values: Sequence[float] | np.ndarray | None = None, *,
+               reported: Mapping[str, Sequence[float]] | None = None) -> None:
+        """Fold in reported values: ``values`` themselves, or this statistic's entry of ``reported`` (everything the
+        trainer reported, by name: what a suite hands each of its reported statistics); nothing when it is absent."""
+        if values is None:
+            values = (reported or {}).get(self.name, ())
         x = np.asarray(values, dtype=np.float64).reshape(-1)
         self._fold(values=[float(v) for v in x if np.isfinite(v)])
 

@@ -3,63 +3,30 @@
 A suite is a dict of mergeable metrics plus the gold context they need (bands,
 gold n-gram tables, the gold ellipsoid). ``suite.merge(other)`` is exact, so
 each process can measure its shard and any process can compute the whole.
+
+Which metrics a suite holds is the registry's (:mod:`collapseguard.metrics.registry`; the defaults are
+:mod:`collapseguard.metrics.builtin`). A suite prepares a batch's inputs under their names
+(:data:`~collapseguard.metrics.registry.SUITE_INPUTS`) and hands each metric those its ``update`` names: adding a
+metric changes no code here.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from collapseguard.metrics import (
-    CompressionRatio,
-    DistinctN,
-    DuplicateFraction,
-    EmbeddingMoments,
-    FrequencyBands,
-    GoldLikelihood,
-    GoldNLL,
-    JSDivergence,
-    LengthLimitFraction,
-    LoopFraction,
-    Metric,
-    ModelStats,
-    NGramEntropy,
-    ReportedMean,
-    SelfBLEU,
-    SeqRepN,
-    TailCoverage,
-    TailMass,
-    ZipfCoefficient,
-    hashed_ngram_features,
-)
+from collapseguard.metrics import FrequencyBands, Metric, ModelStats, ReportedMean, hashed_ngram_features
 from collapseguard.metrics._batch import TokenBatch
 from collapseguard.metrics.base import count_table, direction_word
-from collapseguard.metrics.correctness import PassAtK
+from collapseguard.metrics.builtin import VENDI_DIM
 from collapseguard.metrics.embedding import GoldEllipsoid, as_matrix, blas_controller
-from collapseguard.metrics.within_prompt import WITHIN_PROMPT, within_prompt_metrics
+from collapseguard.metrics.registry import SUITE_INPUTS, can_measure, check_inputs, registered_metrics, update_from
 
-VENDI_DIM = 256
-
-
-class _Lengths(Metric):
-    name = "mean_length"
-    higher_is_better = None  # neither: gold's own length is the healthy one
-    tokens: int
-    count: int
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("tokens", 0, "sum")
-        self.add_state("count", 0, "sum")
-
-    def update(self, batch: TokenBatch) -> None:
-        self._fold(tokens=int(batch.lengths.sum()), count=len(batch))
-
-    def compute(self) -> float:
-        return self.tokens / self.count if self.count else 0.0
+__all__ = ["REPORTED", "VENDI_DIM", "ArraySuite", "GroupSuite", "MetricSuite", "SentinelSuite", "TextGoldContext",
+           "TextSuite"]
 
 
 class TextGoldContext:
@@ -82,6 +49,23 @@ class MetricSuite:
 
     def __init__(self, metrics: dict[str, Metric]) -> None:
         self.metrics = metrics
+
+    def _registered(self, kind: str, available: Iterable[str]) -> dict[str, Metric]:
+        """A fresh instance of every metric registered for ``kind`` whose required inputs are among ``available``
+        (what this suite gives), built for this suite (its gold context and sizes are set before)."""
+        available = set(available)
+        metrics = {}
+        for name, registration in registered_metrics(kind).items():
+            metric = registration.build(self)
+            check_inputs(metric, kind)  # a factory's metric is checked here: it is first seen built
+            if can_measure(metric, available):
+                metrics[name] = metric
+        return metrics
+
+    def _update_metrics(self, **inputs: Any) -> None:
+        """Hand every metric the inputs its ``update`` names (torchmetrics' ``MetricCollection`` does the same)."""
+        for metric in self.metrics.values():
+            update_from(metric, inputs)
 
     @property
     def num_outputs(self) -> int:
@@ -111,17 +95,15 @@ class MetricSuite:
         return out
 
 
-def _update_within(metrics: dict[str, Metric], answers: Sequence[np.ndarray] | None, k: int) -> None:
-    """Fold whole groups of ``k`` answers (normalised words, each prompt's samples in a row) into the
-    within-prompt metrics."""
+def _groups(answers: Sequence[np.ndarray] | None, k: int) -> list[list[np.ndarray]]:
+    """Whole groups of ``k`` answers (normalised words, each prompt's samples in a row): the within-prompt metrics'
+    input."""
     if answers is None:
         raise ValueError(f"samples_per_prompt={k}: the within-prompt metrics need each output's answer words")
     if len(answers) % k:
         raise ValueError(f"{len(answers)} outputs do not split into groups of samples_per_prompt={k}: pass each "
                          f"prompt's {k} samples one after another")
-    groups = [list(answers[i:i + k]) for i in range(0, len(answers), k)]
-    for name in WITHIN_PROMPT:
-        metrics[name].update(groups)
+    return [list(answers[i:i + k]) for i in range(0, len(answers), k)]
 
 
 class TextSuite(MetricSuite):
@@ -133,69 +115,35 @@ class TextSuite(MetricSuite):
     """
 
     def __init__(self, context: TextGoldContext, samples_per_prompt: int = 1) -> None:
+        self.context = context
         self.samples_per_prompt = samples_per_prompt
-        metrics: dict[str, Metric] = {f"distinct_{n}": DistinctN(n) for n in (1, 2, 3, 4)}
-        metrics.update({
-            "entropy_1": NGramEntropy(1), "entropy_2": NGramEntropy(2), "self_bleu": SelfBLEU(4),
-            "compression_ratio": CompressionRatio(), "duplicate_fraction": DuplicateFraction(),
-            "zipf_coefficient": ZipfCoefficient(), "seq_rep_4": SeqRepN(4), "loop_fraction": LoopFraction(),
-            "length_limit_fraction": LengthLimitFraction(), "tail_coverage": TailCoverage(context.tail_bands),
-            "js_1": JSDivergence(context.tables[1], 1), "js_2": JSDivergence(context.tables[2], 2),
-            "vendi": EmbeddingMoments(VENDI_DIM, full=False), "mean_length": _Lengths(),
-            "gold_likelihood": GoldLikelihood(context.bands),
-        })
-        if samples_per_prompt > 1:
-            metrics.update(within_prompt_metrics())
-        super().__init__(metrics)
+        # one sample per prompt gives no groups: the metrics that read groups are left out, not reported empty
+        given = set(SUITE_INPUTS["text"]) - (set() if samples_per_prompt > 1 else {"groups"})
+        super().__init__(self._registered("text", given))
 
     def update(self, sequences: Sequence[np.ndarray] | TokenBatch, finished: Sequence[bool] | None = None,
                model_stats: ModelStats | None = None, answers: Sequence[np.ndarray] | None = None) -> TextSuite:
         k = self.samples_per_prompt
+        groups = None
         if k > 1:
-            _update_within(self.metrics, answers, k)
+            groups = _groups(answers, k)
             seqs = sequences.sequences if isinstance(sequences, TokenBatch) else list(sequences)
             sequences = seqs[::k]
             finished = list(finished)[::k] if finished is not None else None
         batch = sequences if isinstance(sequences, TokenBatch) else TokenBatch(sequences)
-        for name, metric in self.metrics.items():
-            if name in WITHIN_PROMPT:
-                continue
-            if name == "vendi":
-                metric.update(hashed_ngram_features(batch, VENDI_DIM))
-            elif name == "length_limit_fraction":
-                if finished is not None:
-                    if len(finished) != len(batch):
-                        raise ValueError(f"finished has {len(finished)} flags for {len(batch)} outputs")
-                    metric.update(finished)
-            elif name == "gold_likelihood":
-                if model_stats is not None:
-                    metric.update(model_stats)
-            else:
-                metric.update(batch)
+        if finished is not None and len(finished) != len(batch):
+            raise ValueError(f"finished has {len(finished)} flags for {len(batch)} outputs")
+        self._update_metrics(outputs=batch, x=hashed_ngram_features(batch, VENDI_DIM), finished=finished,
+                             stats=model_stats, groups=groups)
         return self
 
     def compute(self) -> dict[str, float]:
         out = super().compute()
-        if not self.metrics["gold_likelihood"].count.any():
+        scored = self.metrics.get("gold_likelihood")
+        if scored is None or not scored.count.any():  # no model statistics given: not measured, so not reported
             for key in [k for k in out if k.startswith("gold_ppl") or k in ("next_token_entropy", "overconfidence")]:
                 out.pop(key)
         return out
-
-
-class _Count(Metric):
-    name = "num_outputs"
-    higher_is_better = None  # a count
-    count: int
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("count", 0, "sum")
-
-    def update(self, n: int) -> None:
-        self._fold(count=int(n))
-
-    def compute(self) -> float:
-        return float(self.count)
 
 
 REPORTED = {name: direction_word(hib) for name, hib in ReportedMean.outputs.items()}
@@ -211,10 +159,7 @@ class GroupSuite(MetricSuite):
 
     def __init__(self, samples_per_prompt: int) -> None:
         self.samples_per_prompt = samples_per_prompt
-        metrics: dict[str, Metric] = {**within_prompt_metrics(), "count": _Count(),
-                                      "pass_at_k": PassAtK(samples_per_prompt)}
-        metrics.update({name: ReportedMean(name, direction) for name, direction in REPORTED.items()})
-        super().__init__(metrics)
+        super().__init__(self._registered("groups", SUITE_INPUTS["groups"]))
 
     @property
     def num_outputs(self) -> int:
@@ -227,16 +172,12 @@ class GroupSuite(MetricSuite):
         unknown = sorted(set(reported or {}) - set(REPORTED))
         if unknown:
             raise ValueError(f"reported statistics {unknown} are not known: pass {sorted(REPORTED)}")
-        if correct is not None:
-            if len(correct) != len(answers):
-                raise ValueError(f"{len(correct)} correctness values for {len(answers)} outputs: judge every output")
-            k = self.samples_per_prompt
-            self.metrics["pass_at_k"].update([correct[i:i + k] for i in range(0, len(correct), k)])
-        if answers:
-            _update_within(self.metrics, answers, self.samples_per_prompt)
-        self.metrics["count"].update(len(answers))
-        for name, values in (reported or {}).items():
-            self.metrics[name].update(values)
+        k = self.samples_per_prompt
+        if correct is not None and len(correct) != len(answers):
+            raise ValueError(f"{len(correct)} correctness values for {len(answers)} outputs: judge every output")
+        self._update_metrics(groups=_groups(answers, k) if answers else None, reported=reported,
+                             correct=[correct[i:i + k] for i in range(0, len(correct), k)] if correct is not None
+                             else None, num_outputs=len(answers))
         return self
 
     def compute(self) -> dict[str, float]:
@@ -251,28 +192,22 @@ class ArraySuite(MetricSuite):
     """Every embedding/sample metric of one check."""
 
     def __init__(self, ellipsoid: GoldEllipsoid, dim: int) -> None:
+        self.ellipsoid = ellipsoid
         self.dim = dim
-        super().__init__({
-            "embedding": EmbeddingMoments(dim, center=ellipsoid.mean, gold_cov_sqrt=ellipsoid.cov_sqrt),
-            "tail_mass": TailMass(ellipsoid),
-            "duplicate_fraction": DuplicateFraction(), "gold_nll": GoldNLL(),
-        })
+        super().__init__(self._registered("array", SUITE_INPUTS["array"]))
 
     def update(self, x: Any, gold_loglik: Sequence[float] | None = None) -> ArraySuite:
         m = as_matrix(x)
-        if gold_loglik is not None:
-            self.metrics["gold_nll"].update(gold_loglik)
-        self.metrics["embedding"].update(m)
-        self.metrics["tail_mass"].update(m)
         rows = np.ascontiguousarray(m).view(np.int64)  # exact bit patterns: duplicates only
-        self.metrics["duplicate_fraction"].update(TokenBatch(list(rows)))
+        self._update_metrics(x=m, outputs=TokenBatch(list(rows)), loglik=gold_loglik)
         return self
 
     def compute(self) -> dict[str, float]:
         out = super().compute()
-        if not self.metrics["gold_nll"].count:
+        scored = self.metrics.get("gold_nll")
+        if scored is not None and not scored.count:
             out.pop("gold_nll")
-        else:  # score_fn gives a log-likelihood per row: judged per dimension, as a perplexity per dimension
+        elif scored is not None:  # score_fn gives a log-likelihood per row: judged per dimension, as a perplexity per dimension
             out["gold_nll"] /= self.dim
         return out
 
@@ -285,15 +220,15 @@ class SentinelSuite(MetricSuite):
     """
 
     def __init__(self, context: TextGoldContext) -> None:
-        super().__init__({"gold_likelihood": GoldLikelihood(context.bands), "count": _Count()})
+        self.context = context
+        super().__init__(self._registered("sentinel", SUITE_INPUTS["sentinel"]))
 
     @property
     def num_outputs(self) -> int:
         return int(self.metrics["count"].count)
 
     def update(self, model_stats: ModelStats) -> SentinelSuite:
-        self.metrics["gold_likelihood"].update(model_stats)
-        self.metrics["count"].update(len(model_stats.token_ids))
+        self._update_metrics(stats=model_stats, num_outputs=len(model_stats.token_ids))
         return self
 
     def compute(self) -> dict[str, float]:

@@ -201,8 +201,8 @@ def within_prompt_metrics() -> dict[str, Metric]:
 
 
 WITHIN_PROMPT: tuple[str, ...] = tuple(within_prompt_metrics())
-"""The names of the within-prompt metrics, which read whole groups of a prompt's samples (the suites dispatch by
-them)."""
+"""The names of the within-prompt metrics, which read whole groups of a prompt's samples (a suite hands them its
+``groups`` input: their ``update`` takes it)."""
 
 
 def within_prompt_diversity(outputs: Sequence[Any], k: int) -> dict[str, float]:

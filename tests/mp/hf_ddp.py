@@ -4,6 +4,7 @@ import sys
 
 from transformers import TrainerCallback
 
+from collapseguard import CheckSchedule, ModelHooks
 from collapseguard.integrations.transformers import CollapseGuardCallback
 from tests import tiny_runs as tr
 from tests.mp import exit_in_step
@@ -15,7 +16,7 @@ def main() -> None:
     fail_rank, fail_check = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (-1, -1)
     scripted = Scripted(fail_rank, fail_check)
     # scripted outputs are indexed by check: no check before training
-    guard = CollapseGuardCallback(tr.gold(), generate_fn=scripted, check_on_train_start=False, **tr.GUARD_KWARGS)
+    guard = CollapseGuardCallback(tr.gold(), **tr.GUARD_KWARGS, hooks=ModelHooks(generate=scripted), schedule=CheckSchedule(check_on_train_start=False))
 
     class Dump(TrainerCallback):
         def on_train_end(self, args, state, control, **kwargs):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from collapseguard import ModelHooks, ReweightPolicy
 from tests import tiny_runs as tr
 
 KILL_AT_EPOCH = 2  # 0-based: killed when epoch index 2 starts, so epochs 0 and 1 are checkpointed
@@ -48,8 +49,7 @@ def lightning(out: Path, mode: str) -> None:
         from collapseguard.integrations.lightning import AnchorMixDataModule
 
         data = AnchorMixDataModule(*tr.mixed_blocks(), batch_size=16, min_human_fraction=0.1)
-        guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **{**GUARD, "on_collapse": "reweight"},
-                              anchor_sampler=data.sampler, generate_fn=tr.alarming)
+        guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), **{**GUARD, "on_collapse": ReweightPolicy(data.sampler)}, hooks=ModelHooks(generate=tr.alarming))
         trainer = tr.lightning_trainer(out / "logs", 4, [guard, ckpt, Killer()], enable_checkpointing=True,
                                        use_distributed_sampler=False)
         trainer.fit(lightning_module(tr.model(dropout=0.0)), datamodule=data, ckpt_path=str(last) if last else None)
@@ -78,8 +78,7 @@ def hf(out: Path, mode: str) -> None:
 
         dataset, labels = tr.mixed_blocks()
         sampler = AnchorMixSampler(labels, 16, 0.1, allow_repeat_anchors=True)  # HF needs fixed-length epochs
-        guard = CollapseGuardCallback(tr.gold(), **{**GUARD, "on_collapse": "reweight"}, anchor_sampler=sampler,
-                                      generate_fn=tr.alarming)
+        guard = CollapseGuardCallback(tr.gold(), **{**GUARD, "on_collapse": ReweightPolicy(sampler)}, hooks=ModelHooks(generate=tr.alarming))
         args = TrainingArguments(output_dir=str(out / "hf"), num_train_epochs=4, learning_rate=3e-3, use_cpu=True,
                                  report_to=[], disable_tqdm=True, save_strategy="epoch", logging_strategy="epoch",
                                  restore_callback_states_from_checkpoint=True, seed=0)

@@ -10,6 +10,7 @@ import sys
 import lightning.pytorch as pl
 import torch
 
+from collapseguard import CheckSchedule, GenerationSettings, ModelHooks
 from collapseguard.demos.tiny import lightning_module
 from collapseguard.integrations.lightning import CollapseGuard
 from tests import tiny_runs as tr
@@ -30,8 +31,9 @@ def main() -> None:
     fail_rank, fail_check = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (-1, -1)
     real = os.environ.get("CG_REAL") == "1"
     # scripted outputs are indexed by check: no check before training there
-    kwargs = {**tr.GUARD_KWARGS, "num_samples": 64} if real else \
-        {**tr.GUARD_KWARGS, "generate_fn": Scripted(fail_rank, fail_check), "check_on_train_start": False}
+    kwargs = {"generation": GenerationSettings(num_samples=64, max_new_tokens=32, prompt_length=16)} if real else \
+        {**tr.GUARD_KWARGS, "hooks": ModelHooks(generate=Scripted(fail_rank, fail_check)),
+         "schedule": CheckSchedule(check_on_train_start=False)}
     guard = CollapseGuard(tr.gold(), tokenizer=tr.tokenizer(), on_collapse="warn", **kwargs)
     devices = int(os.environ.get("CG_DEVICES", "2"))
     trainer = pl.Trainer(max_epochs=2, strategy=strategy if devices > 1 else "auto", accelerator="cpu", devices=devices,

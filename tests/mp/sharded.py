@@ -28,14 +28,15 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TrainerControl, TrainerState, TrainingArguments
 
+from collapseguard import CheckSchedule, GenerationSettings
 from collapseguard.integrations._torch import generate_continuations, gold_model_stats
 from collapseguard.integrations.sharded import detect_sharding
 from collapseguard.integrations.transformers import CollapseGuardCallback
 from tests import tiny_runs as tr
 from tests.mp import exit_in_step
 
-GUARD = {"num_samples": 9, "batch_size": 2, "prompt_length": 16, "max_new_tokens": 16, "on_collapse": "warn",
-         "check_on_train_start": False}  # records are indexed by check
+GUARD = {"generation": GenerationSettings(num_samples=9, batch_size=2, prompt_length=16, max_new_tokens=16),
+         "on_collapse": "warn", "schedule": CheckSchedule(check_on_train_start=False)}  # records are indexed by check
 
 
 class ForceEOS(LogitsProcessor):
