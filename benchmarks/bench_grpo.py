@@ -11,7 +11,7 @@
     twin raised anything.
 (b) **SFT healthy vs narrowed.** ``SFTTrainer`` on chat-formatted instruction pairs (a question per
     documentation topic, its paragraphs as answers) with :class:`CollapseGuardCallback`, a chat gold set of
-    held-out topics (``GoldSet.from_pairs``, several human answers per prompt) and ``samples_per_prompt=4``;
+    held-out topics (``GoldSet.from_pairs``, several human answers per prompt) and ``GenerationSettings(samples_per_prompt=4)``;
     the narrowed twin answers every instruction with one of a handful of templated answers.
 (c) **Overhead**: the seconds the GRPO guard spends per step (receiving the groups + its checks) as a share of
     the step, from the collapse runs of (a).
@@ -252,7 +252,7 @@ def summarize(grpo: list[dict[str, Any]], sft: list[dict[str, Any]], meta: dict[
         lines += ["", "### (b) SFT: healthy instruction pairs vs a narrowed set", "",
                   "`SFTTrainer` on chat-formatted pairs (a question per CPython documentation topic, each of its "
                   "paragraphs an answer), chat gold of held-out topics (`GoldSet.from_pairs`, several human answers "
-                  "per prompt), `CollapseGuardCallback(gold, samples_per_prompt=4)`, a check per epoch; narrowed: "
+                  "per prompt), `CollapseGuardCallback(gold, generation={\"samples_per_prompt\": 4})`, a check per epoch; narrowed: "
                   "every answer one of 3 templates.", "",
                   "| seed | regime | severity per epoch | alerts | distinct_k per epoch (gold) |", "|---|---|---|---|---|"]
         for r in sft:

@@ -632,7 +632,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"SmolLM2-135M-Instruct (float32, {meta['device']}, {meta['workers']} run(s) at a time, {meta['threads']} thread(s) "
              "each), HF `Trainer`, "
              f"`CollapseGuardCallback(schedule={meta['schedule']!s}, on_collapse=\"halt\", "
-             + ", ".join(f"{k}={v}" for k, v in meta["guard"].items()) + f")`; {meta['runs']} runs in "
+             + "generation=GenerationSettings(" + ", ".join(f"{k}={v}" for k, v in meta["guard"].items())
+             + f"))`; {meta['runs']} runs in "
              + (f"{meta['seconds'] / 60:.1f} min" if len(meta["invocations"]) == 1 else
                 " + ".join(f"{x / 60:.1f}" for x in meta["invocations"]) + " min (separate invocations)")
              + f". Onset = the first held-out measurement (every few steps) at "

@@ -47,11 +47,19 @@ def renamed_keys(owner: str, data: Mapping[str, Any], renamed: Mapping[str, str]
     return out
 
 
+def _versions(since: Mapping[str, str] | str, old: str) -> dict[str, str]:
+    """``since`` and ``removal`` of one old name: deprecated in one minor release, gone in the next."""
+    release = since if isinstance(since, str) else since.get(old, SINCE)
+    major, minor = release.split(".")[:2]
+    return {"since": release, "removal": f"{major}.{int(minor) + 1}"}
+
+
 Merge = Callable[[str, Any, dict[str, Any]], Any]
 """A grouped argument's merge: ``(caller, current value, {field: old value}) -> new value``."""
 
 
 def deprecate_kwargs(moved: Mapping[str, str], *, merge: Mapping[str, Merge] | None = None,
+                     since: Mapping[str, str] | str = SINCE,
                      check_names: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate ``fn`` (an ``__init__`` or function) so that old keyword spellings keep working for one release.
 
@@ -59,6 +67,8 @@ def deprecate_kwargs(moved: Mapping[str, str], *, merge: Mapping[str, Merge] | N
         moved: old name -> new name (``"sampler": "anchor_sampler"``) or ``"group.field"`` (``"num_samples":
             "generation.num_samples"``): the value is folded into the ``group`` argument by ``merge[group]``.
         merge: for each group named in ``moved``, how old values join what the caller passed for the group.
+        since: the release that deprecated the old names (one for all, or old name -> release); each goes away in
+            the release after it.
         check_names: refuse a keyword ``fn`` does not take with the close match (Python's own message would name
             the wrapper's ``**kwargs``, not the argument the user misspelt).
 
@@ -89,10 +99,11 @@ def deprecate_kwargs(moved: Mapping[str, str], *, merge: Mapping[str, Merge] | N
                     if new in kwargs:
                         raise TypeError(f"{caller}: got both {old}= and {new}=; {old} is the old name of {new}: "
                                         f"pass only {new}")
-                    warn_deprecated(f"{caller}({old}=...)", f"{new}=", stacklevel=2)
+                    warn_deprecated(f"{caller}({old}=...)", f"{new}=", stacklevel=2, **_versions(since, old))
                     kwargs[new] = value
                 else:
-                    warn_deprecated(f"{caller}({old}=...)", f"{group}=... ({field})", stacklevel=2)
+                    warn_deprecated(f"{caller}({old}=...)", f"{group}=... ({field})", stacklevel=2,
+                                    **_versions(since, old))
                     groups.setdefault(group, {})[field] = value
             for group, fields in groups.items():
                 kwargs[group] = merge[group](caller, kwargs.get(group, parameters[group].default), fields)

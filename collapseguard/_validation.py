@@ -3,7 +3,7 @@
 Modelled on scikit-learn's ``_param_validation``: a parameter is checked against a list of constraints, any of
 which may hold, and a refusal reads the same everywhere::
 
-    CollapseGuard: every_n_epochs=0 is invalid: every_n_epochs must be an int >= 1. Check every epoch with every_n_epochs=1.
+    HaltPolicy: patience=0 is invalid: patience must be an int >= 1. Halt after this many consecutive critical checks (1: the first).
 
 naming the caller (the class or function the user called), the argument, the value and, where one exists, the
 fix. A value of the wrong type raises ``TypeError``; a value of the right type out of range, ``ValueError``.

@@ -241,6 +241,7 @@ def _cmd_thresholds(args: argparse.Namespace) -> int:
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     from collapseguard.gold.goldset import GoldSet
+    from collapseguard.guard.generation import GenerationSettings
 
     try:
         from collapseguard.integrations.profiling import profile_checkpoint
@@ -248,8 +249,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         raise ValueError(f"`collapseguard profile` needs torch and transformers ({exc}); "
                          "install with: pip install 'collapseguard[transformers]'") from None
     gold = GoldSet.from_jsonl(args.gold, text_field=args.text_field)
-    profile = profile_checkpoint(args.checkpoint, gold, num_samples=args.num_samples,
-                                 prompt_length=args.prompt_length, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    generation = GenerationSettings(num_samples=args.num_samples, prompt_length=args.prompt_length,
+                                    max_new_tokens=args.max_new_tokens, seed=args.seed)
+    profile = profile_checkpoint(args.checkpoint, gold, generation=generation)
     path = profile.save(args.out)
     m = profile.metrics
     print(f"wrote {path}: gold {gold.name} ({gold.fingerprint[:12]}...), {int(m['num_outputs'])} outputs, "

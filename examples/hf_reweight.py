@@ -4,7 +4,7 @@ A base model is trained on human paragraphs and its guard saves a reference prof
 training set is mostly synthetic text -- two sentences repeated, what a collapsed generator emits -- plus a
 small pool of human paragraphs from CPython's documentation, labelled by provenance. An
 ``AnchorMixSampler`` guarantees a floor of human data in every batch (none to start); the guard, with
-``on_collapse="reweight"``, raises that floor after each epoch that alerts (a step for a warn, two for a
+``on_collapse=ReweightPolicy(sampler)``, raises that floor after each epoch that alerts (a step for a warn, two for a
 critical) and lowers it after clean epochs; it judges each epoch against the base model's profile.
 The run folder gets the guard's trail, the Trainer's ``trainer_state.json`` and an HTML report.
 

@@ -17,7 +17,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from collapseguard import GoldSet
+from collapseguard import GenerationSettings, GoldSet
 from collapseguard.demos.data import train_gold_split
 from collapseguard.demos.recursive_text import run_recursive
 from collapseguard.demos.tiny import train_tokenizer
@@ -51,7 +51,8 @@ def main() -> None:
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
             results = run_recursive(train, gold, tokenizer, tmp, generations=args.generations, epochs=args.epochs,
-                                    samples=args.samples, seed=seed, num_samples=64, max_new_tokens=32)
+                                    samples=args.samples, seed=seed,
+                                    generation=GenerationSettings(num_samples=64, max_new_tokens=32))
         for r in results:
             m, ref = r.metrics, r.reference
             rows.append({"seed": seed, "regime": r.regime, "generation": r.generation,

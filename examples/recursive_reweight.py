@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from collapseguard import GoldSet
+from collapseguard import GenerationSettings, GoldSet
 from collapseguard.demos.data import train_gold_split
 from collapseguard.demos.recursive_text import run_anchored
 from collapseguard.demos.tiny import train_tokenizer
@@ -36,7 +36,7 @@ def main() -> None:
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory() as tmp:
             results = run_anchored(train, gold, tokenizer, tmp, generations=args.generations, seed=seed,
-                                   num_samples=64, max_new_tokens=32)
+                                   generation=GenerationSettings(num_samples=64, max_new_tokens=32))
         for r in results:
             if r.regime == "gen0":
                 continue

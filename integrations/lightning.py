@@ -102,7 +102,7 @@ class CollapseGuard(Callback):
     def __init__(self, gold: GoldSet | str | Path, tokenizer: Any = None, *, hooks: ModelHooks | None = None,
                  generation: GenerationSettings | dict[str, Any] | None = None,
                  thresholds: Thresholds | str | dict[str, Any] | None = None,
-                 on_collapse: Literal["warn", "halt", "reweight"] | HaltPolicy | ReweightPolicy = "warn",
+                 on_collapse: Literal["warn", "halt"] | HaltPolicy | ReweightPolicy = "warn",
                  on_error: Literal["warn", "raise"] = "warn",
                  schedule: CheckSchedule | str | dict[str, Any] | None = None, score_gold: bool = True,
                  reference_profile: ReferenceProfile | str | Path | None = None,

@@ -19,9 +19,8 @@ from collapseguard.integrations._torch import produce_from_hf_model
 def profile_model(model: Any, tokenizer: Any, gold: GoldSet, *, source: str = "", **engine_kwargs: Any) -> ReferenceProfile:
     """Run one guard check on ``model`` and return its profile.
 
-    ``engine_kwargs`` are the guard's settings (``num_samples``, ``prompt_length``,
-    ``max_new_tokens``, ``generation_kwargs``, ``seed``, ...); use the same ones as the
-    runs that will load the profile, or they will refuse it.
+    ``engine_kwargs`` are the guard's settings (``generation=GenerationSettings(num_samples=..., max_new_tokens=...,
+    ...)``, ``score_gold``, ...); use the same ones as the runs that will load the profile, or they will refuse it.
     """
     engine = GuardEngine(gold, tokenizer=tokenizer, **engine_kwargs)
     engine.setup()

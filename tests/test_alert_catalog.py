@@ -95,7 +95,8 @@ def render() -> str:
              "with the `balanced` thresholds (a critical alert reads the same, with the critical bound). Every",
              "message says the value, what it was judged against, the bound, the change since the first check,",
              "and what to try. Alerts go to the `collapseguard` logger (WARNING / ERROR) at every check while",
-             "they persist, as a `CollapseWarning` once when they first appear, and to the JSONL trail.", "",
+             "they persist (one console line each; `CollapseWarningHandler` adds a `CollapseWarning` when one first",
+             "appears), and to the JSONL trail.", "",
              "| gold | phase | detector | metric | warn / critical | meaning and what to do |", "|---|---|---|---|---|---|"]
     for kind, phase, det, metric, bounds, _ in catalog():
         lines.append(f"| {kind} | {phase} | {det} | `{metric}` | {bounds} | {ACTIONS[metric]} |")

@@ -93,7 +93,7 @@ CATALOG = [
      ["diversity_warn=1.5", "[0, 1]"]),
     ("threshold-contradictory", "warn bound beyond the critical one", lambda t: Thresholds(diversity_warn=0.4, diversity_critical=0.5),
      ValueError, ["diversity_critical=0.5", "diversity_warn=0.4", "Lower diversity_critical or raise diversity_warn"]),
-    ("threshold-wrong-type", "a float where an int is needed", lambda t: Thresholds(patience=1.5), TypeError,
+    ("threshold-wrong-type", "a float where an int is needed", lambda t: Thresholds(alert_patience=1.5), TypeError,
      ["patience", "1.5", "must be an int"]),
     ("threshold-unknown-preset", "an unknown preset name", lambda t: Thresholds.preset("paranoid"), ValueError,
      ["paranoid", "choose one of", "strict"]),

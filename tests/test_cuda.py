@@ -33,7 +33,7 @@ def test_lightning_guard_on_cuda_keeps_every_rng_stream(tmp_path):
     cpu, cuda = torch.get_rng_state(), torch.cuda.get_rng_state()
     gen = produce_from_hf_model(guard.engine, model, tr.tokenizer())()
     assert torch.equal(cpu, torch.get_rng_state()) and torch.equal(cuda, torch.cuda.get_rng_state())
-    assert model.training and len(gen.sequences) == tr.GUARD_KWARGS["num_samples"]
+    assert model.training and len(gen.sequences) == tr.GUARD_KWARGS["generation"].num_samples
 
 
 def test_bf16_generation_and_scoring_on_cuda():

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::collapseguar
 def _single_process_metrics(check: int) -> dict:
     monitor = CollapseMonitor(tr.gold(), tokenizer=tr.tokenizer(), prompt_length=16, max_new_tokens=32)
     table = continuation_table()
-    prompts = monitor.split.prompts[: tr.GUARD_KWARGS["num_samples"]]
+    prompts = monitor.split.prompts[: tr.GUARD_KWARGS["generation"].num_samples]
     for k in range(check + 1):
         result = monitor.check(outputs_for(prompts, k, table), step=k)
     return result.metrics

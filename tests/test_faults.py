@@ -161,3 +161,19 @@ def test_failure_inside_a_collective_is_never_turned_into_a_fault(on_error):
     with pytest.raises(UnrecoverableCheckError):
         engine.run_check(produce, step=0, epoch=0)
     assert engine.checks_done == 0
+
+
+@pytest.mark.parametrize("on_error", ["warn", "raise"])
+def test_a_check_with_no_outputs_raises_under_on_error_raise(on_error):
+    """docs/faults.md: "raise" re-raises a failing check, an empty one included (it was a fault alert before)."""
+    from collapseguard.guard.engine import GeneratedBatch, GuardEngine
+
+    engine = GuardEngine(tr.gold(), tokenizer=tr.tokenizer(), on_error=on_error, **tr.GUARD_KWARGS)
+    engine.setup()
+    empty = lambda: GeneratedBatch(sequences=[], finished=[])  # noqa: E731
+    if on_error == "raise":
+        with pytest.raises(RuntimeError, match=r"generation returned no outputs for this check \(on_error='raise'\)"):
+            engine.run_check(empty, step=1, epoch=0)
+    else:
+        outcome = engine.run_check(empty, step=1, epoch=0)
+        assert outcome.result is None and outcome.faults[0].phase == "fault"

@@ -155,7 +155,7 @@ def test_model_side_tail_rise_with_head_held_is_early_phase(monitor):
 
 
 def test_patience_delays_alerts(corpus):
-    monitor = CollapseMonitor(corpus[1], Thresholds(patience=2), prompt_length=16, max_new_tokens=32)
+    monitor = CollapseMonitor(corpus[1], Thresholds(alert_patience=2), prompt_length=16, max_new_tokens=32)
     bad = ["same words again and again"] * 64
     assert monitor.check(bad, step=0).alerts == []
     assert monitor.check(bad, step=1).critical
@@ -233,7 +233,7 @@ def test_resume_with_the_same_thresholds_is_silent(monitor, corpus, caplog):
 def test_resume_with_other_thresholds_names_each_change_and_keeps_the_current(monitor, corpus, caplog):
     monitor.check(["same words again and again"] * 64, step=0)
     state = monitor.state_dict()
-    mine = CollapseMonitor(corpus[1], thresholds={"ppl_rise_warn": 1.3, "patience": 2}, tokenizer=SimpleTokenizer(),
+    mine = CollapseMonitor(corpus[1], thresholds={"ppl_rise_warn": 1.3, "alert_patience": 2}, tokenizer=SimpleTokenizer(),
                            prompt_length=16, max_new_tokens=32)
     caplog.clear()
     with caplog.at_level(logging.WARNING, "collapseguard"):
@@ -244,7 +244,7 @@ def test_resume_with_other_thresholds_names_each_change_and_keeps_the_current(mo
     assert "current thresholds are used" in message
     assert "diversity_warn" not in message  # unchanged fields are not listed
     # the user's configuration wins; the history is restored all the same
-    assert (mine.thresholds.ppl_rise_warn, mine.thresholds.patience) == (1.3, 2)
+    assert (mine.thresholds.ppl_rise_warn, mine.thresholds.alert_patience) == (1.3, 2)
     assert mine.history == monitor.history
 
 

@@ -45,7 +45,7 @@ def test_reweight_state_is_restored_into_the_sampler():
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({}, r"on_collapse='reweight' needs the sampler it steers: pass on_collapse=ReweightPolicy\(anchor_sampler\)"),
+    ({}, r"on_collapse='reweight' is invalid: .* on_collapse=ReweightPolicy\(anchor_sampler\)"),
     ({"max_human_fraction": 0.3},
      "ReweightPolicy: max_human_fraction=0.3 is invalid: it is below the sampler's min_human_fraction=0.5"),
     ({"step": 0}, "ReweightPolicy: step=0 is invalid: step must be"),

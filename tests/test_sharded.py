@@ -48,11 +48,11 @@ def assert_merged_equals_single_process(r0: dict, r1: dict) -> None:
     history = r0["state"]["monitor"]["history"]
     checks = sorted(set(r0["records"]) & set(r1["records"]), key=int)  # where no rank faulted
     assert len(checks) == len(history) >= 1
-    monitor = CollapseMonitor(tr.gold(), tokenizer=tr.tokenizer(), prompt_length=GUARD["prompt_length"],
-                              max_new_tokens=GUARD["max_new_tokens"])
+    monitor = CollapseMonitor(tr.gold(), tokenizer=tr.tokenizer(), prompt_length=GUARD["generation"].prompt_length,
+                              max_new_tokens=GUARD["generation"].max_new_tokens)
     for check, entry in zip(checks, history, strict=True):
         seqs, finished, stats = _merged_order(r0, r1, check)
-        assert len(seqs) == GUARD["num_samples"]
+        assert len(seqs) == GUARD["generation"].num_samples
         result = monitor.evaluate(monitor.measure(seqs, finished=finished, model_stats=stats), step=entry["step"])
         assert entry["metrics"] == pytest.approx(result.metrics, rel=1e-9, nan_ok=True)
         assert entry["health"] == pytest.approx(result.health, rel=1e-9)

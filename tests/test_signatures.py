@@ -122,12 +122,15 @@ def test_old_spellings_still_work_with_a_deprecation_warning(old, new, tmp_path)
         pytest.skip("array-model hooks: covered by tests/test_generation.py's array guard")
     value = _old_value(old, tmp_path)
     group = new.partition(".")[0]
+    # 0.1 names were renamed in 0.2; 0.2's top-level settings were grouped in 0.3: each goes one release later
+    since, removal = (r"0\.2", r"0\.3") if old in ("model_stats", "reference", "save_profile", "sampler") \
+        else (r"0\.3", r"0\.4")
     extra = {"patience": {"on_collapse": "halt"}}.get(old, {"on_collapse": "reweight"} if group == "on_collapse" else {})
     if group == "on_collapse" and old not in ("anchor_sampler", "sampler", "patience"):
         extra = {"on_collapse": "reweight", "anchor_sampler": _old_value("anchor_sampler", tmp_path)}
     for cls in _callbacks():
         with pytest.warns(DeprecationWarning, match=rf"{cls.__name__}\({old}=\.\.\.\) is deprecated since "
-                                                    r"collapseguard 0\.2 and goes away in 0\.3: use "):
+                                                    rf"collapseguard {since} and goes away in {removal}: use "):
             guard = cls(tr.gold(), **{old: value}, **extra)
         assert _new_place(guard, new) == value
     if "." not in new:
@@ -143,6 +146,12 @@ def test_old_and_new_spellings_of_one_field_are_refused_together():
     with pytest.raises(TypeError, match=r"on_collapse=HaltPolicy\(patience=2\) and patience= were both given"), \
             pytest.warns(DeprecationWarning):
         lightning_cb(tr.gold(), on_collapse=HaltPolicy(patience=2), patience=3)
+    with pytest.raises(TypeError, match=r"num_samples=16 and generation\.num_samples=32 were both given"), \
+            pytest.warns(DeprecationWarning):
+        lightning_cb(tr.gold(), generation=GenerationSettings(num_samples=32), num_samples=16)
+    with pytest.raises(ValueError, match=r"check_on_train_start=False and schedule\.check_on_train_start=False"), \
+            pytest.warns(DeprecationWarning):
+        lightning_cb(tr.gold(), schedule={"check_on_train_start": False}, check_on_train_start=False)
 
 
 # ----------------------------------------------------------------- bad values, generated from the specification

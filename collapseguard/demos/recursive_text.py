@@ -119,7 +119,7 @@ def run_anchored(train: Sequence[str], gold: GoldSet, tokenizer: Any, workdir: s
 
     ``"replace"`` trains on the samples alone; ``"reweight"`` adds a fresh draw of human paragraphs (an
     eighth of the sample count, about ``floor`` of the blocks) behind an :class:`AnchorMixSampler` with
-    that floor, steered by a guard with ``on_collapse="reweight"``. Both load the generation-0 profile.
+    that floor, steered by a guard with ``on_collapse=ReweightPolicy(sampler)``. Both load the generation-0 profile.
     """
     import copy
 

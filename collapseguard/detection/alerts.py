@@ -94,10 +94,13 @@ def emit(alert: Alert, new: bool) -> None:
 
 
 class CollapseWarningHandler(logging.Handler):
-    """Also issue each *new* alert as a :class:`CollapseWarning`, attributed to the user's own line (the
+    """Issue each *new* alert as a :class:`CollapseWarning`, attributed to the user's own line (the
     ``trainer.fit(...)`` call), not to this library's. Opt-in, so that an alert prints once by default::
 
         logging.getLogger("collapseguard").addHandler(CollapseWarningHandler())
+
+    A logger with a handler no longer falls back to Python's default console line: add a ``StreamHandler`` as well
+    to keep the log line beside the warning.
     """
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -171,10 +171,6 @@ class GuardEngine:
         policy = o.on_collapse if isinstance(o.on_collapse, str) else copy.copy(o.on_collapse)
         self.halting = policy if isinstance(policy, HaltPolicy) else HaltPolicy(enabled=policy == "halt")
         self.reweighting: ReweightPolicy | None = policy if isinstance(policy, ReweightPolicy) else None
-        if o.on_collapse == "reweight":
-            raise ValueError(f"{caller}: on_collapse='reweight' needs the sampler it steers: pass "
-                             "on_collapse=ReweightPolicy(anchor_sampler) with the AnchorMixSampler of your training "
-                             "DataLoader, whose human share it raises as alerts grow")
         self.provenance = o.provenance
         if o.data_monitor is not None and (gold is None or gold.kind != "text"):
             raise ValueError(f"{caller}: data_monitor watches token streams: it needs a text gold set")
@@ -690,7 +686,10 @@ class GuardEngine:
         return self.sentinel
 
     def _fault(self, metric: str, message: str, severity: str = "warn") -> Alert:
+        """A check that could not run, as a fault alert; under ``on_error="raise"`` an error instead (docs/faults.md)."""
         where = f" on rank {self.rank}" if self.world_size > 1 else ""
+        if self.on_error == "raise":
+            raise RuntimeError(f"{self.caller}: {message}{where} (on_error='raise')")
         return Alert("fault", severity, metric, math.nan, math.nan, math.nan,  # type: ignore[arg-type]
                      f"{message}{where}; training continues (on_error={self.on_error!r})", "GuardEngine")
 

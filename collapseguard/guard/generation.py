@@ -40,6 +40,18 @@ def _coerce(cls: type, value: Any, caller: str, argument: str, fix: str) -> Any:
     return cls(**value)
 
 
+def _merged(cls: type, caller: str, argument: str, value: Any, fields_: dict[str, Any]) -> Any:
+    """``value`` (an instance, a dict or None) with ``fields_`` set; a field set both there and in ``value`` (away
+    from its default) is refused, since one of the two would be silently lost."""
+    current = _coerce(cls, value, caller, argument, f"pass a {cls.__name__}")
+    defaults = cls()
+    for name in fields_:
+        if getattr(current, name) != getattr(defaults, name):
+            raise TypeError(f"{caller}: {name}={describe(fields_[name])} and {argument}.{name}="
+                            f"{describe(getattr(current, name))} were both given: pass only {argument}.{name}")
+    return dataclasses.replace(current, **fields_)
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How much each check generates (the callbacks' ``generation=``).
@@ -110,7 +122,7 @@ class GenerationSettings:
     def merged(cls, caller: str, value: GenerationSettings | dict[str, Any] | None,
                fields_: dict[str, Any]) -> GenerationSettings:
         """``value`` with ``fields_`` set (the 0.2 callbacks' ``num_samples=`` ... spellings)."""
-        return dataclasses.replace(cls.coerce(value, caller), **fields_)
+        return _merged(cls, caller, "generation", value, fields_)
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,7 @@ class ModelHooks:
     @classmethod
     def merged(cls, caller: str, value: ModelHooks | dict[str, Any] | None, fields_: dict[str, Any]) -> ModelHooks:
         """``value`` with ``fields_`` set (the 0.2 callbacks' ``generate_fn=`` / ``sample_fn=`` / ``score_fn=``)."""
-        return dataclasses.replace(cls.coerce(value, caller), **fields_)
+        return _merged(cls, caller, "hooks", value, fields_)
 
     def check_against(self, caller: str, gold_kind: str) -> None:
         """Refuse hooks that cannot serve this kind of gold set."""

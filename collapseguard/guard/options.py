@@ -30,7 +30,7 @@ from collapseguard.guard.halting import HaltPolicy
 from collapseguard.guard.reweighting import ReweightPolicy
 from collapseguard.guard.schedule import SCHEDULE, CheckSchedule
 
-ON_COLLAPSE = ("warn", "halt", "reweight")
+ON_COLLAPSE = ("warn", "halt")
 ON_ERROR = ("warn", "raise")
 
 
@@ -60,10 +60,10 @@ OPTIONS: tuple[Option, ...] = (
            "e.g. generation=GenerationSettings(num_samples=32, max_new_tokens=48)"),
     Option("thresholds", None, "Thresholds | str | dict[str, Any] | None",
            (InstanceOf(Thresholds, str, dict, name="a Thresholds, a preset name, a dict or a .yaml/.json path"), NONE)),
-    Option("on_collapse", "warn", 'Literal["warn", "halt", "reweight"] | HaltPolicy | ReweightPolicy',
+    Option("on_collapse", "warn", 'Literal["warn", "halt"] | HaltPolicy | ReweightPolicy',
            (OneOf(*ON_COLLAPSE), InstanceOf(HaltPolicy, ReweightPolicy, name="a HaltPolicy or a ReweightPolicy")),
-           "'warn' logs, 'halt' (or HaltPolicy(patience=...)) stops training, ReweightPolicy(anchor_sampler) raises "
-           "the human share of the training batches"),
+           "'warn' logs, 'halt' (or HaltPolicy(patience=...)) stops training, on_collapse=ReweightPolicy(anchor_sampler) "
+           "raises the human share of the training batches"),
     Option("on_error", "warn", 'Literal["warn", "raise"]', (OneOf(*ON_ERROR),),
            "'warn' turns a failing check into a fault alert and training goes on; 'raise' re-raises it"),
     Option("schedule", None, "CheckSchedule | str | dict[str, Any] | None", SCHEDULE,
@@ -87,43 +87,45 @@ def check_option(caller: str, name: str, value: Any) -> Any:
     return validate(caller, name, value, *option.constraints, fix=option.fix) if option.constraints else value
 
 
-_HALT_FIELDS = {"patience": "patience"}
-_REWEIGHT_FIELDS = {"anchor_sampler": "anchor_sampler", "max_human_fraction": "max_human_fraction",
-                    "reweight_step": "step", "recovery_checks": "recovery_checks"}
+_HALT_FIELDS = ("patience",)
+_REWEIGHT_FIELDS = ("anchor_sampler", "max_human_fraction", "step", "recovery_checks")
 
 
 def merged_on_collapse(caller: str, value: Any, fields: dict[str, Any]) -> Any:
     """``on_collapse`` with the 0.2 top-level ``patience=`` / ``anchor_sampler=`` / ``max_human_fraction=`` /
-    ``reweight_step=`` / ``recovery_checks=`` folded into the policy they configure."""
+    ``reweight_step=`` / ``recovery_checks=`` folded into the policy they configure (fields of the other policy are
+    dropped, as they did nothing before either)."""
     if isinstance(value, HaltPolicy | ReweightPolicy):
         raise TypeError(f"{caller}: on_collapse={value!r} and {', '.join(f'{k}=' for k in fields)} were both given: "
                         "set them on the policy")
     if value == "halt":
-        return HaltPolicy(**{new: fields[old] for old, new in _HALT_FIELDS.items() if old in fields})
-    if value == "reweight":
-        if "anchor_sampler" not in fields:
-            return value  # the engine refuses it, naming ReweightPolicy
-        given = {new: fields[old] for old, new in _REWEIGHT_FIELDS.items() if old in fields}
+        return HaltPolicy(**{k: fields[k] for k in _HALT_FIELDS if k in fields})
+    if value == "reweight" and "anchor_sampler" in fields:
+        given = {k: fields[k] for k in _REWEIGHT_FIELDS if k in fields}
         return ReweightPolicy(given.pop("anchor_sampler"), **given)
-    return value  # "warn": the halting and reweighting settings did nothing here before either
+    return value  # "warn", or "reweight" with no sampler (the validator refuses it, naming ReweightPolicy)
 
 
 MOVED: dict[str, str] = {
     # 0.1 names, renamed in 0.2
     "model_stats": "score_gold", "reference": "reference_profile", "save_profile": "save_profile_to",
-    "sampler": "on_collapse.anchor_sampler",
+    "sampler": "on_collapse.anchor_sampler",  # (0.1's name of anchor_sampler, grouped since)
     # 0.2 top-level settings, grouped in 0.3's objects
     **{name: f"hooks.{name.removesuffix('_fn')}" for name in ("generate_fn", "sample_fn", "score_fn")},
     **{name: f"generation.{name}" for name in ("num_samples", "prompt_length", "max_new_tokens", "samples_per_prompt",
                                                "batch_size", "seed", "generation_kwargs", "zero3_gather")},
     "every_n_epochs": "schedule.every_n_epochs", "check_on_train_start": "schedule.check_on_train_start",
-    **{name: f"on_collapse.{name}" for name in (*_HALT_FIELDS, *_REWEIGHT_FIELDS)},
+    "patience": "on_collapse.patience", "anchor_sampler": "on_collapse.anchor_sampler",
+    "max_human_fraction": "on_collapse.max_human_fraction", "reweight_step": "on_collapse.step",
+    "recovery_checks": "on_collapse.recovery_checks",
 }
 """Old spelling -> new place, for one release: a plain name (renamed) or ``group.field`` (moved into an object)."""
 
 
+RENAMED_IN_0_2 = ("model_stats", "reference", "save_profile", "sampler")
+
 accepts_old_spellings = deprecate_kwargs(
-    MOVED, merge={"hooks": ModelHooks.merged, "generation": GenerationSettings.merged, "schedule": CheckSchedule.merged,
+    MOVED, since={old: "0.2" if old in RENAMED_IN_0_2 else "0.3" for old in MOVED}, merge={"hooks": ModelHooks.merged, "generation": GenerationSettings.merged, "schedule": CheckSchedule.merged,
            "on_collapse": merged_on_collapse})
 """The decorator on both callbacks' ``__init__``: old spellings work, with a ``DeprecationWarning``; typos are
 refused naming the close match."""

@@ -145,11 +145,11 @@ class CheckSchedule:
                fields_: dict[str, Any]) -> CheckSchedule:
         """``value`` with ``fields_`` set (the callbacks' 0.2 ``every_n_epochs=`` / ``check_on_train_start=``); a
         field given both ways is an error."""
-        schedule = cls.coerce(value, caller)
+        schedule, defaults = cls.coerce(value, caller), cls()
         for name in fields_:
-            if name == "every_n_epochs" and schedule.every_n_epochs is not None:
-                raise ValueError(f"{caller}: every_n_epochs={fields_[name]} and schedule.every_n_epochs="
-                                 f"{schedule.every_n_epochs} were both given: pass one (schedule's)")
+            if getattr(schedule, name) != getattr(defaults, name):
+                raise ValueError(f"{caller}: {name}={fields_[name]} and schedule.{name}={getattr(schedule, name)} "
+                                 f"were both given: pass only schedule.{name}")
         return replace(schedule, **fields_)
 
 

@@ -46,7 +46,7 @@ class ForceEOS(LogitsProcessor):
         self.eos, self.after, self.fail = eos, after, fail
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if input_ids.shape[1] - GUARD["prompt_length"] < self.after:
+        if input_ids.shape[1] - GUARD["generation"].prompt_length < self.after:
             return scores
         if self.fail:
             raise RuntimeError("generation failed on purpose in the middle of a batch")
@@ -153,11 +153,11 @@ def unsharded_outputs(kind: str, model, engine, rank: int, world: int):
     eos = tr.tokenizer().eos_token_id
     with torch.no_grad():
         seqs, _ = generate_continuations(plain.generate, prompts, device=torch.device("cpu"),
-                                         max_new_tokens=GUARD["max_new_tokens"], eos_token_id=eos,
-                                         pad_token_id=eos, batch_size=GUARD["batch_size"],
+                                         max_new_tokens=GUARD["generation"].max_new_tokens, eos_token_id=eos,
+                                         pad_token_id=eos, batch_size=GUARD["generation"].batch_size,
                                          generation_kwargs={"do_sample": False})
         stats = gold_model_stats(plain, prompts, engine.gold_continuations(rank, world), device=torch.device("cpu"),
-                                 batch_size=GUARD["batch_size"])
+                                 batch_size=GUARD["generation"].batch_size)
     return seqs, stats
 
 
