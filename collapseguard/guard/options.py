@@ -125,7 +125,8 @@ MOVED: dict[str, str] = {
 RENAMED_IN_0_2 = ("model_stats", "reference", "save_profile", "sampler")
 
 accepts_old_spellings = deprecate_kwargs(
-    MOVED, since={old: "0.2" if old in RENAMED_IN_0_2 else "0.3" for old in MOVED}, merge={"hooks": ModelHooks.merged, "generation": GenerationSettings.merged, "schedule": CheckSchedule.merged,
+    MOVED, since={old: "0.2" if old in RENAMED_IN_0_2 else "0.3" for old in MOVED},
+    merge={"hooks": ModelHooks.merged, "generation": GenerationSettings.merged, "schedule": CheckSchedule.merged,
            "on_collapse": merged_on_collapse})
 """The decorator on both callbacks' ``__init__``: old spellings work, with a ``DeprecationWarning``; typos are
 refused naming the close match."""
