@@ -119,7 +119,7 @@ def _new_place(guard: object, new: str) -> object:
 @pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
 def test_old_spellings_still_work_with_a_deprecation_warning(old, new, tmp_path):
     if old in ("sample_fn", "score_fn"):
-        pytest.skip("array-model hooks: covered by tests/test_generation.py's array guard")
+        pytest.skip("array-model hooks need an array gold set: test_old_array_hook_spellings_still_work")
     value = _old_value(old, tmp_path)
     group = new.partition(".")[0]
     # 0.1 names were renamed in 0.2; 0.2's top-level settings were grouped in 0.3: each goes one release later
@@ -136,6 +136,15 @@ def test_old_spellings_still_work_with_a_deprecation_warning(old, new, tmp_path)
     if "." not in new:
         with pytest.raises(TypeError, match=f"got both {old}= and {new}="):
             cls(tr.gold(), **{old: value, new: value})
+
+
+def test_old_array_hook_spellings_still_work():
+    gold = GoldSet.from_arrays(np.random.default_rng(0).normal(size=(40, 3)))
+    sample, score = (lambda model, n: np.zeros((n, 3))), (lambda model, rows: np.zeros(len(rows)))
+    for cls in _callbacks():
+        with pytest.warns(DeprecationWarning, match=r"\(sample_fn=\.\.\.\) is deprecated since collapseguard 0\.3"):
+            guard = cls(gold, sample_fn=sample, score_fn=score)
+        assert guard.hooks == ModelHooks(sample=sample, score=score)
 
 
 def test_old_and_new_spellings_of_one_field_are_refused_together():
